@@ -1,0 +1,139 @@
+"""Reading official Lightricks safetensors checkpoints: config metadata, prefixed tensors,
+and strict loading of converted weights into MLX modules."""
+
+import json
+import struct
+from pathlib import Path
+from typing import Callable
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+# One entry of a weight map: turns a checkpoint key (prefix already stripped) and its tensor
+# into zero or more (module key, array) pairs.
+Converter = Callable[[str, mx.array], list[tuple[str, mx.array]]]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used for what was asked of it."""
+
+
+def _read_header(path: Path) -> dict:
+    """The safetensors JSON header, read without touching tensor data."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file. Check the path, or download it with scripts/download_weights.py.")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise CheckpointError(f"{path}: not a safetensors file (too short). Re-download it.")
+        (header_len,) = struct.unpack("<Q", raw)
+        if header_len <= 0 or 8 + header_len > size:
+            raise CheckpointError(f"{path}: not a safetensors file, or truncated. Re-download it.")
+        try:
+            header = json.loads(f.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"{path}: corrupt safetensors header ({err}). Re-download it.") from None
+    data_end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    if 8 + header_len + data_end > size:
+        raise CheckpointError(
+            f"{path}: truncated ({size} bytes, header promises {8 + header_len + data_end}). Re-download it."
+        )
+    return header
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file (empty if it has none)."""
+    return _read_header(Path(path)).get("__metadata__") or {}
+
+
+def read_config(path: str | Path, section: str | None = None, what: str = "model") -> dict:
+    """The model config JSON that official checkpoints store under the metadata key `config`.
+
+    `section` picks one part of a combined checkpoint (e.g. "transformer", "vae").
+    """
+    path = Path(path)
+    metadata = read_metadata(path)
+    if "config" not in metadata:
+        raise CheckpointError(
+            f"{path}: no 'config' in the safetensors metadata, so the {what} cannot be built. "
+            "Use an official Lightricks checkpoint or one written by scripts/convert_weights.py."
+        )
+    try:
+        config = json.loads(metadata["config"])
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: the metadata 'config' is not valid JSON ({err}).") from None
+    if section is None:
+        return config
+    if section not in config:
+        raise CheckpointError(
+            f"{path}: its config has no '{section}' section (it has {sorted(config)}), "
+            f"so it does not hold a {what}. Pass the LTX-2 checkpoint that contains one."
+        )
+    return config
+
+
+def tensor_names(path: str | Path) -> list[str]:
+    return [k for k in _read_header(Path(path)) if k != "__metadata__"]
+
+
+def load_tensors(path: str | Path, prefix: str = "") -> dict[str, mx.array]:
+    """Tensors whose key starts with `prefix`, the prefix removed.
+
+    mx.load maps the file lazily: a tensor is read from disk only when evaluated, so taking a
+    slice of a 40 GB checkpoint does not read the rest of it.
+    """
+    path = Path(path)
+    _read_header(path)
+    try:
+        tensors = mx.load(str(path))
+    except (RuntimeError, ValueError) as err:
+        raise CheckpointError(f"{path}: could not be read as safetensors ({err}). Re-download it.") from None
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def convert_weights(weights: dict[str, mx.array], converters: list[tuple[str, Converter]]) -> dict[str, mx.array]:
+    """Apply the first converter whose key suffix matches each tensor ('' matches all)."""
+    converted = {}
+    for key, value in weights.items():
+        for suffix, convert in converters:
+            if key.endswith(suffix):
+                converted.update(convert(key, value))
+                break
+        else:
+            converted[key] = value
+    return converted
+
+
+def load_module_weights(
+    module: nn.Module,
+    weights: dict[str, mx.array],
+    path: str | Path,
+    what: str,
+    dtype: mx.Dtype | None = None,
+) -> nn.Module:
+    """Load `weights` into `module`, refusing any missing, unexpected or misshapen key."""
+    expected = dict(tree_flatten(module.parameters()))
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    misshapen = [
+        f"{k} {tuple(weights[k].shape)} != {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(weights))
+        if tuple(weights[k].shape) != tuple(expected[k].shape)
+    ]
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)):
+        if keys:
+            shown = ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
+            problems.append(f"{label}: {shown}")
+    if problems:
+        raise CheckpointError(
+            f"{path}: its {what} weights do not match the model its config describes; "
+            + "; ".join(problems)
+            + ". Is this the right file for this model?"
+        )
+    if dtype is not None:
+        weights = {k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v for k, v in weights.items()}
+    module.load_weights(list(weights.items()))
+    return module
