@@ -1,0 +1,29 @@
+"""Latent upscaler files (e.g. ltx-2-spatial-upscaler-x2-1.0.safetensors): a flat `config` in
+the metadata and unprefixed ltx-core tensor names."""
+
+from pathlib import Path
+
+import mlx.core as mx
+
+from LTX_2_MLX.loader.checkpoint import CheckpointError, load_module_weights, load_tensors, read_config
+from LTX_2_MLX.model.upscaler import LatentUpsampler, LatentUpsamplerConfig
+
+WHAT = "latent upscaler"
+
+
+def load_upscaler(path: str | Path, dtype: mx.Dtype | None = None) -> LatentUpsampler:
+    """Build the upsampler the file's config describes and load its weights strictly.
+
+    dtype: cast floating weights to it (e.g. mx.bfloat16); None keeps the file's dtype.
+    """
+    try:
+        config = LatentUpsamplerConfig.from_dict(read_config(path, what=WHAT))
+    except (TypeError, ValueError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: its {WHAT} config is not usable: {err}.") from None
+    upscaler = LatentUpsampler(config)
+    weights = LatentUpsampler.sanitize(load_tensors(path))
+    load_module_weights(upscaler, weights, path, WHAT, dtype)
+    mx.eval(upscaler.parameters())
+    return upscaler.eval()
