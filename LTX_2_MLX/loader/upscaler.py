@@ -16,11 +16,10 @@ def load_upscaler(path: str | Path, dtype: mx.Dtype | None = None) -> LatentUpsa
 
     dtype: cast floating weights to it (e.g. mx.bfloat16); None keeps the file's dtype.
     """
+    raw_config = read_config(path, what=WHAT)
     try:
-        config = LatentUpsamplerConfig.from_dict(read_config(path, what=WHAT))
-    except (TypeError, ValueError) as err:
-        if isinstance(err, CheckpointError):
-            raise
+        config = LatentUpsamplerConfig.from_dict(raw_config)
+    except ValueError as err:
         raise CheckpointError(f"{path}: its {WHAT} config is not usable: {err}.") from None
     upscaler = LatentUpsampler(config)
     weights = LatentUpsampler.sanitize(load_tensors(path))

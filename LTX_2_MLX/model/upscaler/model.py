@@ -30,6 +30,8 @@ class LatentUpsamplerConfig:
     @classmethod
     def from_dict(cls, config: dict) -> "LatentUpsamplerConfig":
         known = {f.name for f in fields(cls)}
+        if not isinstance(config, dict):
+            raise ValueError(f"the config is a {type(config).__name__}, not a JSON object of upsampler settings")
         if not known & set(config):
             raise ValueError(
                 f"the config has none of the latent upsampler's keys {sorted(known)} (it has {sorted(config)[:8]}); "
