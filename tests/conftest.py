@@ -20,4 +20,5 @@ def pytest_terminal_summary(terminalreporter):
         return
     terminalreporter.section("parity figures (MLX vs reference)")
     for name, measure, value in PARITY_FIGURES:
-        terminalreporter.write_line(f"{name:<70} {measure:<18} {value:.3e}")
+        shown = f"{value:.6f}" if measure == "cosine" else f"{value:.3e}"
+        terminalreporter.write_line(f"{name:<70} {measure:<18} {shown}")

@@ -1,0 +1,51 @@
+"""Loading the DiT from an official single-file LTX-2 checkpoint (or one we converted)."""
+
+from pathlib import Path
+
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+from LTX_2_MLX.loader.checkpoint import CheckpointError, load_module_weights, load_tensors, read_config, tensor_names
+from LTX_2_MLX.model.transformer import LTXModel, LTXModelConfig, LTXModelType
+
+TRANSFORMER_PREFIX = "model.diffusion_model."
+# Text-connector weights share the DiT's prefix but belong to the text encoder side.
+_CONNECTOR_PREFIXES = ("video_embeddings_connector.", "audio_embeddings_connector.", "embeddings_connector.")
+
+
+def transformer_config(path: str | Path, model_type: LTXModelType | None = None) -> LTXModelConfig:
+    """The DiT config of a checkpoint; audio+video when it holds audio weights, unless told."""
+    config = read_config(path, section="transformer", what="LTX-2 transformer")
+    names = tensor_names(path)
+    if not any(n.startswith(TRANSFORMER_PREFIX) for n in names):
+        raise CheckpointError(
+            f"{path}: no '{TRANSFORMER_PREFIX}*' tensors, so it holds no transformer. "
+            "Pass the LTX-2 model checkpoint (e.g. ltx-2-19b-dev.safetensors)."
+        )
+    if model_type is None:
+        has_audio = f"{TRANSFORMER_PREFIX}audio_patchify_proj.weight" in names
+        model_type = LTXModelType.AudioVideo if has_audio else LTXModelType.VideoOnly
+    try:
+        return LTXModelConfig.from_checkpoint_config(config, model_type)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}. Is this an LTX-2 checkpoint?") from None
+
+
+def load_transformer(
+    path: str | Path, dtype: mx.Dtype = mx.bfloat16, model_type: LTXModelType | None = None
+) -> LTXModel:
+    """Build the DiT its config describes and load its weights, tensor by tensor."""
+    model = LTXModel(transformer_config(path, model_type))
+    weights = {
+        key: value
+        for key, value in load_tensors(path, TRANSFORMER_PREFIX).items()
+        if not key.startswith(_CONNECTOR_PREFIXES)
+    }
+    load_module_weights(model, weights, path, "transformer", dtype=dtype)
+    del weights
+    # The file is mapped lazily: evaluating one parameter at a time keeps the peak at the
+    # size of the model plus one tensor, not the model twice.
+    for _, parameter in tree_flatten(model.parameters()):
+        mx.eval(parameter)
+    model.eval()
+    return model
