@@ -10,21 +10,29 @@ import torch
 from ltx_core.model.upsampler import LatentUpsamplerConfigurator, upsample_video
 from ltx_core.model.upsampler.blur_downsample import BlurDownsample as ReferenceBlurDownsample
 from ltx_core.model.video_vae.ops import PerChannelStatistics
+from mlx.utils import tree_flatten
 from reference import assert_cosine, assert_matches, save_checkpoint, seed_module_, to_mx
 
 from LTX_2_MLX.loader import CheckpointError, load_upscaler
-from LTX_2_MLX.model.upscaler import upsample_latent
+from LTX_2_MLX.model.upscaler import LatentUpsampler, LatentUpsamplerConfig, upsample_latent
 from LTX_2_MLX.model.upscaler.blur_downsample import BlurDownsample
 
-TINY = {"in_channels": 8, "mid_channels": 64, "num_blocks_per_stage": 2}
+TINY = {"_class_name": "LatentUpsampler", "in_channels": 8, "mid_channels": 64, "num_blocks_per_stage": 2}
 
-# name -> the flat config an official file of that kind carries (shrunk).
+# name -> the flat config an official file of that kind carries (shrunk). Published temporal
+# files say `"rational_resampler": true, "spatial_scale": 1.0`, which ltx-core ignores.
 VARIANTS = {
     "spatial_x2": {"dims": 3, "spatial_upsample": True, "temporal_upsample": False},
     "spatial_x1.5_rational": {"dims": 3, "spatial_upsample": True, "rational_resampler": True, "spatial_scale": 1.5},
     "spatial_x2_rational": {"dims": 3, "spatial_upsample": True, "rational_resampler": True, "spatial_scale": 2.0},
     "spatial_x0.75_rational": {"dims": 3, "spatial_upsample": True, "rational_resampler": True, "spatial_scale": 0.75},
-    "temporal_x2": {"dims": 3, "spatial_upsample": False, "temporal_upsample": True},
+    "temporal_x2": {
+        "dims": 3,
+        "spatial_upsample": False,
+        "temporal_upsample": True,
+        "spatial_scale": 1.0,
+        "rational_resampler": True,
+    },
     "spatial_temporal_x2": {"dims": 3, "spatial_upsample": True, "temporal_upsample": True},
     "per_frame_2d_spatial_x2": {"dims": 2, "spatial_upsample": True, "temporal_upsample": False},
 }
@@ -180,3 +188,18 @@ def test_upscaler_rejects_latent_with_wrong_channels(spatial_tensors, tmp_path):
     with pytest.raises(ValueError, match=r"expected \(B, 8, F, H, W\)"):
         upscaler(mx.zeros((1, 4, 2, 3, 3)))
 
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_full_size_upscaler_takes_reference_state_dict(name):
+    """At the published sizes (128 latent channels, 4 blocks a stage; 512 and 1024 wide), every
+    ltx-core tensor maps onto exactly one parameter of ours of the right shape. Nothing is
+    evaluated: both models stay lazy / on the meta device."""
+    for mid_channels in (512, 1024):
+        config = {**VARIANTS[name], "in_channels": 128, "mid_channels": mid_channels, "num_blocks_per_stage": 4}
+        with torch.device("meta"):
+            reference = LatentUpsamplerConfigurator.from_config(config)
+        checkpoint = {k: mx.zeros(tuple(v.shape)) for k, v in reference.state_dict().items()}
+        converted = {k: tuple(v.shape) for k, v in LatentUpsampler.sanitize(checkpoint).items()}
+        ours = LatentUpsampler(LatentUpsamplerConfig.from_dict(config))
+        assert converted == {k: tuple(v.shape) for k, v in tree_flatten(ours.parameters())}
