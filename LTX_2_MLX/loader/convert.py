@@ -1,0 +1,74 @@
+"""Converting a checkpoint to another dtype, written tensor by tensor.
+
+The output keeps the official key layout and config metadata, so every loader reads it like
+the original. Tensors are streamed: peak memory is one tensor, not the 40 GB file.
+"""
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from LTX_2_MLX.loader.checkpoint import CheckpointError, load_tensors, read_metadata
+
+_SAFETENSORS_DTYPES = {
+    mx.float32: "F32", mx.float16: "F16", mx.bfloat16: "BF16", mx.int64: "I64", mx.int32: "I32",
+    mx.int16: "I16", mx.int8: "I8", mx.uint8: "U8", mx.uint32: "U32", mx.bool_: "BOOL",
+}  # fmt: skip
+
+
+def _tensor_bytes(array: mx.array) -> bytes:
+    if array.dtype == mx.bfloat16:  # numpy has no bfloat16: write its raw 16-bit pattern
+        array = array.view(mx.uint16)
+    return np.array(array).tobytes()
+
+
+def write_safetensors(path: str | Path, tensors: dict[str, mx.array], metadata: dict[str, str]) -> None:
+    """Write tensors one at a time into `path`, atomically (a temporary file renamed at the end).
+
+    The dict is emptied as it is written, so each tensor is freed once on disk.
+    """
+    path = Path(path)
+    header: dict = {"__metadata__": metadata}
+    offset = 0
+    for key, array in tensors.items():
+        if array.dtype not in _SAFETENSORS_DTYPES:
+            raise ValueError(f"cannot write {key}: dtype {array.dtype} has no safetensors code")
+        size = array.size * array.itemsize
+        header[key] = {"dtype": _SAFETENSORS_DTYPES[array.dtype], "shape": list(array.shape),
+                       "data_offsets": [offset, offset + size]}  # fmt: skip
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with open(partial, "wb") as f:
+            f.write(struct.pack("<Q", len(encoded)))
+            f.write(encoded)
+            for key in list(tensors):
+                f.write(_tensor_bytes(tensors.pop(key)))
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def convert_checkpoint(source: str | Path, destination: str | Path, dtype: mx.Dtype) -> int:
+    """Cast every floating tensor of `source` to `dtype`; returns the number of tensors."""
+    source, destination = Path(source), Path(destination)
+    if source.resolve() == destination.resolve():
+        raise CheckpointError(f"{destination}: refusing to overwrite the source checkpoint; choose another path.")
+    metadata = read_metadata(source)
+    if "config" not in metadata:
+        raise CheckpointError(
+            f"{source}: no 'config' in the safetensors metadata; only official LTX-2 files can be converted."
+        )
+    tensors = {
+        key: value.astype(dtype) if mx.issubdtype(value.dtype, mx.floating) else value
+        for key, value in load_tensors(source).items()
+    }
+    count = len(tensors)
+    write_safetensors(destination, tensors, {**metadata, "converted_by": "LTX_2_MLX", "dtype": str(dtype)})
+    return count
