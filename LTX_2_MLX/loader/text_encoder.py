@@ -1,0 +1,192 @@
+"""Loading the text side: Gemma 3 from a Hugging Face model directory (`--gemma-path`), and the
+feature extractor + embeddings connectors from the official LTX-2 checkpoint."""
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from LTX_2_MLX.loader.checkpoint import (
+    CheckpointError,
+    load_module_weights,
+    load_tensors,
+    read_config,
+    tensor_names,
+)
+from LTX_2_MLX.model.text_encoder.embeddings_connector import EmbeddingsConnectorConfig
+from LTX_2_MLX.model.text_encoder.embeddings_processor import (
+    EmbeddingsProcessor,
+    EmbeddingsProcessorConfig,
+    feature_extractor_version,
+)
+from LTX_2_MLX.model.text_encoder.encoder import GemmaTextEncoder
+from LTX_2_MLX.model.text_encoder.gemma import Gemma3TextConfig, Gemma3TextModel, language_model_prefix
+from LTX_2_MLX.model.text_encoder.tokenizer import DEFAULT_MAX_LENGTH, GemmaTokenizer
+
+_DOWNLOAD_HINT = "Download it with: huggingface-cli download google/gemma-3-12b-it --local-dir <dir> (then --gemma-path <dir>)."
+
+
+def _gemma_shards(gemma_dir: Path) -> list[Path]:
+    index = gemma_dir / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text()).get("weight_map", {})
+        shards = sorted({gemma_dir / name for name in weight_map.values()})
+        absent = [s.name for s in shards if not s.is_file()]
+        if absent:
+            raise CheckpointError(f"{gemma_dir}: shards listed in model.safetensors.index.json are missing: {absent}. {_DOWNLOAD_HINT}")
+        return shards
+    shards = sorted(gemma_dir.glob("*.safetensors"))
+    if not shards:
+        raise CheckpointError(f"{gemma_dir}: no model*.safetensors files. {_DOWNLOAD_HINT}")
+    return shards
+
+
+def _find_tokenizer_dir(gemma_dir: Path) -> Path:
+    for name in ("tokenizer.json", "tokenizer.model"):
+        if (gemma_dir / name).is_file():
+            return gemma_dir
+    for name in ("tokenizer.json", "tokenizer.model"):
+        found = sorted(gemma_dir.rglob(name))
+        if found:
+            return found[0].parent
+    raise CheckpointError(f"{gemma_dir}: no tokenizer.json or tokenizer.model found. {_DOWNLOAD_HINT}")
+
+
+def _quantizable(group_size: int):
+    def predicate(_path: str, module: nn.Module) -> bool:
+        return isinstance(module, (nn.Linear, nn.Embedding)) and module.weight.shape[-1] % group_size == 0
+
+    return predicate
+
+
+def load_text_encoder(
+    gemma_dir: str | Path,
+    dtype: mx.Dtype = mx.bfloat16,
+    quantize_bits: int | None = None,
+    group_size: int = 64,
+    max_length: int = DEFAULT_MAX_LENGTH,
+) -> GemmaTextEncoder:
+    """Gemma 3's language model and tokenizer from a Hugging Face directory (config.json,
+    model-*.safetensors, tokenizer files). The vision tower is never read. With
+    `quantize_bits` (8 or 4) the weights are quantized layer by layer as they are loaded."""
+    gemma_dir = Path(gemma_dir)
+    if not gemma_dir.is_dir():
+        raise CheckpointError(f"{gemma_dir}: no such directory. {_DOWNLOAD_HINT}")
+    if quantize_bits not in (None, 4, 8):
+        raise ValueError(f"quantize_bits={quantize_bits} must be None, 8 or 4.")
+    config_path = gemma_dir / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{gemma_dir}: no config.json. {_DOWNLOAD_HINT}")
+    try:
+        config = Gemma3TextConfig.from_dict(json.loads(config_path.read_text()), str(config_path))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{config_path}: not valid JSON ({err}). {_DOWNLOAD_HINT}") from None
+
+    shards = _gemma_shards(gemma_dir)
+    names = {shard: tensor_names(shard) for shard in shards}
+    prefix = language_model_prefix(name for shard_names in names.values() for name in shard_names)
+    if prefix is None:
+        raise CheckpointError(
+            f"{gemma_dir}: no Gemma language model in its safetensors (looked for "
+            "language_model.model.embed_tokens.weight and its variants). Is this a Gemma 3 directory?"
+        )
+    weights = {}
+    for shard in shards:
+        if any(name.startswith(prefix) for name in names[shard]):
+            weights.update(load_tensors(shard, prefix))  # lazy: only the language model is read
+    weights = {k: v for k, v in weights.items() if not k.startswith(("vision_tower.", "multi_modal_projector."))}
+
+    model = Gemma3TextModel(config)
+    load_module_weights(model, weights, gemma_dir, "Gemma language model", dtype)
+    # Materialise (and quantize) one layer at a time, so the peak stays near the final size.
+    for layer in model.layers:
+        if quantize_bits is not None:
+            nn.quantize(layer, group_size=group_size, bits=quantize_bits, class_predicate=_quantizable(group_size))
+        mx.eval(layer.parameters())
+    if quantize_bits is not None:
+        # The embedding (also the tied LM head) is swapped from its parent.
+        nn.quantize(
+            model,
+            group_size=group_size,
+            bits=quantize_bits,
+            class_predicate=lambda path, module: path == "embed_tokens" and _quantizable(group_size)(path, module),
+        )
+    mx.eval(model.parameters())
+    tokenizer = GemmaTokenizer(_find_tokenizer_dir(gemma_dir), max_length=max_length)
+    return GemmaTextEncoder(model, tokenizer)
+
+
+# Official LTX-2 checkpoint prefixes (ltx-core EMBEDDINGS_PROCESSOR_KEY_OPS and the video-only map).
+_PROCESSOR_PREFIXES = {
+    "text_embedding_projection.": "feature_extractor.",
+    "model.diffusion_model.video_embeddings_connector.": "video_connector.",
+    "model.diffusion_model.audio_embeddings_connector.": "audio_connector.",
+    "model.diffusion_model.embeddings_connector.": "video_connector.",
+}
+
+
+def load_embeddings_processor(checkpoint_path: str | Path, dtype: mx.Dtype | None = None) -> EmbeddingsProcessor:
+    """Feature extractor (V1 or V2, as the checkpoint's transformer config says) and the video
+    and audio embeddings connectors. Widths and register counts come from the weights."""
+    config = read_config(checkpoint_path, "transformer", what="text embeddings processor")["transformer"]
+    weights = {}
+    for source, target in _PROCESSOR_PREFIXES.items():
+        weights.update({target + k: v for k, v in load_tensors(checkpoint_path, source).items()})
+    try:
+        version = feature_extractor_version(config)
+    except ValueError as err:
+        raise CheckpointError(f"{checkpoint_path}: {err}") from None
+
+    def shape_of(key: str) -> tuple[int, ...]:
+        if key not in weights:
+            raise CheckpointError(
+                f"{checkpoint_path}: missing {key.replace('feature_extractor.', 'text_embedding_projection.')} "
+                f"(its config asks for the V{version} feature extractor). Use the full official LTX-2 checkpoint."
+            )
+        return tuple(weights[key].shape)
+
+    if version == 1:
+        video_dim, flat_dim = shape_of("feature_extractor.aggregate_embed.weight")
+    else:
+        video_dim, flat_dim = shape_of("feature_extractor.video_aggregate_embed.weight")
+    has_audio = any(k.startswith("audio_connector.") for k in weights)
+    audio_dim = None
+    if has_audio:
+        audio_dim = video_dim if version == 1 else shape_of("feature_extractor.audio_aggregate_embed.weight")[0]
+    if version == 2:
+        expected = {"video": (config.get("num_attention_heads", 0) * config.get("attention_head_dim", 0), video_dim)}
+        if has_audio:
+            audio_heads = config.get("audio_num_attention_heads", 0) * config.get("audio_attention_head_dim", 0)
+            expected["audio"] = (audio_heads, audio_dim)
+        for name, (from_config, from_weights) in expected.items():
+            if from_config != from_weights:
+                raise CheckpointError(
+                    f"{checkpoint_path}: the {name} aggregate embed is {from_weights} wide, the transformer config "
+                    f"says {from_config}. The checkpoint's config and weights disagree."
+                )
+    if not any(k.startswith("video_connector.") for k in weights):
+        raise CheckpointError(f"{checkpoint_path}: no embeddings connector weights. Use the full official LTX-2 checkpoint.")
+
+    def registers(prefix: str) -> int | None:
+        key = prefix + "learnable_registers"
+        return weights[key].shape[0] if key in weights else None
+
+    processor_config = EmbeddingsProcessorConfig(
+        feature_extractor_version=version,
+        flat_dim=flat_dim,
+        video_dim=video_dim,
+        audio_dim=audio_dim,
+        video_connector=EmbeddingsConnectorConfig.from_transformer_config(
+            config, audio=False, num_learnable_registers=registers("video_connector.")
+        ),
+        audio_connector=EmbeddingsConnectorConfig.from_transformer_config(
+            config, audio=True, num_learnable_registers=registers("audio_connector.")
+        )
+        if has_audio
+        else None,
+    )
+    processor = EmbeddingsProcessor(processor_config)
+    load_module_weights(processor, weights, checkpoint_path, "text embeddings processor", dtype)
+    mx.eval(processor.parameters())
+    return processor

@@ -1,0 +1,248 @@
+"""Parity of the Gemma 3 text encoder (tokenizer, every hidden state, greedy generation) with
+transformers and ltx-core, on a tiny random Gemma 3 saved as a Hugging Face directory."""
+
+import io
+import json
+import random
+import shutil
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import torch
+from reference import assert_cosine, assert_matches, to_numpy
+
+from LTX_2_MLX.loader import CheckpointError, load_text_encoder
+from LTX_2_MLX.model.text_encoder import load_prompt_embeddings, save_prompt_embeddings
+from LTX_2_MLX.model.text_encoder.prompt_enhancement import gemma_chat_prompt, generate
+
+SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+WORDS = (
+    "a cat dog runs jumps over the lazy fox camera pans slowly across sunlit forest river water sound birds "
+    "sing wind blows city night neon lights rain falls on street people walk talk laugh music plays softly "
+    "0123456789 café naïve"
+).split()
+MAX_LENGTH = 24  # longer than the sliding window below, shorter than the long prompt (truncation)
+SLIDING_WINDOW = 4
+PROMPTS = [
+    "a cat runs over the lazy fox",
+    "  camera pans slowly across a sunlit forest, birds sing  ",
+    "rain falls on the neon street at night while people walk and talk and music plays softly "
+    "across the city 2024 café",
+    "naïve 🎥 ünïcödé <start_of_turn> tokens",
+]
+
+
+def _train_tokenizer(directory):
+    """A small Gemma-style BPE tokenizer (byte fallback, Gemma's special ids) trained here with
+    sentencepiece, written as tokenizer.model and as the tokenizer.json transformers reads."""
+    import sentencepiece as spm
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
+    from transformers import GemmaTokenizerFast
+    from transformers.convert_slow_tokenizer import SentencePieceExtractor
+
+    rng = random.Random(0)
+    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 15))) for _ in range(400)]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, vocab_size=320, model_type="bpe",
+        pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
+        unk_piece="<unk>", user_defined_symbols=SPECIAL_TOKENS[4:], byte_fallback=True, add_dummy_prefix=False,
+        remove_extra_whitespaces=False, normalization_rule_name="identity", split_digits=True, minloglevel=2,
+    )  # fmt: skip
+    spm_path = directory / "tokenizer.model"
+    spm_path.write_bytes(model.getvalue())
+    # transformers' own sentencepiece → tokenizer.json converter needs protobuf; build the same
+    # BPE tokenizer from the extracted vocabulary and merges instead.
+    vocab, merges = SentencePieceExtractor(str(spm_path)).extract()
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tokenizer.normalizer = normalizers.Replace(" ", "▁")
+    tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tokenizer.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in SPECIAL_TOKENS])
+    fast = GemmaTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
+    fast.save_pretrained(str(directory))
+    return len(vocab)
+
+
+def _tiny_gemma_config(vocab_size):
+    from transformers import Gemma3Config
+
+    text_config = {
+        "model_type": "gemma3_text",
+        "vocab_size": vocab_size,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "query_pre_attn_scalar": 12,
+        "sliding_window": SLIDING_WINDOW,
+        "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+        "rope_theta": 1_000_000.0,
+        "rope_local_base_freq": 10_000.0,
+        "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+        "max_position_embeddings": 512,
+    }
+    vision_config = {
+        "model_type": "siglip_vision_model",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": 28,
+        "patch_size": 14,
+    }
+    return Gemma3Config(
+        text_config=text_config, vision_config=vision_config, mm_tokens_per_image=4, eos_token_id=[1, 5],
+        boi_token_index=6, eoi_token_index=7, image_token_index=8,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def gemma_dir(tmp_path_factory):
+    """A tiny random Gemma3ForConditionalGeneration (vision tower included, as the real one),
+    saved sharded like the official download, plus the reference model itself."""
+    from transformers import Gemma3ForConditionalGeneration
+
+    directory = tmp_path_factory.mktemp("gemma")
+    vocab_size = _train_tokenizer(directory)
+    torch.manual_seed(0)
+    model = Gemma3ForConditionalGeneration(_tiny_gemma_config(vocab_size)).eval()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in sorted(model.named_parameters()):
+            scale = 1.0 / np.sqrt(param.shape[-1]) if param.ndim >= 2 else 0.3
+            param.copy_(torch.randn(param.shape, generator=gen) * scale)
+    model.save_pretrained(str(directory), max_shard_size="100KB", safe_serialization=True)
+    return directory, model
+
+
+@pytest.fixture(scope="module")
+def reference_tokenizer(gemma_dir):
+    from ltx_core.text_encoders.gemma.tokenizer import LTXVGemmaTokenizer
+
+    return LTXVGemmaTokenizer(str(gemma_dir[0]), MAX_LENGTH)
+
+
+@pytest.fixture(scope="module")
+def text_encoder(gemma_dir):
+    return load_text_encoder(gemma_dir[0], dtype=mx.float32, max_length=MAX_LENGTH)
+
+
+def _reference_ids(reference_tokenizer, prompt):
+    pairs = reference_tokenizer.tokenize_with_weights(prompt)["gemma"]
+    return [int(t) for t, _ in pairs], [int(w) for _, w in pairs]
+
+
+def test_gemma_directory_is_the_official_layout(gemma_dir):
+    directory, _ = gemma_dir
+    keys = set()
+    for shard in directory.glob("model-*.safetensors"):
+        keys |= set(mx.load(str(shard)))
+    assert len(list(directory.glob("model-*.safetensors"))) > 1
+    assert any(k.startswith("language_model.model.layers.") for k in keys) or any(
+        k.startswith("model.language_model.layers.") for k in keys
+    )
+    assert any("vision_tower" in k for k in keys)
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["tokenizer_json", "sentencepiece"])
+def test_tokenizer_matches_ltx_gemma_tokenizer(gemma_dir, reference_tokenizer, tmp_path, fallback):
+    from LTX_2_MLX.model.text_encoder import GemmaTokenizer
+
+    directory = gemma_dir[0]
+    if fallback:
+        for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
+            shutil.copy(directory / name, tmp_path / name)
+        directory = tmp_path
+    tokenizer = GemmaTokenizer(directory, max_length=MAX_LENGTH)
+    for prompt in PROMPTS + ["", "x" * 200]:
+        ids, mask = tokenizer(prompt)
+        ref_ids, ref_mask = _reference_ids(reference_tokenizer, prompt)
+        assert ids.tolist()[0] == ref_ids, prompt
+        assert mask.tolist()[0] == ref_mask, prompt
+
+
+def _reference_hidden_states(gemma_dir, reference_tokenizer, prompt):
+    from ltx_core.text_encoders.gemma.encoders.base_encoder import GemmaTextEncoder as ReferenceEncoder
+
+    reference = ReferenceEncoder(model=gemma_dir[1], tokenizer=reference_tokenizer, dtype=torch.float32)
+    with torch.no_grad():
+        hidden_states, mask = reference.encode(prompt)
+    return hidden_states, mask
+
+
+@pytest.mark.parametrize("prompt_index", [0, 2], ids=["padded", "truncated"])
+def test_gemma_hidden_states_match_reference_fp32(gemma_dir, reference_tokenizer, text_encoder, prompt_index):
+    prompt = PROMPTS[prompt_index]
+    ref_states, ref_mask = _reference_hidden_states(gemma_dir, reference_tokenizer, prompt)
+    ids, mask = text_encoder.tokenize(prompt)
+    assert mask.tolist() == ref_mask.tolist()
+    states = text_encoder.hidden_states(ids, mask)
+    assert len(states) == len(ref_states) == 4
+    for layer, (state, ref) in enumerate(zip(states, ref_states)):
+        assert_matches(f"gemma hidden state {layer} ({prompt_index and 'truncated' or 'padded'}) fp32", state, ref)
+
+
+def test_gemma_hidden_states_bf16_and_int8(gemma_dir, reference_tokenizer):
+    prompt = PROMPTS[1]
+    ref_states, _ = _reference_hidden_states(gemma_dir, reference_tokenizer, prompt)
+    for label, kwargs in (("bf16", {"dtype": mx.bfloat16}), ("int8", {"dtype": mx.float32, "quantize_bits": 8})):
+        encoder = load_text_encoder(gemma_dir[0], max_length=MAX_LENGTH, **kwargs)
+        states = encoder.hidden_states(*encoder.tokenize(prompt))
+        assert_cosine(f"gemma last hidden state {label}", states[-1], ref_states[-1], 0.99)
+        encoder.free()
+        with pytest.raises(RuntimeError, match="freed"):
+            encoder.hidden_states(*encoder.tokenize(prompt))
+
+
+def test_greedy_generation_matches_transformers(gemma_dir, text_encoder):
+    _, reference = gemma_dir
+    chat = gemma_chat_prompt("Describe a scene.", "user prompt: a cat runs")
+    prompt_ids = text_encoder.tokenizer.encode(chat)
+    assert len(prompt_ids) > SLIDING_WINDOW
+    with torch.no_grad():
+        out = reference.generate(
+            torch.tensor([prompt_ids]), attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
+            max_new_tokens=16, do_sample=False, eos_token_id=[1, 5], pad_token_id=0,
+        )  # fmt: skip
+    ref_new = out[0, len(prompt_ids) :].tolist()
+    new = generate(text_encoder.model, prompt_ids, max_new_tokens=16, temperature=0.0)
+    assert new == ref_new
+    # Sampling runs, is reproducible per seed and stays in the vocabulary.
+    sampled = generate(text_encoder.model, prompt_ids, 8, temperature=0.7, top_k=50, seed=3)
+    assert sampled == generate(text_encoder.model, prompt_ids, 8, temperature=0.7, top_k=50, seed=3)
+    assert all(0 <= t < text_encoder.model.config.vocab_size for t in sampled)
+
+
+def test_missing_gemma_weights_are_named(gemma_dir, tmp_path):
+    directory = gemma_dir[0]
+    for path in directory.iterdir():
+        shutil.copy(path, tmp_path / path.name)
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    victim = next(k for k in index["weight_map"] if k.endswith("layers.1.mlp.up_proj.weight"))
+    shard = tmp_path / index["weight_map"][victim]
+    tensors, metadata = mx.load(str(shard), return_metadata=True)
+    del tensors[victim]
+    mx.save_safetensors(str(shard), tensors, metadata=metadata)
+    del index["weight_map"][victim]
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match=r"missing: layers\.1\.mlp\.up_proj\.weight"):
+        load_text_encoder(tmp_path, dtype=mx.float32)
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="no config.json"):
+        load_text_encoder(tmp_path)
+
+
+def test_prompt_embeddings_round_trip(tmp_path):
+    video = mx.random.normal((1, 8, 16))
+    audio = mx.random.normal((1, 8, 4))
+    mask = mx.ones((1, 8), dtype=mx.int32)
+    path = tmp_path / "prompt.safetensors"
+    save_prompt_embeddings(path, video, audio, mask, prompt="a cat")
+    loaded = load_prompt_embeddings(path)
+    for a, b in zip(loaded, (video, audio, mask)):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
