@@ -10,7 +10,6 @@ and peak memory.
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ def small_config(config: dict) -> dict:
 
 def token_layout(width: int, height: int, frames: int, fps: float, context_tokens: int) -> dict:
     latent_frames = (frames - 1) // 8 + 1
-    audio_tokens = math.ceil(frames / fps * 25)  # 25 audio latents per second
+    audio_tokens = round(frames / fps * 25)  # 25 audio latents per second, as AudioLatentShape
     return dict(f=latent_frames, h=height // 32, w=width // 32, audio=audio_tokens, context=context_tokens)
 
 
