@@ -1,0 +1,124 @@
+"""Causal 3D convolution of the video VAE, computed as 2D convolutions of frames.
+
+MLX's 3D convolution is slow (ml-explore/mlx#3625), so a k×k×k convolution is evaluated as the
+sum over the temporal kernel of per-frame k×k convolutions: out[t] = Σ_i conv2d(x[t·s + i], W[:, i]).
+The arithmetic is the same; only the order of the sums differs.
+"""
+
+import mlx.core as mx
+import mlx.nn as nn
+
+
+def torch_conv_weight_to_mlx(weight: mx.array) -> mx.array:
+    """PyTorch (O, I, kT, kH, kW) -> MLX (O, kT, kH, kW, I)."""
+    return weight.transpose(0, 2, 3, 4, 1)
+
+
+def pad_spatial(x: mx.array, pad: tuple[int, int], mode: str) -> mx.array:
+    """Pad H and W of a (N, H, W, C) array as torch's Conv padding_mode does."""
+    ph, pw = pad
+    if ph == 0 and pw == 0:
+        return x
+    if mode == "zeros":
+        return mx.pad(x, [(0, 0), (ph, ph), (pw, pw), (0, 0)])
+    if mode == "reflect":
+        return mx.pad(x, [(0, 0), (ph, ph), (pw, pw), (0, 0)], mode="reflect")
+    if mode == "replicate":
+        return mx.pad(x, [(0, 0), (ph, ph), (pw, pw), (0, 0)], mode="edge")
+    if mode == "circular":
+        if ph:
+            x = mx.concatenate([x[:, -ph:], x, x[:, :ph]], axis=1)
+        if pw:
+            x = mx.concatenate([x[:, :, -pw:], x, x[:, :, :pw]], axis=2)
+        return x
+    raise ValueError(f"unknown spatial padding mode {mode!r}; use zeros, reflect, replicate or circular")
+
+
+def pad_temporal(x: mx.array, kernel_frames: int, causal: bool) -> mx.array:
+    """Repeat edge frames of (B, F, H, W, C): k-1 copies of the first frame when causal,
+    (k-1)/2 of the first and of the last frame otherwise."""
+    if kernel_frames == 1:
+        return x
+    if causal:
+        front, back = kernel_frames - 1, 0
+    else:
+        front = back = (kernel_frames - 1) // 2
+    parts = [x[:, :1]] * front + [x] + [x[:, -1:]] * back
+    return mx.concatenate(parts, axis=1)
+
+
+def causal_conv3d(
+    x: mx.array,
+    weight: mx.array,
+    bias: mx.array | None,
+    stride: tuple[int, int, int],
+    padding_mode: str,
+    causal: bool,
+) -> mx.array:
+    """ltx-core's CausalConv3d on channels-last input.
+
+    x: (B, F, H, W, C); weight: (O, kT, kH, kW, C). Time is padded with repeated edge frames,
+    space with `padding_mode` (k//2 on each side).
+    """
+    kt, kh, kw = weight.shape[1:4]
+    st, sh, sw = stride
+    x = pad_temporal(x, kt, causal)
+    b, f, h, w, c = x.shape
+    frames_out = (f - kt) // st + 1
+    # Frames are stacked into the convolution's batch axis; with B == 1 a run of frames is a
+    # contiguous slice of that axis, so no copy is made per temporal tap.
+    x = x.reshape(b * f, h, w, c)
+    if padding_mode == "zeros":
+        conv_padding = (kh // 2, kw // 2)
+    else:
+        x = pad_spatial(x, (kh // 2, kw // 2), padding_mode)
+        conv_padding = (0, 0)
+    x = x.reshape(b, f, *x.shape[1:])
+    out = None
+    for tap in range(kt):
+        frames = x[:, tap : tap + st * (frames_out - 1) + 1 : st]
+        frames = frames.reshape(b * frames_out, *frames.shape[2:])
+        y = mx.conv2d(frames, weight[:, tap], stride=(sh, sw), padding=conv_padding)
+        out = y if out is None else out + y
+    if bias is not None:
+        out = out + bias
+    return out.reshape(b, frames_out, *out.shape[1:])
+
+
+class CausalConv3d(nn.Module):
+    """A k×k×k convolution padded in time with repeated edge frames (causal: past only).
+
+    Its parameters sit in `conv` (weight (O, kT, kH, kW, I), bias (O,)), matching ltx-core's
+    `<name>.conv.weight` keys.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int | tuple[int, int, int] = 1,
+        spatial_padding_mode: str = "zeros",
+    ):
+        super().__init__()
+        self.stride = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
+        self.spatial_padding_mode = spatial_padding_mode
+        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, stride=self.stride)
+
+    def __call__(self, x: mx.array, causal: bool = True) -> mx.array:
+        return causal_conv3d(
+            x, self.conv.weight, self.conv.get("bias"), self.stride, self.spatial_padding_mode, causal
+        )
+
+
+class PointwiseConv3d(nn.Module):
+    """ltx-core's 1×1×1 Conv3d (`make_linear_nd`): a per-position linear map over channels."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.weight = mx.zeros((out_channels, 1, 1, 1, in_channels))
+        self.bias = mx.zeros((out_channels,))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        weight = self.weight.reshape(self.weight.shape[0], -1)
+        return x @ weight.T + self.bias

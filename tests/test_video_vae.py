@@ -1,0 +1,268 @@
+"""Parity of the MLX video VAE with ltx-core's VideoEncoder / VideoDecoder.
+
+Tiny seeded reference models keep the real 8× temporal / 32× spatial compression with few
+channels; they are saved as official single-file checkpoints (`vae.encoder.*`,
+`vae.decoder.*`, `vae.per_channel_statistics.*`, config in the metadata) and loaded through
+`load_video_vae`.
+"""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import torch
+from ltx_core.model.video_vae import (
+    SpatialTilingConfig as RefSpatialTilingConfig,
+    TemporalTilingConfig as RefTemporalTilingConfig,
+    TilingConfig as RefTilingConfig,
+    VideoDecoderConfigurator,
+    VideoEncoderConfigurator,
+)
+from reference import assert_cosine, assert_matches, save_checkpoint, seed_module_, to_mx
+
+from LTX_2_MLX.loader import CheckpointError, load_video_vae
+from LTX_2_MLX.model.video_vae import SpatialTilingConfig, TemporalTilingConfig, TilingConfig
+
+LATENT_CHANNELS = 8
+
+
+def tiny_config(padding: str, timestep_conditioning: bool = True, causal_decoder: bool = False) -> dict:
+    """The real block layout (patch 4, space/time/all/all compression) with 1 layer per
+    res_x and channels 8 → 64 (encoder), 32 → 4 (decoder)."""
+    res = ["res_x", {"num_layers": 1}]
+    up = ["compress_all", {"residual": True, "multiplier": 2}]
+    return {
+        "dims": 3,
+        "in_channels": 3,
+        "out_channels": 3,
+        "latent_channels": LATENT_CHANNELS,
+        "patch_size": 4,
+        "norm_layer": "pixel_norm",
+        "latent_log_var": "uniform",
+        "causal_decoder": causal_decoder,
+        "timestep_conditioning": timestep_conditioning,
+        "decoder_base_channels": 4,
+        "spatial_padding_mode": padding,
+        "encoder_blocks": [
+            res,
+            ["compress_space_res", {"multiplier": 2}],
+            res,
+            ["compress_time_res", {"multiplier": 2}],
+            res,
+            ["compress_all_res", {"multiplier": 2}],
+            res,
+            ["compress_all_res", {"multiplier": 1}],
+            res,
+        ],
+        "decoder_blocks": [res, up, res, up, res, up, res],
+    }
+
+
+def variant_config() -> dict:
+    """The other block kinds (strided convolutions, res_x_y, upsamplers without residual),
+    group norm, per-channel log-variance and a causal decoder, still 8×/32×."""
+    return {
+        "latent_channels": 32,
+        "patch_size": 4,
+        "norm_layer": "group_norm",
+        "latent_log_var": "per_channel",
+        "causal_decoder": True,
+        "timestep_conditioning": False,
+        "decoder_base_channels": 8,
+        "spatial_padding_mode": "replicate",
+        "encoder_blocks": [
+            ["res_x_y", {"multiplier": 2}],
+            ["compress_space", {}],
+            ["compress_time", {}],
+            ["compress_all_x_y", {"multiplier": 1}],
+            ["res_x", 1],
+            ["compress_all", {}],
+        ],
+        "decoder_blocks": [
+            ["res_x_y", {"multiplier": 2}],
+            ["compress_space", {}],
+            ["compress_time", {}],
+            ["compress_all", {"multiplier": 1}],
+            ["res_x", 1],
+            ["compress_all", {"multiplier": 1}],
+        ],
+    }
+
+
+class Reference:
+    """A seeded ltx-core encoder/decoder pair and the official-layout checkpoint made from it."""
+
+    def __init__(self, tmp_path_factory, config: dict, seed: int):
+        self.config = config
+        full = {"vae": config}
+        self.encoder = seed_module_(VideoEncoderConfigurator.from_config(full), seed)
+        self.decoder = seed_module_(VideoDecoderConfigurator.from_config(full), seed + 1)
+        self.decoder.decode_noise_scale = 0.0
+        gen = torch.Generator().manual_seed(seed + 2)
+        statistics = {
+            "std-of-means": torch.rand(config["latent_channels"], generator=gen) + 0.5,
+            "mean-of-means": torch.randn(config["latent_channels"], generator=gen) * 0.3,
+        }
+        for module in (self.encoder, self.decoder):
+            for name, value in statistics.items():
+                module.per_channel_statistics.get_buffer(name).copy_(value)
+        if config.get("timestep_conditioning", True):
+            self.decoder.timestep_scale_multiplier.data.fill_(1000.0)
+        tensors = {}
+        for part, module in (("encoder", self.encoder), ("decoder", self.decoder)):
+            for key, value in module.state_dict().items():
+                if not key.startswith("per_channel_statistics."):
+                    tensors[f"vae.{part}.{key}"] = value
+        for name, value in statistics.items():
+            tensors[f"vae.per_channel_statistics.{name}"] = value
+        # Further statistics that official files may carry and ltx-core ignores.
+        tensors["vae.per_channel_statistics.mean-of-stds"] = torch.ones(config["latent_channels"])
+        self.tensors = tensors
+        self.path = save_checkpoint(tmp_path_factory.mktemp("vae") / "vae.safetensors", tensors, full)
+        self._loaded = {}
+
+    def load(self, dtype=mx.float32):
+        if dtype not in self._loaded:
+            vae = load_video_vae(self.path, dtype=dtype)
+            vae.decoder.decode_noise_scale = 0.0
+            self._loaded[dtype] = vae
+        return self._loaded[dtype]
+
+
+@pytest.fixture(scope="module", params=["zeros", "reflect"])
+def reference(request, tmp_path_factory):
+    return Reference(tmp_path_factory, tiny_config(request.param), seed=10)
+
+
+@pytest.fixture(scope="module")
+def reference_without_timestep(tmp_path_factory):
+    return Reference(tmp_path_factory, tiny_config("reflect", timestep_conditioning=False), seed=20)
+
+
+def video(frames: int, height: int = 64, width: int = 96, batch: int = 1, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 3, frames, height, width, generator=gen) * 2 - 1
+
+
+def latent(frames: int, height: int = 2, width: int = 3, batch: int = 1, channels: int = LATENT_CHANNELS, seed: int = 1):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, channels, frames, height, width, generator=gen)
+
+
+@pytest.mark.parametrize("frames", [9, 17])
+def test_encoder_matches_reference_fp32(reference, frames):
+    pixels = video(frames)
+    expected = reference.encoder(pixels)
+    actual = reference.load().encoder(to_mx(pixels))
+    assert actual.shape == (1, LATENT_CHANNELS, (frames - 1) // 8 + 1, 2, 3)
+    assert_matches(f"encoder {reference.config['spatial_padding_mode']} {frames} frames", actual, expected)
+
+
+@pytest.mark.parametrize("timestep", [None, [0.2, 0.7]])
+def test_decoder_matches_reference_fp32(reference, timestep):
+    latents = latent(3, batch=2)
+    ref_timestep = None if timestep is None else torch.tensor(timestep)
+    expected = reference.decoder(latents, timestep=ref_timestep)
+    actual = reference.load().decoder(to_mx(latents), timestep=None if timestep is None else mx.array(timestep))
+    assert actual.shape == (2, 3, 17, 64, 96)
+    label = "default timestep" if timestep is None else "timestep per sample"
+    assert_matches(f"decoder {reference.config['spatial_padding_mode']} {label}", actual, expected)
+
+
+def test_decoder_without_timestep_conditioning_matches_reference_fp32(reference_without_timestep):
+    latents = latent(2)
+    expected = reference_without_timestep.decoder(latents)
+    actual = reference_without_timestep.load().decoder(to_mx(latents))
+    assert_matches("decoder without timestep conditioning", actual, expected)
+
+
+def test_other_block_kinds_match_reference_fp32(tmp_path_factory):
+    ref = Reference(tmp_path_factory, variant_config(), seed=30)
+    pixels = video(9, 64, 32)
+    vae = ref.load()
+    assert_matches("encoder strided/res_x_y/group_norm", vae.encoder(to_mx(pixels)), ref.encoder(pixels))
+    latents = latent(2, 2, 1, channels=32)
+    assert_matches("decoder causal/res_x_y/group_norm", vae.decoder(to_mx(latents)), ref.decoder(latents))
+
+
+def test_tiled_encode_matches_reference_tiled_fp32(reference):
+    pixels = video(33, 128, 160, seed=3)
+    ours = TilingConfig(SpatialTilingConfig(96, 64), TemporalTilingConfig(24, 16))
+    theirs = RefTilingConfig(RefSpatialTilingConfig(96, 64), RefTemporalTilingConfig(24, 16))
+    expected = reference.encoder.tiled_encode(pixels, theirs)
+    actual = reference.load().tiled_encode(to_mx(pixels), ours)
+    assert actual.shape == (1, LATENT_CHANNELS, 5, 4, 5)
+    assert_matches(f"tiled encode {reference.config['spatial_padding_mode']}", actual, expected)
+
+
+def test_tiled_decode_matches_reference_tiled_fp32(reference):
+    latents = latent(7, 4, 5, seed=4)
+    ours = TilingConfig(SpatialTilingConfig(96, 32), TemporalTilingConfig(24, 8))
+    theirs = RefTilingConfig(RefSpatialTilingConfig(96, 32), RefTemporalTilingConfig(24, 8))
+    expected = list(reference.decoder.tiled_decode(latents, theirs, timestep=torch.tensor([0.3])))
+    chunks = list(reference.load().tiled_decode(to_mx(latents), ours, timestep=0.3))
+    assert [c.shape for c in chunks] == [tuple(e.shape) for e in expected]
+    assert len(chunks) > 1, "the test should exercise the blending of several temporal chunks"
+    actual = mx.concatenate(chunks, axis=2)
+    assert_matches(
+        f"tiled decode {reference.config['spatial_padding_mode']}", actual, torch.cat(expected, dim=2)
+    )
+
+
+def test_bf16_matches_reference(reference):
+    vae = reference.load(mx.bfloat16)
+    pixels = video(17, seed=5)
+    encoded = vae.encoder(to_mx(pixels))
+    assert encoded.dtype == mx.bfloat16
+    assert_cosine(f"encoder bf16 {reference.config['spatial_padding_mode']}", encoded, reference.encoder(pixels))
+    latents = latent(3, seed=6)
+    decoded = vae.decoder(to_mx(latents))
+    assert_cosine(f"decoder bf16 {reference.config['spatial_padding_mode']}", decoded, reference.decoder(latents))
+
+
+def test_per_channel_statistics_match_reference(reference):
+    latents = latent(2, seed=7)
+    statistics = reference.load().per_channel_statistics
+    expected = reference.decoder.per_channel_statistics
+    mode = reference.config["spatial_padding_mode"]
+    assert_matches(f"normalize {mode}", statistics.normalize(to_mx(latents)), expected.normalize(latents))
+    assert_matches(f"un_normalize {mode}", statistics.un_normalize(to_mx(latents)), expected.un_normalize(latents))
+
+
+def test_decode_noise_blends_latent_with_seeded_noise(reference):
+    vae = reference.load()
+    decoder = vae.decoder
+    latents = to_mx(latent(2, seed=8))
+    key = mx.random.key(5)
+    noise = mx.random.normal(latents.transpose(0, 2, 3, 4, 1).shape, key=key).transpose(0, 4, 1, 2, 3)
+    decoder.decode_noise_scale = 0.025
+    try:
+        noisy = decoder(latents, key=key)
+        again = decoder(latents, key=key)
+    finally:
+        decoder.decode_noise_scale = 0.0
+    blended = decoder(latents * 0.975 + noise * 0.025)
+    assert np.array_equal(np.array(noisy), np.array(again))
+    assert_matches(f"decode noise = blended latent {reference.config['spatial_padding_mode']}", noisy, blended)
+
+
+def test_load_refuses_missing_weights(reference, tmp_path):
+    tensors = {k: v for k, v in reference.tensors.items() if not k.endswith("conv_out.conv.bias")}
+    path = save_checkpoint(tmp_path / "broken.safetensors", tensors, {"vae": reference.config})
+    with pytest.raises(CheckpointError, match="missing: .*conv_out.conv.bias"):
+        load_video_vae(path)
+    tensors = {k: v for k, v in reference.tensors.items() if "std-of-means" not in k}
+    path = save_checkpoint(tmp_path / "no_stats.safetensors", tensors, {"vae": reference.config})
+    with pytest.raises(CheckpointError, match="std_of_means"):
+        load_video_vae(path)
+
+
+def test_bad_inputs_are_refused_with_a_fix(reference):
+    vae = reference.load()
+    with pytest.raises(ValueError, match=r"num_frames=12 must be 8k\+1, e.g. 9 or 17"):
+        vae.encoder(mx.zeros((1, 3, 12, 64, 64)))
+    with pytest.raises(ValueError, match="multiple of 32x32"):
+        vae.encoder(mx.zeros((1, 3, 9, 48, 64)))
+    with pytest.raises(ValueError, match="latent must be"):
+        vae.decoder(mx.zeros((1, 4, 2, 2, 2)))
+    with pytest.raises(ValueError, match="tile_size_in_frames=20"):
+        TemporalTilingConfig(20, 8)
