@@ -246,3 +246,27 @@ def test_prompt_embeddings_round_trip(tmp_path):
     loaded = load_prompt_embeddings(path)
     for a, b in zip(loaded, (video, audio, mask)):
         np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+
+
+def test_encode_prompts_matches_reference_pipeline(gemma_dir, tmp_path):
+    """Tokenize (1024 tokens, as ltx-core) → Gemma → V2 feature extractor → connectors, against
+    ltx-core's GemmaTextEncoder.encode + EmbeddingsProcessor.process_hidden_states."""
+    from ltx_core.text_encoders.gemma.encoders.base_encoder import GemmaTextEncoder as ReferenceEncoder
+    from ltx_core.text_encoders.gemma.tokenizer import LTXVGemmaTokenizer
+    from reference import save_checkpoint
+    from test_text_encoder_processor import official_tensors, reference_processor
+
+    from LTX_2_MLX.loader.text_encoder import encode_prompts
+
+    processor, config = reference_processor(True, "split", True, True, True, seed=4, gemma_width=64, num_states=4)
+    checkpoint = save_checkpoint(tmp_path / "ltx.safetensors", official_tensors(processor, True), {"transformer": config})
+    reference = ReferenceEncoder(model=gemma_dir[1], tokenizer=LTXVGemmaTokenizer(str(gemma_dir[0]), 1024))
+    prompts = [PROMPTS[1], "blurry, low quality"]
+    results = encode_prompts(prompts, gemma_dir[0], checkpoint, dtype=mx.float32)
+    for index, (prompt, (video, audio, mask)) in enumerate(zip(prompts, results)):
+        with torch.no_grad():
+            expected = processor.process_hidden_states(*reference.encode(prompt))
+        assert video.shape == (1, 1024, 32) and audio.shape == (1, 1024, 16)
+        assert_matches(f"encode_prompts video_context prompt {index} fp32", video, expected.video_encoding)
+        assert_matches(f"encode_prompts audio_context prompt {index} fp32", audio, expected.audio_encoding)
+        assert mask.tolist() == expected.attention_mask.tolist()

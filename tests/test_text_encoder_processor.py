@@ -53,23 +53,23 @@ def _transformer_config(v2: bool, rope_type: str, gated: bool, float64: bool) ->
     return config
 
 
-def _reference_processor(v2, rope_type, gated, audio, float64, seed):
+def reference_processor(v2, rope_type, gated, audio, float64, seed, gemma_width=GEMMA_WIDTH, num_states=NUM_STATES):
     from ltx_core.model.transformer.rope import LTXRopeType
     from ltx_core.text_encoders.gemma.embeddings_connector import Embeddings1DConnector
     from ltx_core.text_encoders.gemma.embeddings_processor import EmbeddingsProcessor
     from ltx_core.text_encoders.gemma.feature_extractor import FeatureExtractorV1, FeatureExtractorV2
 
     config = _transformer_config(v2, rope_type, gated, float64)
-    flat = GEMMA_WIDTH * NUM_STATES
+    flat = gemma_width * num_states
     with torch.device("meta"):
         if v2:
             extractor = FeatureExtractorV2(
                 video_aggregate_embed=torch.nn.Linear(flat, 32, bias=True),
-                embedding_dim=GEMMA_WIDTH,
+                embedding_dim=gemma_width,
                 audio_aggregate_embed=torch.nn.Linear(flat, 16, bias=True) if audio else None,
             )
         else:
-            extractor = FeatureExtractorV1(torch.nn.Linear(flat, GEMMA_WIDTH, bias=False), is_av=audio)
+            extractor = FeatureExtractorV1(torch.nn.Linear(flat, gemma_width, bias=False), is_av=audio)
 
         def connector(prefix):
             return Embeddings1DConnector(
@@ -92,7 +92,7 @@ def _reference_processor(v2, rope_type, gated, audio, float64, seed):
     return seed_module_(processor, seed), config
 
 
-def _official_tensors(processor, audio: bool) -> dict:
+def official_tensors(processor, audio: bool) -> dict:
     state = processor.state_dict()
     video_prefix = "model.diffusion_model.video_embeddings_connector." if audio else "model.diffusion_model.embeddings_connector."
     tensors = {}
@@ -119,9 +119,9 @@ def _hidden_states(seed: int):
 @pytest.fixture(scope="module", params=sorted(CASES))
 def case(request, tmp_path_factory):
     v2, rope_type, gated, audio, float64 = CASES[request.param]
-    reference, config = _reference_processor(v2, rope_type, gated, audio, float64, seed=11)
+    reference, config = reference_processor(v2, rope_type, gated, audio, float64, seed=11)
     path = save_checkpoint(
-        tmp_path_factory.mktemp("ltx") / "ltx.safetensors", _official_tensors(reference, audio), {"transformer": config}
+        tmp_path_factory.mktemp("ltx") / "ltx.safetensors", official_tensors(reference, audio), {"transformer": config}
     )
     states, mask = _hidden_states(seed=5)
     with torch.no_grad():
@@ -159,8 +159,8 @@ def test_float32_frequency_grid_is_close_to_torch():
 
 
 def test_embeddings_processor_float32_rope_path(tmp_path):
-    reference, config = _reference_processor(True, "interleaved", False, True, False, seed=3)
-    path = save_checkpoint(tmp_path / "ltx.safetensors", _official_tensors(reference, True), {"transformer": config})
+    reference, config = reference_processor(True, "interleaved", False, True, False, seed=3)
+    path = save_checkpoint(tmp_path / "ltx.safetensors", official_tensors(reference, True), {"transformer": config})
     states, mask = _hidden_states(seed=2)
     with torch.no_grad():
         expected = reference.process_hidden_states(tuple(states), mask)
@@ -171,17 +171,17 @@ def test_embeddings_processor_float32_rope_path(tmp_path):
 
 
 def test_embeddings_processor_errors_name_the_problem(tmp_path):
-    reference, config = _reference_processor(True, "split", False, True, True, seed=1)
-    tensors = _official_tensors(reference, True)
+    reference, config = reference_processor(True, "split", False, True, True, seed=1)
+    tensors = official_tensors(reference, True)
     del tensors["text_embedding_projection.audio_aggregate_embed.weight"]
     path = save_checkpoint(tmp_path / "a.safetensors", tensors, {"transformer": config})
     with pytest.raises(CheckpointError, match="text_embedding_projection.audio_aggregate_embed.weight"):
         load_embeddings_processor(path)
     partial = {k: v for k, v in config.items() if k != "caption_proj_input_norm"}
-    path = save_checkpoint(tmp_path / "b.safetensors", _official_tensors(reference, True), {"transformer": partial})
+    path = save_checkpoint(tmp_path / "b.safetensors", official_tensors(reference, True), {"transformer": partial})
     with pytest.raises(CheckpointError, match="caption_proj_input_norm"):
         load_embeddings_processor(path)
-    processor = load_embeddings_processor(save_checkpoint(tmp_path / "c.safetensors", _official_tensors(reference, True), {"transformer": config}))
+    processor = load_embeddings_processor(save_checkpoint(tmp_path / "c.safetensors", official_tensors(reference, True), {"transformer": config}))
     states, mask = _hidden_states(seed=2)
     with pytest.raises(ValueError, match="feature extractor takes 64"):
         processor([to_mx(s) for s in states[:3]], to_mx(mask).astype(mx.int32))

@@ -21,6 +21,7 @@ from LTX_2_MLX.model.text_encoder.embeddings_processor import (
     feature_extractor_version,
 )
 from LTX_2_MLX.model.text_encoder.encoder import GemmaTextEncoder
+from LTX_2_MLX.model.text_encoder.prompt_enhancement import clean_response
 from LTX_2_MLX.model.text_encoder.gemma import Gemma3TextConfig, Gemma3TextModel, language_model_prefix
 from LTX_2_MLX.model.text_encoder.tokenizer import DEFAULT_MAX_LENGTH, GemmaTokenizer
 
@@ -190,3 +191,38 @@ def load_embeddings_processor(checkpoint_path: str | Path, dtype: mx.Dtype | Non
     load_module_weights(processor, weights, checkpoint_path, "text embeddings processor", dtype)
     mx.eval(processor.parameters())
     return processor
+
+
+def encode_prompts(
+    prompts: list[str],
+    gemma_dir: str | Path,
+    checkpoint_path: str | Path,
+    *,
+    enhance_first_prompt: bool = False,
+    enhance_prompt_seed: int = 42,
+    quantize_bits: int | None = None,
+    dtype: mx.Dtype = mx.bfloat16,
+) -> list[tuple[mx.array, mx.array | None, mx.array]]:
+    """(video_context, audio_context, mask) per prompt, as ltx-pipelines' `encode_prompts`: Gemma
+    is loaded, optionally rewrites prompts[0], encodes every prompt and is freed before the
+    embeddings processor is loaded, so the 12B model is never resident beside the DiT."""
+    text_encoder = load_text_encoder(gemma_dir, dtype=dtype, quantize_bits=quantize_bits)
+    prompts = list(prompts)
+    if enhance_first_prompt:
+        prompts[0] = clean_response(text_encoder.enhance_t2v(prompts[0], seed=enhance_prompt_seed))
+    encoded = []
+    for prompt in prompts:
+        hidden_states, mask = text_encoder.encode(prompt)
+        mx.eval(hidden_states)
+        encoded.append((hidden_states, mask))
+    text_encoder.free()
+    del text_encoder
+    processor = load_embeddings_processor(checkpoint_path, dtype=dtype)
+    results = []
+    for hidden_states, mask in encoded:
+        outputs = processor(hidden_states, mask)
+        mx.eval(outputs)
+        results.append(outputs)
+    del processor, encoded
+    mx.clear_cache()
+    return results

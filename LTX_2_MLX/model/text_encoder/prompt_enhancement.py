@@ -17,6 +17,20 @@ DEFAULT_TOP_K = 50
 DEFAULT_SEED = 10
 
 
+# ltx-pipelines' clean_response: typographic quotes and dashes to ASCII.
+_UNICODE_REPLACEMENTS = str.maketrans("\u2018\u2019\u201c\u201d\u2014\u2013\u00a0\u2032\u2212", "''\"\"-- '-")
+
+
+def clean_response(text: str) -> str:
+    """The enhanced prompt with ASCII punctuation and without the non-letters Gemma tends to
+    open with (ltx-pipelines `clean_response`)."""
+    text = text.translate(_UNICODE_REPLACEMENTS)
+    for i, char in enumerate(text):
+        if char.isalpha():
+            return text[i:]
+    return text
+
+
 @lru_cache(maxsize=1)
 def system_prompts() -> dict[str, str]:
     return json.loads((Path(__file__).parent / "system_prompts.json").read_text())
