@@ -1,0 +1,368 @@
+"""The shared denoising loop against ltx-pipelines' `denoise_audio_video` and samplers, with a
+tiny seeded official-layout transformer, from identical injected noise (float32, CPU)."""
+
+import importlib.machinery
+import importlib.util
+import sys
+import types
+
+
+def _register_placeholder_modules() -> None:
+    """`import ltx_pipelines` runs its package __init__, which imports every pipeline and with
+    them the audio VAE (torchaudio) and media I/O (PyAV). Neither is installed here (torchaudio
+    would pull in a second torch). The code compared below (samplers, denoising functions,
+    `denoise_audio_video`) calls neither, so placeholder modules stand in; any use of them
+    raises, so a test cannot silently depend on one."""
+
+    class Missing:
+        def __init__(self, name):
+            self._name = name
+
+        def __getattr__(self, attr):
+            if attr.startswith("__"):
+                raise AttributeError(attr)
+            return Missing(f"{self._name}.{attr}")
+
+        def __call__(self, *args, **kwargs):
+            raise RuntimeError(f"{self._name} belongs to a placeholder module registered by the tests")
+
+    for name in ("torchaudio", "av"):
+        if name in sys.modules or importlib.util.find_spec(name) is not None:
+            continue
+        module = types.ModuleType(name)
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+
+        def module_getattr(attr, name=name):
+            if attr.startswith("__"):
+                raise AttributeError(attr)
+            return Missing(f"{name}.{attr}")
+
+        module.__getattr__ = module_getattr
+        sys.modules[name] = module
+
+
+_register_placeholder_modules()
+
+import mlx.core as mx  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from ltx_core.components import diffusion_steps as ref_steps  # noqa: E402
+from ltx_core.components import guiders as ref_guiders  # noqa: E402
+from ltx_core.components.noisers import GaussianNoiser as RefGaussianNoiser  # noqa: E402
+from ltx_core.components.schedulers import LTX2Scheduler as RefLTX2Scheduler  # noqa: E402
+from ltx_core.conditioning import VideoConditionByKeyframeIndex as RefKeyframe  # noqa: E402
+from ltx_core.conditioning import VideoConditionByLatentIndex as RefLatentIndex  # noqa: E402
+from ltx_core.model.transformer.model import X0Model as RefX0Model  # noqa: E402
+from ltx_core.types import VideoPixelShape as RefVideoPixelShape  # noqa: E402
+from ltx_pipelines.utils import constants as ref_constants  # noqa: E402
+from ltx_pipelines.utils import helpers as ref_helpers  # noqa: E402
+from ltx_pipelines.utils import res2s as ref_res2s  # noqa: E402
+from ltx_pipelines.utils import samplers as ref_samplers  # noqa: E402
+from ltx_pipelines.utils.types import PipelineComponents as RefPipelineComponents  # noqa: E402
+from reference import assert_matches, to_mx  # noqa: E402
+from transformer_fixtures import (  # noqa: E402
+    VIDEO_CHANNELS,
+    build_reference_transformer,
+    context_width,
+    save_transformer_checkpoint,
+    tiny_transformer_config,
+)
+
+from LTX_2_MLX.components import (  # noqa: E402
+    EulerDiffusionStep,
+    InjectedNoiser,
+    LTX2Scheduler,
+    MultiModalGuider,
+    MultiModalGuiderFactory,
+    MultiModalGuiderParams,
+    Res2sDiffusionStep,
+    VideoPixelShape,
+    distilled_sigmas,
+)
+from LTX_2_MLX.conditioning import VideoConditionByKeyframeIndex, VideoConditionByLatentIndex  # noqa: E402
+from LTX_2_MLX.loader import load_transformer  # noqa: E402
+from LTX_2_MLX.model.transformer import X0Model  # noqa: E402
+from LTX_2_MLX.pipelines.denoising import (  # noqa: E402
+    PipelineComponents,
+    denoise_audio_video,
+    get_res2s_coefficients,
+    normalize_sde_noise,
+)
+
+LOOP_TOL = 1e-5
+# 17 frames of 128x128 at 24 fps: 3 latent frames of 4x4 (48 video tokens), 18 audio latents.
+OUTPUT_SHAPE = (1, 17, 128, 128, 24.0)
+# ltx-pipelines sizes audio latents as 8 channels x 16 mel bins; the tiny DiT takes that width.
+AUDIO_FEATURES = 8 * 16
+
+
+def randn(*shape, seed, dtype=torch.float32):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+@pytest.fixture(scope="module")
+def tiny_av_transformer(tmp_path_factory):
+    """(reference X0 model, MLX X0 model, config): one tiny seeded AV DiT, saved in the
+    official layout and loaded back by `load_transformer`."""
+    config = tiny_transformer_config("2.0")
+    config["transformer"].update(audio_in_channels=AUDIO_FEATURES, audio_out_channels=AUDIO_FEATURES)
+    reference = build_reference_transformer(config, audio=True, seed=11)
+    path = save_transformer_checkpoint(tmp_path_factory.mktemp("loop") / "tiny_av.safetensors", reference, config)
+    return RefX0Model(reference), X0Model(load_transformer(path, dtype=mx.float32)), config
+
+
+@pytest.fixture(scope="module")
+def contexts(tiny_av_transformer):
+    """Positive and negative prompt features for both streams, (reference, MLX)."""
+    config = tiny_av_transformer[2]
+    torch_contexts = {
+        "v_p": randn(1, 7, context_width(config, audio=False), seed=20),
+        "v_n": randn(1, 7, context_width(config, audio=False), seed=21),
+        "a_p": randn(1, 7, context_width(config, audio=True), seed=22),
+        "a_n": randn(1, 7, context_width(config, audio=True), seed=23),
+    }
+    return torch_contexts, {k: to_mx(v) for k, v in torch_contexts.items()}
+
+
+def components():
+    ref = RefPipelineComponents(dtype=torch.float32, device="cpu")
+    ref.video_latent_channels = VIDEO_CHANNELS
+    return ref, PipelineComponents(video_latent_channels=VIDEO_CHANNELS)
+
+
+def conditionings(seed: int = 30):
+    """An image held at latent frame 0 and a keyframe appended at pixel frame 16."""
+    image, keyframe = randn(1, VIDEO_CHANNELS, 1, 4, 4, seed=seed), randn(1, VIDEO_CHANNELS, 1, 4, 4, seed=seed + 1)
+    ref = [RefLatentIndex(image, strength=1.0, latent_idx=0), RefKeyframe(keyframe, frame_idx=16, strength=0.9)]
+    ours = [
+        VideoConditionByLatentIndex(to_mx(image), strength=1.0, latent_idx=0),
+        VideoConditionByKeyframeIndex(to_mx(keyframe), frame_idx=16, strength=0.9),
+    ]
+    return ref, ours
+
+
+def noise_pair(noise_seed: int, video_tokens: int, audio_tokens: int = 18):
+    """A reference GaussianNoiser and the noise it will draw (video first, then audio)."""
+    generator = torch.Generator().manual_seed(noise_seed)
+    video_noise = torch.randn(1, video_tokens, VIDEO_CHANNELS, generator=generator)
+    audio_noise = torch.randn(1, audio_tokens, AUDIO_FEATURES, generator=generator)
+    ref_noiser = RefGaussianNoiser(torch.Generator().manual_seed(noise_seed))
+    return ref_noiser, InjectedNoiser([to_mx(video_noise), to_mx(audio_noise)])
+
+
+class SdeNoiseTape:
+    """res_2s noise for call k of a run: the reference's own normalised draw from seed k, handed
+    to the reference as float64 and to MLX as float32, so both inject the same noise."""
+
+    def __init__(self):
+        self.reference_calls = 0
+        self.mlx_calls = 0
+
+    @staticmethod
+    def noise(k: int, shape) -> torch.Tensor:
+        return ref_samplers._get_new_noise(torch.empty(shape), torch.Generator().manual_seed(1000 + k))
+
+    def for_reference(self, latent: torch.Tensor, _generator) -> torch.Tensor:
+        self.reference_calls += 1
+        return self.noise(self.reference_calls - 1, latent.shape)
+
+    def for_mlx(self, latent: mx.array) -> mx.array:
+        self.mlx_calls += 1
+        return to_mx(self.noise(self.mlx_calls - 1, tuple(latent.shape)))
+
+
+def guider_params(video: dict, audio: dict):
+    return (
+        (ref_guiders.MultiModalGuiderParams(**video), ref_guiders.MultiModalGuiderParams(**audio)),
+        (MultiModalGuiderParams(**video), MultiModalGuiderParams(**audio)),
+    )
+
+
+def run_reference(loop, transformer, torch_contexts, guiders, sigmas, stepper, noiser, conditionings, **kwargs):
+    ref_components = components()[0]
+    if guiders is None:
+        denoise_fn = ref_helpers.simple_denoising_func(torch_contexts["v_p"], torch_contexts["a_p"], transformer)
+    else:
+        video_params, audio_params = guiders
+        denoise_fn = ref_helpers.multi_modal_guider_denoising_func(
+            ref_guiders.MultiModalGuider(video_params, negative_context=torch_contexts["v_n"]),
+            ref_guiders.MultiModalGuider(audio_params, negative_context=torch_contexts["a_n"]),
+            torch_contexts["v_p"],
+            torch_contexts["a_p"],
+            transformer,
+        )
+
+    def denoising_loop(sigmas, video_state, audio_state, stepper):
+        return loop(sigmas, video_state, audio_state, stepper, denoise_fn)
+
+    return ref_helpers.denoise_audio_video(
+        output_shape=RefVideoPixelShape(*OUTPUT_SHAPE),
+        conditionings=conditionings,
+        noiser=noiser,
+        sigmas=sigmas,
+        stepper=stepper,
+        denoising_loop_fn=denoising_loop,
+        components=ref_components,
+        dtype=torch.float32,
+        device="cpu",
+        **kwargs,
+    )
+
+
+def test_euler_loop_with_cfg_and_stg_matches_reference(tiny_av_transformer, contexts):
+    """8 Euler steps, CFG + STG + modality guidance + rescale on both streams, an image at frame
+    0 and a keyframe, from the same noise."""
+    ref_transformer, transformer, _ = tiny_av_transformer
+    torch_contexts, mlx_contexts = contexts
+    (ref_video_params, ref_audio_params), (video_params, audio_params) = guider_params(
+        dict(cfg_scale=3.0, stg_scale=1.0, stg_blocks=[1], rescale_scale=0.7, modality_scale=3.0),
+        dict(cfg_scale=7.0, stg_scale=1.0, stg_blocks=[1], rescale_scale=0.7, modality_scale=3.0),
+    )
+    ref_conditionings, mlx_conditionings = conditionings()
+    ref_noiser, noiser = noise_pair(noise_seed=5, video_tokens=48 + 16)
+    ref_sigmas = RefLTX2Scheduler().execute(8, latent=torch.empty(1, VIDEO_CHANNELS, 3, 4, 4))
+    sigmas = LTX2Scheduler().execute(8, latent=mx.zeros((1, VIDEO_CHANNELS, 3, 4, 4)))
+
+    ref_video, ref_audio = run_reference(
+        ref_samplers.euler_denoising_loop,
+        ref_transformer,
+        torch_contexts,
+        (ref_video_params, ref_audio_params),
+        ref_sigmas,
+        ref_steps.EulerDiffusionStep(),
+        ref_noiser,
+        ref_conditionings,
+    )
+    video, audio = denoise_audio_video(
+        VideoPixelShape(*OUTPUT_SHAPE),
+        transformer,
+        mlx_contexts["v_p"],
+        mlx_contexts["a_p"],
+        sigmas,
+        EulerDiffusionStep(),
+        noiser,
+        conditionings=mlx_conditionings,
+        video_guider=MultiModalGuider(video_params, negative_context=mlx_contexts["v_n"]),
+        audio_guider=MultiModalGuider(audio_params, negative_context=mlx_contexts["a_n"]),
+        components=components()[1],
+        show_progress=False,
+    )
+    assert video.latent.shape == (1, VIDEO_CHANNELS, 3, 4, 4) and audio.latent.shape == (1, 8, 18, 16)
+    assert_matches("loop euler 8 steps cfg+stg video latent", video.latent, ref_video.latent, LOOP_TOL)
+    assert_matches("loop euler 8 steps cfg+stg audio latent", audio.latent, ref_audio.latent, LOOP_TOL)
+
+
+def test_res2s_loop_with_guidance_matches_reference(tiny_av_transformer, contexts):
+    """res_2s (two evaluations per step, SDE noise at substep and step, bong iteration, a
+    final denoise to sigma 0) with multi-modal guidance, from the same noise throughout."""
+    ref_transformer, transformer, _ = tiny_av_transformer
+    torch_contexts, mlx_contexts = contexts
+    (ref_video_params, ref_audio_params), (video_params, audio_params) = guider_params(
+        dict(cfg_scale=3.0, stg_scale=0.0, stg_blocks=[], rescale_scale=0.45, modality_scale=3.0),
+        dict(cfg_scale=7.0, stg_scale=0.0, stg_blocks=[], rescale_scale=1.0, modality_scale=3.0),
+    )
+    ref_conditionings, mlx_conditionings = conditionings(seed=40)
+    ref_noiser, noiser = noise_pair(noise_seed=6, video_tokens=48 + 16)
+    ref_sigmas = RefLTX2Scheduler().execute(6, latent=torch.empty(1, VIDEO_CHANNELS, 3, 4, 4))
+    sigmas = LTX2Scheduler().execute(6, latent=mx.zeros((1, VIDEO_CHANNELS, 3, 4, 4)))
+    tape = SdeNoiseTape()
+
+    def ref_loop(sigmas, video_state, audio_state, stepper, denoise_fn):
+        return ref_samplers.res2s_audio_video_denoising_loop(
+            sigmas, video_state, audio_state, stepper, denoise_fn,
+            new_noise_fn=tape.for_reference, model_dtype=torch.float32,
+        )  # fmt: skip
+
+    ref_video, ref_audio = run_reference(
+        ref_loop,
+        ref_transformer,
+        torch_contexts,
+        (ref_video_params, ref_audio_params),
+        ref_sigmas,
+        ref_steps.Res2sDiffusionStep(),
+        ref_noiser,
+        ref_conditionings,
+    )
+    video, audio = denoise_audio_video(
+        VideoPixelShape(*OUTPUT_SHAPE),
+        transformer,
+        mlx_contexts["v_p"],
+        mlx_contexts["a_p"],
+        sigmas,
+        Res2sDiffusionStep(),
+        noiser,
+        conditionings=mlx_conditionings,
+        video_guider=MultiModalGuiderFactory.constant(video_params, negative_context=mlx_contexts["v_n"]),
+        audio_guider=MultiModalGuiderFactory.constant(audio_params, negative_context=mlx_contexts["a_n"]),
+        components=components()[1],
+        show_progress=False,
+        step_noise_fn=tape.for_mlx,
+        substep_noise_fn=tape.for_mlx,
+    )
+    assert tape.mlx_calls == tape.reference_calls == 6 * 4
+    assert_matches("loop res_2s 6 steps guided video latent", video.latent, ref_video.latent, LOOP_TOL)
+    assert_matches("loop res_2s 6 steps guided audio latent", audio.latent, ref_audio.latent, LOOP_TOL)
+
+
+def test_stage_2_refinement_video_only_matches_reference(tiny_av_transformer, contexts):
+    """Distilled stage 2 with audio frozen (audio-to-video): start from given latents noised to
+    the first sigma, plain denoising, Euler over the stage-2 sigmas."""
+    ref_transformer, transformer, _ = tiny_av_transformer
+    torch_contexts, mlx_contexts = contexts
+    ref_sigmas = torch.tensor(ref_constants.STAGE_2_DISTILLED_SIGMA_VALUES)
+    sigmas = distilled_sigmas(stage=2)
+    initial_video, initial_audio = randn(1, VIDEO_CHANNELS, 3, 4, 4, seed=50), randn(1, 8, 18, 16, seed=51)
+    ref_noiser, noiser = noise_pair(noise_seed=7, video_tokens=48)
+
+    def ref_loop(sigmas, video_state, audio_state, stepper):
+        denoise_fn = ref_helpers.simple_denoising_func(torch_contexts["v_p"], torch_contexts["a_p"], ref_transformer)
+        return ref_samplers.euler_denoising_loop(sigmas, video_state, audio_state, stepper, denoise_fn)
+
+    ref_video = ref_helpers.denoise_video_only(
+        output_shape=RefVideoPixelShape(*OUTPUT_SHAPE),
+        conditionings=[],
+        noiser=ref_noiser,
+        sigmas=ref_sigmas,
+        stepper=ref_steps.EulerDiffusionStep(),
+        denoising_loop_fn=ref_loop,
+        components=components()[0],
+        dtype=torch.float32,
+        device="cpu",
+        noise_scale=ref_sigmas[0],
+        initial_video_latent=initial_video,
+        initial_audio_latent=initial_audio,
+    )
+    video, audio = denoise_audio_video(
+        VideoPixelShape(*OUTPUT_SHAPE),
+        transformer,
+        mlx_contexts["v_p"],
+        mlx_contexts["a_p"],
+        sigmas,
+        EulerDiffusionStep(),
+        noiser,
+        denoise_audio=False,
+        components=components()[1],
+        noise_scale=sigmas[0],
+        initial_video_latent=to_mx(initial_video),
+        initial_audio_latent=to_mx(initial_audio),
+        show_progress=False,
+    )
+    assert_matches("loop stage-2 video-only video latent", video.latent, ref_video.latent, LOOP_TOL)
+    assert_matches("loop stage-2 video-only audio kept", audio.latent, initial_audio, 0.0)
+
+
+def test_distilled_sigmas_match_reference():
+    assert_matches("distilled sigmas stage 1", distilled_sigmas(1), torch.tensor(ref_constants.DISTILLED_SIGMA_VALUES), 0.0)
+    assert_matches(
+        "distilled sigmas stage 2", distilled_sigmas(2), torch.tensor(ref_constants.STAGE_2_DISTILLED_SIGMA_VALUES), 0.0
+    )
+
+
+def test_res2s_coefficients_and_noise_normalisation_match_reference():
+    for h in (1e-12, 0.01, 0.3, 0.69, 1.7):
+        assert np.allclose(get_res2s_coefficients(h), ref_res2s.get_res2s_coefficients(h, {}), rtol=1e-14, atol=0)
+    raw = randn(1, 60, 16, seed=60, dtype=torch.float64)
+    ref = ref_samplers._get_new_noise(torch.empty(1, 60, 16), torch.Generator().manual_seed(60))
+    assert torch.equal(ref_samplers._channelwise_normalize((raw - raw.mean()) / raw.std()), ref)
+    assert_matches("res_2s noise normalisation", normalize_sde_noise(to_mx(raw)), ref, 1e-6)
