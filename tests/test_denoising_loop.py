@@ -60,7 +60,7 @@ from ltx_pipelines.utils import helpers as ref_helpers  # noqa: E402
 from ltx_pipelines.utils import res2s as ref_res2s  # noqa: E402
 from ltx_pipelines.utils import samplers as ref_samplers  # noqa: E402
 from ltx_pipelines.utils.types import PipelineComponents as RefPipelineComponents  # noqa: E402
-from reference import assert_matches, to_mx  # noqa: E402
+from reference import assert_cosine, assert_matches, to_mx  # noqa: E402
 from transformer_fixtures import (  # noqa: E402
     VIDEO_CHANNELS,
     build_reference_transformer,
@@ -103,13 +103,13 @@ def randn(*shape, seed, dtype=torch.float32):
 
 @pytest.fixture(scope="module")
 def tiny_av_transformer(tmp_path_factory):
-    """(reference X0 model, MLX X0 model, config): one tiny seeded AV DiT, saved in the
-    official layout and loaded back by `load_transformer`."""
+    """(reference X0 model, MLX X0 model, config, checkpoint path): one tiny seeded AV DiT,
+    saved in the official layout and loaded back by `load_transformer`."""
     config = tiny_transformer_config("2.0")
     config["transformer"].update(audio_in_channels=AUDIO_FEATURES, audio_out_channels=AUDIO_FEATURES)
     reference = build_reference_transformer(config, audio=True, seed=11)
     path = save_transformer_checkpoint(tmp_path_factory.mktemp("loop") / "tiny_av.safetensors", reference, config)
-    return RefX0Model(reference), X0Model(load_transformer(path, dtype=mx.float32)), config
+    return RefX0Model(reference), X0Model(load_transformer(path, dtype=mx.float32)), config, path
 
 
 @pytest.fixture(scope="module")
@@ -210,19 +210,30 @@ def run_reference(loop, transformer, torch_contexts, guiders, sigmas, stepper, n
     )
 
 
-def test_euler_loop_with_cfg_and_stg_matches_reference(tiny_av_transformer, contexts):
-    """8 Euler steps, CFG + STG + modality guidance + rescale on both streams, an image at frame
-    0 and a keyframe, from the same noise."""
-    ref_transformer, transformer, _ = tiny_av_transformer
+EULER_GUIDANCE = (
+    dict(cfg_scale=3.0, stg_scale=1.0, stg_blocks=[1], rescale_scale=0.7, modality_scale=3.0),
+    dict(cfg_scale=7.0, stg_scale=1.0, stg_blocks=[1], rescale_scale=0.7, modality_scale=3.0),
+)
+# Video guided on every other step, audio on every third: the skipped stream reuses its last
+# prediction and is disabled in the transformer pass of the other.
+SKIPPING_GUIDANCE = (
+    dict(cfg_scale=3.0, stg_scale=1.0, stg_blocks=[0], skip_step=1),
+    dict(cfg_scale=5.0, rescale_scale=0.5, skip_step=2),
+)
+
+
+def run_euler_case(tiny_av_transformer, contexts, guidance, steps, dtype=mx.float32, transformer=None):
+    """Both loops over `steps` Euler steps with multi-modal guidance, an image at frame 0 and a
+    keyframe, from the same noise. Returns ((video, audio) reference, (video, audio) MLX)."""
+    ref_transformer, fp32_transformer, _, _ = tiny_av_transformer
+    transformer = transformer or fp32_transformer
     torch_contexts, mlx_contexts = contexts
-    (ref_video_params, ref_audio_params), (video_params, audio_params) = guider_params(
-        dict(cfg_scale=3.0, stg_scale=1.0, stg_blocks=[1], rescale_scale=0.7, modality_scale=3.0),
-        dict(cfg_scale=7.0, stg_scale=1.0, stg_blocks=[1], rescale_scale=0.7, modality_scale=3.0),
-    )
+    mlx_contexts = {k: v.astype(dtype) for k, v in mlx_contexts.items()}
+    (ref_video_params, ref_audio_params), (video_params, audio_params) = guider_params(*guidance)
     ref_conditionings, mlx_conditionings = conditionings()
     ref_noiser, noiser = noise_pair(noise_seed=5, video_tokens=48 + 16)
-    ref_sigmas = RefLTX2Scheduler().execute(8, latent=torch.empty(1, VIDEO_CHANNELS, 3, 4, 4))
-    sigmas = LTX2Scheduler().execute(8, latent=mx.zeros((1, VIDEO_CHANNELS, 3, 4, 4)))
+    ref_sigmas = RefLTX2Scheduler().execute(steps, latent=torch.empty(1, VIDEO_CHANNELS, 3, 4, 4))
+    sigmas = LTX2Scheduler().execute(steps, latent=mx.zeros((1, VIDEO_CHANNELS, 3, 4, 4)))
 
     ref_video, ref_audio = run_reference(
         ref_samplers.euler_denoising_loop,
@@ -246,17 +257,41 @@ def test_euler_loop_with_cfg_and_stg_matches_reference(tiny_av_transformer, cont
         video_guider=MultiModalGuider(video_params, negative_context=mlx_contexts["v_n"]),
         audio_guider=MultiModalGuider(audio_params, negative_context=mlx_contexts["a_n"]),
         components=components()[1],
+        dtype=dtype,
         show_progress=False,
     )
-    assert video.latent.shape == (1, VIDEO_CHANNELS, 3, 4, 4) and audio.latent.shape == (1, 8, 18, 16)
-    assert_matches("loop euler 8 steps cfg+stg video latent", video.latent, ref_video.latent, LOOP_TOL)
-    assert_matches("loop euler 8 steps cfg+stg audio latent", audio.latent, ref_audio.latent, LOOP_TOL)
+    return (ref_video.latent, ref_audio.latent), (video.latent, audio.latent)
+
+
+def test_euler_loop_with_cfg_and_stg_matches_reference(tiny_av_transformer, contexts):
+    """8 Euler steps, CFG + STG + modality guidance + rescale on both streams."""
+    (ref_video, ref_audio), (video, audio) = run_euler_case(tiny_av_transformer, contexts, EULER_GUIDANCE, 8)
+    assert video.shape == (1, VIDEO_CHANNELS, 3, 4, 4) and audio.shape == (1, 8, 18, 16)
+    assert_matches("loop euler 8 steps cfg+stg video latent", video, ref_video, LOOP_TOL)
+    assert_matches("loop euler 8 steps cfg+stg audio latent", audio, ref_audio, LOOP_TOL)
+
+
+def test_euler_loop_with_skipped_guidance_steps_matches_reference(tiny_av_transformer, contexts):
+    (ref_video, ref_audio), (video, audio) = run_euler_case(tiny_av_transformer, contexts, SKIPPING_GUIDANCE, 6)
+    assert_matches("loop euler 6 steps skip_step video latent", video, ref_video, LOOP_TOL)
+    assert_matches("loop euler 6 steps skip_step audio latent", audio, ref_audio, LOOP_TOL)
+
+
+def test_euler_loop_bf16_close_to_reference_fp32(tiny_av_transformer, contexts):
+    """The same 8 guided steps with the DiT, contexts and latents in bfloat16."""
+    bf16_transformer = X0Model(load_transformer(tiny_av_transformer[3], dtype=mx.bfloat16))
+    (ref_video, ref_audio), (video, audio) = run_euler_case(
+        tiny_av_transformer, contexts, EULER_GUIDANCE, 8, dtype=mx.bfloat16, transformer=bf16_transformer
+    )
+    assert video.dtype == mx.bfloat16
+    assert_cosine("loop euler 8 steps cfg+stg bf16 video latent", video, ref_video, 0.999)
+    assert_cosine("loop euler 8 steps cfg+stg bf16 audio latent", audio, ref_audio, 0.999)
 
 
 def test_res2s_loop_with_guidance_matches_reference(tiny_av_transformer, contexts):
     """res_2s (two evaluations per step, SDE noise at substep and step, bong iteration, a
     final denoise to sigma 0) with multi-modal guidance, from the same noise throughout."""
-    ref_transformer, transformer, _ = tiny_av_transformer
+    ref_transformer, transformer, _, _ = tiny_av_transformer
     torch_contexts, mlx_contexts = contexts
     (ref_video_params, ref_audio_params), (video_params, audio_params) = guider_params(
         dict(cfg_scale=3.0, stg_scale=0.0, stg_blocks=[], rescale_scale=0.45, modality_scale=3.0),
@@ -308,7 +343,7 @@ def test_res2s_loop_with_guidance_matches_reference(tiny_av_transformer, context
 def test_stage_2_refinement_video_only_matches_reference(tiny_av_transformer, contexts):
     """Distilled stage 2 with audio frozen (audio-to-video): start from given latents noised to
     the first sigma, plain denoising, Euler over the stage-2 sigmas."""
-    ref_transformer, transformer, _ = tiny_av_transformer
+    ref_transformer, transformer, _, _ = tiny_av_transformer
     torch_contexts, mlx_contexts = contexts
     ref_sigmas = torch.tensor(ref_constants.STAGE_2_DISTILLED_SIGMA_VALUES)
     sigmas = distilled_sigmas(stage=2)
