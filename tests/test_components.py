@@ -7,13 +7,13 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
+from ltx_core import tools as ref_tools
+from ltx_core import types as ref_types
 from ltx_core.components import diffusion_steps as ref_steps
 from ltx_core.components import guiders as ref_guiders
 from ltx_core.components import noisers as ref_noisers
 from ltx_core.components import patchifiers as ref_patchifiers
 from ltx_core.components import schedulers as ref_schedulers
-from ltx_core import tools as ref_tools
-from ltx_core import types as ref_types
 from reference import PARITY_FIGURES, assert_matches, to_mx, to_numpy
 
 from LTX_2_MLX.components import (
@@ -115,7 +115,9 @@ def test_res2s_sde_coefficients_match_reference():
         {},
     ]
     for kwargs in cases:
-        ref = ref_steps.Res2sDiffusionStep.get_sde_coeff(sigma_next.clone(), **{k: v.clone() for k, v in kwargs.items()})
+        ref = ref_steps.Res2sDiffusionStep.get_sde_coeff(
+            sigma_next.clone(), **{k: v.clone() for k, v in kwargs.items()}
+        )
         host = Res2sDiffusionStep.get_sde_coeff(sigma_next.numpy(), **{k: v.numpy() for k, v in kwargs.items()})
         for name, r, h in zip(("alpha_ratio", "sigma_down", "sigma_up"), ref, host):
             assert np.allclose(h, r.numpy(), rtol=1e-12, atol=1e-12), f"{kwargs}: host {name}"
@@ -139,7 +141,7 @@ def test_res2s_step_matches_reference():
         out = stepper.step(to_mx(sample), to_mx(denoised), np.array(pair), 0, to_mx(noise))
         assert_matches(f"Res2sDiffusionStep {pair}", out, ref, TOL)
     # Per-token sigmas (sigma times a denoise mask), as mx arrays.
-    mask = (torch.rand(1, 40, 1, generator=torch.Generator().manual_seed(6)) * 0.5 + 0.5)
+    mask = torch.rand(1, 40, 1, generator=torch.Generator().manual_seed(6)) * 0.5 + 0.5
     ref_sigmas = torch.stack([mask * 0.8, mask * 0.6])
     ref = ref_stepper.step(sample, denoised, ref_sigmas, 0, noise)
     out = stepper.step(to_mx(sample), to_mx(denoised), to_mx(ref_sigmas), 0, to_mx(noise))
@@ -235,7 +237,9 @@ def _ref_state(latent, mask):
 
 
 def _state(latent, mask):
-    return LatentState(latent=to_mx(latent), denoise_mask=to_mx(mask), positions=mx.zeros(1), clean_latent=to_mx(latent))
+    return LatentState(
+        latent=to_mx(latent), denoise_mask=to_mx(mask), positions=mx.zeros(1), clean_latent=to_mx(latent)
+    )
 
 
 def test_injected_noise_matches_reference_gaussian_noiser():
@@ -298,7 +302,10 @@ def test_audio_patchifier_matches_reference(options):
     assert_matches("AudioPatchifier.patchify", tokens, ref_tokens, 0.0)
     shape, ref_shape = AudioLatentShape(2, 8, 13, 16), ref_types.AudioLatentShape(2, 8, 13, 16)
     assert_matches(
-        "AudioPatchifier.unpatchify", patchifier.unpatchify(tokens, shape), ref_patchifier.unpatchify(ref_tokens, ref_shape), 0.0
+        "AudioPatchifier.unpatchify",
+        patchifier.unpatchify(tokens, shape),
+        ref_patchifier.unpatchify(ref_tokens, ref_shape),
+        0.0,
     )
     assert_matches(
         f"AudioPatchifier positions (seconds) {options}",

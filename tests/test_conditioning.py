@@ -34,7 +34,9 @@ def randn(*shape, seed=0):
 def initial_states():
     """The same initial video state built by both implementations."""
     tools = VideoLatentTools(VideoLatentPatchifier(1), SHAPE, fps=FPS)
-    ref_tools_ = ref_tools.VideoLatentTools(ref_patchifiers.VideoLatentPatchifier(1), ref_types.VideoLatentShape(*SHAPE), fps=FPS)
+    ref_tools_ = ref_tools.VideoLatentTools(
+        ref_patchifiers.VideoLatentPatchifier(1), ref_types.VideoLatentShape(*SHAPE), fps=FPS
+    )
     initial = randn(*SHAPE, seed=1)
     state = tools.create_initial_state(mx.float32, to_mx(initial))
     ref_state = ref_tools_.create_initial_state("cpu", torch.float32, initial)
@@ -102,7 +104,9 @@ def test_attention_strength_wrapper_matches_reference(initial_states, kind):
     weights = torch.rand(num_tokens, generator=torch.Generator().manual_seed(6))
     attention = {"scalar": 0.35, "per-token": weights, "per-batch-token": weights[None]}[kind]
     mlx_attention = attention if isinstance(attention, float) else to_mx(attention)
-    item = ConditioningItemAttentionStrengthWrapper(VideoConditionByReferenceLatent(to_mx(reference_latent)), mlx_attention)
+    item = ConditioningItemAttentionStrengthWrapper(
+        VideoConditionByReferenceLatent(to_mx(reference_latent)), mlx_attention
+    )
     ref_item = ref_conditioning.ConditioningItemAttentionStrengthWrapper(
         ref_conditioning.VideoConditionByReferenceLatent(reference_latent), attention
     )
@@ -112,7 +116,11 @@ def test_attention_strength_wrapper_matches_reference(initial_states, kind):
 def test_chained_conditionings_match_reference(initial_states):
     """Image at frame 0, a masked reference video, then a keyframe: the keyframe extends the
     existing mask with full attention, and the two reference groups do not see each other."""
-    image, reference_latent, keyframe = randn(1, 8, 1, 3, 4, seed=7), randn(1, 8, 2, 3, 4, seed=8), randn(1, 8, 1, 3, 4, seed=9)
+    image, reference_latent, keyframe = (
+        randn(1, 8, 1, 3, 4, seed=7),
+        randn(1, 8, 2, 3, 4, seed=8),
+        randn(1, 8, 1, 3, 4, seed=9),
+    )
     items = [
         (
             VideoConditionByLatentIndex(to_mx(image), strength=1.0, latent_idx=0),

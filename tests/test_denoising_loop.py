@@ -388,7 +388,9 @@ def test_stage_2_refinement_video_only_matches_reference(tiny_av_transformer, co
 
 
 def test_distilled_sigmas_match_reference():
-    assert_matches("distilled sigmas stage 1", distilled_sigmas(1), torch.tensor(ref_constants.DISTILLED_SIGMA_VALUES), 0.0)
+    assert_matches(
+        "distilled sigmas stage 1", distilled_sigmas(1), torch.tensor(ref_constants.DISTILLED_SIGMA_VALUES), 0.0
+    )
     assert_matches(
         "distilled sigmas stage 2", distilled_sigmas(2), torch.tensor(ref_constants.STAGE_2_DISTILLED_SIGMA_VALUES), 0.0
     )

@@ -108,9 +108,7 @@ class LinearQuadraticScheduler(SchedulerProtocol):
             quadratic_coef = threshold_noise_step_diff / (linear_steps * quadratic_steps**2)
             linear_coef = threshold_noise / linear_steps - 2 * threshold_noise_step_diff / (quadratic_steps**2)
             const = quadratic_coef * (linear_steps**2)
-            quadratic_schedule = [
-                quadratic_coef * (i**2) + linear_coef * i + const for i in range(linear_steps, steps)
-            ]
+            quadratic_schedule = [quadratic_coef * (i**2) + linear_coef * i + const for i in range(linear_steps, steps)]
         schedule = linear_schedule + quadratic_schedule + [1.0]
         return mx.array(np.array([1.0 - x for x in schedule], dtype=np.float32))
 

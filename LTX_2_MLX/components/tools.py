@@ -49,7 +49,9 @@ class LatentTools(Protocol):
         return replace(
             latent_state,
             latent=self.patchifier.unpatchify(latent_state.latent, output_shape=self.target_shape),
-            denoise_mask=self.patchifier.unpatchify(latent_state.denoise_mask, output_shape=self.target_shape.mask_shape()),
+            denoise_mask=self.patchifier.unpatchify(
+                latent_state.denoise_mask, output_shape=self.target_shape.mask_shape()
+            ),
             clean_latent=self.patchifier.unpatchify(latent_state.clean_latent, output_shape=self.target_shape),
         )
 

@@ -430,12 +430,19 @@ def _inject_sde_noise(
     between its own sigmas (sigma times its denoise mask)."""
     new_noise = noise_fn(state.latent)
     if legacy_mode:
-        x_next = stepper.step(sample=sample, denoised_sample=denoised_sample, sigmas=sigma_pair, step_index=0, noise=new_noise)
+        x_next = stepper.step(
+            sample=sample, denoised_sample=denoised_sample, sigmas=sigma_pair, step_index=0, noise=new_noise
+        )
         return post_process_latent(x_next, state.denoise_mask, state.clean_latent)
     token_sigmas = mx.stack(
-        [timesteps_from_mask(state.denoise_mask, float(sigma_pair[0])), timesteps_from_mask(state.denoise_mask, float(sigma_pair[1]))]
+        [
+            timesteps_from_mask(state.denoise_mask, float(sigma_pair[0])),
+            timesteps_from_mask(state.denoise_mask, float(sigma_pair[1])),
+        ]
     )
-    return stepper.step(sample=sample, denoised_sample=denoised_sample, sigmas=token_sigmas, step_index=0, noise=new_noise)
+    return stepper.step(
+        sample=sample, denoised_sample=denoised_sample, sigmas=token_sigmas, step_index=0, noise=new_noise
+    )
 
 
 def res2s_audio_video_denoising_loop(

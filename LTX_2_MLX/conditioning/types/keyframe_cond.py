@@ -19,7 +19,9 @@ def append_tokens(
         latent=mx.concatenate([latent_state.latent, tokens.astype(latent_state.latent.dtype)], axis=1),
         denoise_mask=mx.concatenate([latent_state.denoise_mask, denoise_mask], axis=1),
         positions=mx.concatenate([latent_state.positions, positions], axis=2),
-        clean_latent=mx.concatenate([latent_state.clean_latent, tokens.astype(latent_state.clean_latent.dtype)], axis=1),
+        clean_latent=mx.concatenate(
+            [latent_state.clean_latent, tokens.astype(latent_state.clean_latent.dtype)], axis=1
+        ),
         attention_mask=attention_mask,
     )
 
@@ -41,7 +43,9 @@ class VideoConditionByKeyframeIndex(ConditioningItem):
         )
         # Only a keyframe at frame 0 went through the causal VAE's single-frame first slot.
         positions = get_pixel_coords(
-            latent_coords, latent_tools.scale_factors, causal_fix=latent_tools.causal_fix if self.frame_idx == 0 else False
+            latent_coords,
+            latent_tools.scale_factors,
+            causal_fix=latent_tools.causal_fix if self.frame_idx == 0 else False,
         )
         time = (positions[:, :1] + self.frame_idx).astype(mx.float32) / latent_tools.fps
         positions = mx.concatenate([time, positions[:, 1:].astype(mx.float32)], axis=1)
