@@ -131,6 +131,17 @@ def components():
     return ref, PipelineComponents(video_latent_channels=VIDEO_CHANNELS)
 
 
+def test_pipeline_components_follow_the_transformer_config(tiny_av_transformer):
+    layout = PipelineComponents.for_transformer(tiny_av_transformer[1].velocity_model.config)
+    assert (layout.video_latent_channels, layout.audio_latent_channels, layout.audio_mel_bins) == (
+        VIDEO_CHANNELS,
+        8,
+        16,
+    )
+    with pytest.raises(ValueError, match="audio_latent_channels"):
+        PipelineComponents.for_transformer(tiny_av_transformer[1].velocity_model.config, audio_latent_channels=7)
+
+
 def conditionings(seed: int = 30):
     """An image held at latent frame 0 and a keyframe appended at pixel frame 16."""
     image, keyframe = randn(1, VIDEO_CHANNELS, 1, 4, 4, seed=seed), randn(1, VIDEO_CHANNELS, 1, 4, 4, seed=seed + 1)

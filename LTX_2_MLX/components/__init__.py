@@ -4,7 +4,6 @@ from LTX_2_MLX.components.diffusion_steps import (
     DiffusionStepProtocol,
     EulerDiffusionStep,
     Res2sDiffusionStep,
-    to_denoised,
     to_velocity,
 )
 from LTX_2_MLX.components.guiders import (
@@ -70,6 +69,5 @@ __all__ = [
     "create_multimodal_guider_factory",
     "distilled_sigmas",
     "get_pixel_coords",
-    "to_denoised",
     "to_velocity",
 ]

@@ -1,6 +1,7 @@
 """One step of the sampler from sigmas[i] to sigmas[i + 1] (ltx-core `components/diffusion_steps.py`).
 
-`to_velocity` / `to_denoised` (in ltx-core's `utils.py`) live here, next to their users.
+`to_velocity` (in ltx-core's `utils.py`) lives here, next to its user; its inverse
+`to_denoised` is in `model/transformer/model.py`, next to the X0 model.
 """
 
 from typing import Protocol
@@ -17,14 +18,6 @@ def to_velocity(sample: mx.array, sigma: float | mx.array, denoised_sample: mx.a
             raise ValueError("sigma=0 has no velocity: the sample is already clean")
     velocity = (sample.astype(mx.float32) - denoised_sample.astype(mx.float32)) / sigma
     return velocity.astype(sample.dtype)
-
-
-def to_denoised(sample: mx.array, velocity: mx.array, sigma: float | mx.array) -> mx.array:
-    """Denoised sample - velocity * sigma, computed in float32; sigma may be per token."""
-    if isinstance(sigma, mx.array):
-        sigma = sigma.astype(mx.float32)
-    denoised = sample.astype(mx.float32) - velocity.astype(mx.float32) * sigma
-    return denoised.astype(sample.dtype)
 
 
 class DiffusionStepProtocol(Protocol):

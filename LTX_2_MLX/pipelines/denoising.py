@@ -65,6 +65,25 @@ class PipelineComponents:
     video_patchifier: VideoLatentPatchifier = field(default_factory=lambda: VideoLatentPatchifier(patch_size=1))
     audio_patchifier: AudioPatchifier = field(default_factory=lambda: AudioPatchifier(patch_size=1))
 
+    @classmethod
+    def for_transformer(cls, config, audio_latent_channels: int = 8) -> "PipelineComponents":
+        """The layout a DiT config (`LTXModelConfig`) expects: video channels are its
+        in_channels; audio tokens are channels x mel bins wide, so its audio_in_channels must
+        split into `audio_latent_channels` channels."""
+        audio_features = getattr(config, "audio_in_channels", None)
+        if audio_features is None or not config.model_type.has_audio:
+            return cls(video_latent_channels=config.in_channels)
+        if audio_features % audio_latent_channels:
+            raise ValueError(
+                f"the transformer's audio_in_channels={audio_features} is not a multiple of "
+                f"audio_latent_channels={audio_latent_channels}; pass the audio VAE's latent channels"
+            )
+        return cls(
+            video_latent_channels=config.in_channels,
+            audio_latent_channels=audio_latent_channels,
+            audio_mel_bins=audio_features // audio_latent_channels,
+        )
+
 
 # ---------------------------------------------------------------------------------------------
 # States: build, condition, noise
