@@ -86,6 +86,7 @@ from LTX_2_MLX.model.transformer import X0Model  # noqa: E402
 from LTX_2_MLX.pipelines.denoising import (  # noqa: E402
     PipelineComponents,
     denoise_audio_video,
+    gaussian_sde_noise,
     get_res2s_coefficients,
     normalize_sde_noise,
 )
@@ -414,3 +415,12 @@ def test_res2s_coefficients_and_noise_normalisation_match_reference():
     ref = ref_samplers._get_new_noise(torch.empty(1, 60, 16), torch.Generator().manual_seed(60))
     assert torch.equal(ref_samplers._channelwise_normalize((raw - raw.mean()) / raw.std()), ref)
     assert_matches("res_2s noise normalisation", normalize_sde_noise(to_mx(raw)), ref, 1e-6)
+
+
+def test_default_res2s_noise_is_seeded_and_normalised():
+    latent = mx.zeros((1, 500, 16))
+    first, again = gaussian_sde_noise(3), gaussian_sde_noise(3)
+    a, b = first(latent), again(latent)
+    assert mx.array_equal(a, b) and not mx.array_equal(first(latent), a)
+    values = np.array(a)
+    assert abs(values.mean()) < 1e-5 and abs(values.std(ddof=1) - 1.0) < 1e-5

@@ -409,10 +409,11 @@ def normalize_sde_noise(noise: mx.array) -> mx.array:
 def gaussian_sde_noise(key: int | mx.array) -> NoiseFn:
     """A noise source for res_2s: normalised standard-normal noise like the latent, from the
     next split of `key` on each call."""
-    state = {"key": mx.random.key(key) if isinstance(key, int) else key}
+    key = mx.random.key(key) if isinstance(key, int) else key
 
     def new_noise(latent: mx.array) -> mx.array:
-        state["key"], subkey = mx.random.split(state["key"])
+        nonlocal key
+        key, subkey = mx.random.split(key)
         return normalize_sde_noise(mx.random.normal(latent.shape, key=subkey))
 
     return new_noise
