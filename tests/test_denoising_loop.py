@@ -58,6 +58,7 @@ from ltx_core.types import VideoPixelShape as RefVideoPixelShape  # noqa: E402
 from ltx_pipelines.utils import constants as ref_constants  # noqa: E402
 from ltx_pipelines.utils import helpers as ref_helpers  # noqa: E402
 from ltx_pipelines.utils import res2s as ref_res2s  # noqa: E402
+from ltx_pipelines import retake as ref_retake  # noqa: E402
 from ltx_pipelines.utils import samplers as ref_samplers  # noqa: E402
 from ltx_pipelines.utils.types import PipelineComponents as RefPipelineComponents  # noqa: E402
 from reference import assert_cosine, assert_matches, to_mx  # noqa: E402
@@ -70,6 +71,7 @@ from transformer_fixtures import (  # noqa: E402
 )
 
 from LTX_2_MLX.components import (  # noqa: E402
+    CFGStarRescalingGuider,
     EulerDiffusionStep,
     InjectedNoiser,
     LTX2Scheduler,
@@ -80,7 +82,11 @@ from LTX_2_MLX.components import (  # noqa: E402
     VideoPixelShape,
     distilled_sigmas,
 )
-from LTX_2_MLX.conditioning import VideoConditionByKeyframeIndex, VideoConditionByLatentIndex  # noqa: E402
+from LTX_2_MLX.conditioning import (  # noqa: E402
+    TemporalRegionMask,
+    VideoConditionByKeyframeIndex,
+    VideoConditionByLatentIndex,
+)
 from LTX_2_MLX.loader import load_transformer  # noqa: E402
 from LTX_2_MLX.model.transformer import X0Model  # noqa: E402
 from LTX_2_MLX.pipelines.denoising import (  # noqa: E402
@@ -88,6 +94,7 @@ from LTX_2_MLX.pipelines.denoising import (  # noqa: E402
     denoise_audio_video,
     gaussian_sde_noise,
     get_res2s_coefficients,
+    guider_denoising_func,
     normalize_sde_noise,
 )
 
@@ -424,3 +431,112 @@ def test_default_res2s_noise_is_seeded_and_normalised():
     assert mx.array_equal(a, b) and not mx.array_equal(first(latent), a)
     values = np.array(a)
     assert abs(values.mean()) < 1e-5 and abs(values.std(ddof=1) - 1.0) < 1e-5
+
+
+def test_retake_loop_with_cfg_star_matches_reference(tiny_av_transformer, contexts):
+    """Retake: given latents, only [0.3 s, 0.55 s) regenerated in both streams (temporal region
+    masks), CFG* guidance through `guider_denoising_func`, 4 Euler steps. The reference runs
+    ltx-pipelines' retake flow (noise_video_state / noise_audio_state, loop, clear, unpatchify)."""
+    ref_transformer, transformer, _, _ = tiny_av_transformer
+    torch_contexts, mlx_contexts = contexts
+    ref_components, mlx_components = components()
+    fps = OUTPUT_SHAPE[-1]
+    initial_video, initial_audio = randn(1, VIDEO_CHANNELS, 3, 4, 4, seed=70), randn(1, 8, 18, 16, seed=71)
+    ref_noiser, noiser = noise_pair(noise_seed=8, video_tokens=48)
+    ref_sigmas = RefLTX2Scheduler().execute(4)
+    sigmas = LTX2Scheduler().execute(4)
+
+    ref_region = ref_retake.TemporalRegionMask(start_time=0.3, end_time=0.55, fps=fps)
+    ref_video_state, ref_video_tools = ref_helpers.noise_video_state(
+        RefVideoPixelShape(*OUTPUT_SHAPE), ref_noiser, [ref_region], ref_components, torch.float32, "cpu",
+        initial_latent=initial_video,
+    )  # fmt: skip
+    ref_audio_state, ref_audio_tools = ref_helpers.noise_audio_state(
+        RefVideoPixelShape(*OUTPUT_SHAPE), ref_noiser, [ref_region], ref_components, torch.float32, "cpu",
+        initial_latent=initial_audio,
+    )  # fmt: skip
+    ref_denoise_fn = ref_helpers.guider_denoising_func(
+        ref_guiders.CFGStarRescalingGuider(3.0), torch_contexts["v_p"], torch_contexts["v_n"],
+        torch_contexts["a_p"], torch_contexts["a_n"], ref_transformer,
+    )  # fmt: skip
+    ref_video_state, ref_audio_state = ref_samplers.euler_denoising_loop(
+        ref_sigmas, ref_video_state, ref_audio_state, ref_steps.EulerDiffusionStep(), ref_denoise_fn
+    )
+    ref_video = ref_video_tools.unpatchify(ref_video_tools.clear_conditioning(ref_video_state)).latent
+    ref_audio = ref_audio_tools.unpatchify(ref_audio_tools.clear_conditioning(ref_audio_state)).latent
+
+    region = TemporalRegionMask(start_time=0.3, end_time=0.55, fps=fps)
+    denoise_fn = guider_denoising_func(
+        CFGStarRescalingGuider(3.0), mlx_contexts["v_p"], mlx_contexts["v_n"], mlx_contexts["a_p"],
+        mlx_contexts["a_n"], transformer,
+    )  # fmt: skip
+    video, audio = denoise_audio_video(
+        VideoPixelShape(*OUTPUT_SHAPE),
+        transformer,
+        mlx_contexts["v_p"],
+        mlx_contexts["a_p"],
+        sigmas,
+        EulerDiffusionStep(),
+        noiser,
+        conditionings=[region],
+        audio_conditionings=[region],
+        denoise_fn=denoise_fn,
+        components=mlx_components,
+        initial_video_latent=to_mx(initial_video),
+        initial_audio_latent=to_mx(initial_audio),
+        show_progress=False,
+    )
+    assert_matches("loop retake cfg* video latent", video.latent, ref_video, LOOP_TOL)
+    assert_matches("loop retake cfg* audio latent", audio.latent, ref_audio, LOOP_TOL)
+    # Outside the region the given latents come back untouched: video latent frame 0 covers
+    # pixel frame 0 (t < 0.3 s), audio latents before 0.3 s.
+    assert_matches("retake keeps video outside the region", video.latent[:, :, :1], initial_video[:, :, :1], 0.0)
+    assert_matches("retake keeps audio outside the region", audio.latent[:, :, :5], initial_audio[:, :, :5], 0.0)
+
+
+def test_res2s_loop_per_token_sigmas_matches_reference(tiny_av_transformer, contexts):
+    """res_2s with legacy_mode=False (each token steps between its own sigmas, sigma times its
+    denoise mask), no guidance, an image held at 0.6 strength, bong iteration off."""
+    ref_transformer, transformer, _, _ = tiny_av_transformer
+    torch_contexts, mlx_contexts = contexts
+    image = randn(1, VIDEO_CHANNELS, 1, 4, 4, seed=80)
+    ref_noiser, noiser = noise_pair(noise_seed=9, video_tokens=48)
+    ref_sigmas = RefLTX2Scheduler().execute(4, latent=torch.empty(1, VIDEO_CHANNELS, 3, 4, 4))
+    sigmas = LTX2Scheduler().execute(4, latent=mx.zeros((1, VIDEO_CHANNELS, 3, 4, 4)))
+    tape = SdeNoiseTape()
+
+    def ref_loop(sigmas, video_state, audio_state, stepper, denoise_fn):
+        return ref_samplers.res2s_audio_video_denoising_loop(
+            sigmas, video_state, audio_state, stepper, denoise_fn,
+            new_noise_fn=tape.for_reference, model_dtype=torch.float32, legacy_mode=False, bongmath=False,
+        )  # fmt: skip
+
+    ref_video, ref_audio = run_reference(
+        ref_loop,
+        ref_transformer,
+        torch_contexts,
+        None,
+        ref_sigmas,
+        ref_steps.Res2sDiffusionStep(),
+        ref_noiser,
+        [RefLatentIndex(image, strength=0.6, latent_idx=0)],
+    )
+    video, audio = denoise_audio_video(
+        VideoPixelShape(*OUTPUT_SHAPE),
+        transformer,
+        mlx_contexts["v_p"],
+        mlx_contexts["a_p"],
+        sigmas,
+        Res2sDiffusionStep(),
+        noiser,
+        conditionings=[VideoConditionByLatentIndex(to_mx(image), strength=0.6, latent_idx=0)],
+        components=components()[1],
+        show_progress=False,
+        step_noise_fn=tape.for_mlx,
+        substep_noise_fn=tape.for_mlx,
+        legacy_mode=False,
+        bongmath=False,
+    )
+    assert tape.mlx_calls == tape.reference_calls == 4 * 4
+    assert_matches("loop res_2s per-token sigmas video latent", video.latent, ref_video.latent, LOOP_TOL)
+    assert_matches("loop res_2s per-token sigmas audio latent", audio.latent, ref_audio.latent, LOOP_TOL)

@@ -1,10 +1,11 @@
 """Conditioning items: image/latent at a frame, keyframes, reference video (IC-LoRA), and
-attention-strength masking (ltx-core `conditioning/`)."""
+attention-strength masking (ltx-core `conditioning/`), and the retake time region."""
 
 from LTX_2_MLX.conditioning.exceptions import ConditioningError
 from LTX_2_MLX.conditioning.item import ConditioningItem
 from LTX_2_MLX.conditioning.types import (
     ConditioningItemAttentionStrengthWrapper,
+    TemporalRegionMask,
     VideoConditionByKeyframeIndex,
     VideoConditionByLatentIndex,
     VideoConditionByReferenceLatent,
@@ -14,6 +15,7 @@ __all__ = [
     "ConditioningError",
     "ConditioningItem",
     "ConditioningItemAttentionStrengthWrapper",
+    "TemporalRegionMask",
     "VideoConditionByKeyframeIndex",
     "VideoConditionByLatentIndex",
     "VideoConditionByReferenceLatent",
