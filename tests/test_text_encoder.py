@@ -14,9 +14,13 @@ from reference import assert_cosine, assert_matches, to_numpy
 
 from LTX_2_MLX.loader import CheckpointError, load_text_encoder
 from LTX_2_MLX.model.text_encoder import load_prompt_embeddings, save_prompt_embeddings
+from LTX_2_MLX.model.text_encoder.gemma import KVCache
 from LTX_2_MLX.model.text_encoder.prompt_enhancement import gemma_chat_prompt, generate
 
-SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+# Gemma's special tokens in Gemma's order where it has one (pad 0, eos 1, bos 2, unk 3).
+SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
+                  "<end_of_image>", "<image_soft_token>"]  # fmt: skip
+IMAGE_SIZE = 56  # 4×4 patches of 14, pooled 2×2 to 4 image tokens
 WORDS = (
     "a cat dog runs jumps over the lazy fox camera pans slowly across sunlit forest river water sound birds "
     "sing wind blows city night neon lights rain falls on street people walk talk laugh music plays softly "
@@ -60,8 +64,10 @@ def _train_tokenizer(directory):
     tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
     tokenizer.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in SPECIAL_TOKENS])
     fast = GemmaTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
-    )
+        tokenizer_object=tokenizer, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
+        extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                              "image_token": "<image_soft_token>"},
+    )  # fmt: skip
     fast.save_pretrained(str(directory))
     return len(vocab)
 
@@ -92,8 +98,9 @@ def _tiny_gemma_config(vocab_size):
         "intermediate_size": 64,
         "num_hidden_layers": 1,
         "num_attention_heads": 2,
-        "image_size": 28,
+        "image_size": IMAGE_SIZE,
         "patch_size": 14,
+        "vision_use_head": False,
     }
     return Gemma3Config(
         text_config=text_config, vision_config=vision_config, mm_tokens_per_image=4, eos_token_id=[1, 5],
@@ -117,7 +124,16 @@ def gemma_dir(tmp_path_factory):
             scale = 1.0 / np.sqrt(param.shape[-1]) if param.ndim >= 2 else 0.3
             param.copy_(torch.randn(param.shape, generator=gen) * scale)
     model.save_pretrained(str(directory), max_shard_size="100KB", safe_serialization=True)
+    _image_processor().save_pretrained(str(directory))
     return directory, model
+
+
+def _image_processor():
+    from transformers import Gemma3ImageProcessor
+
+    return Gemma3ImageProcessor(
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +228,17 @@ def test_greedy_generation_matches_transformers(gemma_dir, text_encoder):
     ref_new = out[0, len(prompt_ids) :].tolist()
     new = generate(text_encoder.model, prompt_ids, max_new_tokens=16, temperature=0.0)
     assert new == ref_new
+    # The KV-cached steps (sliding window included) give the logits of one uncached pass.
+    model = text_encoder.model
+    cache = KVCache(len(model.layers))
+    hidden, _ = model(mx.array([prompt_ids]), cache=cache, output_hidden_states=False)
+    step_logits = [model.logits(hidden)]
+    for token in ref_new[:-1]:
+        hidden, _ = model(mx.array([[token]]), cache=cache, output_hidden_states=False)
+        step_logits.append(model.logits(hidden))
+    with torch.no_grad():
+        ref_logits = reference(torch.tensor([prompt_ids + ref_new[:-1]])).logits
+    assert_matches("gemma KV-cached decoding logits fp32", mx.concatenate(step_logits, axis=1), ref_logits)
     # Sampling runs, is reproducible per seed and stays in the vocabulary.
     sampled = generate(text_encoder.model, prompt_ids, 8, temperature=0.7, top_k=50, seed=3)
     assert sampled == generate(text_encoder.model, prompt_ids, 8, temperature=0.7, top_k=50, seed=3)
@@ -270,3 +297,46 @@ def test_encode_prompts_matches_reference_pipeline(gemma_dir, tmp_path):
         assert_matches(f"encode_prompts video_context prompt {index} fp32", video, expected.video_encoding)
         assert_matches(f"encode_prompts audio_context prompt {index} fp32", audio, expected.audio_encoding)
         assert mask.tolist() == expected.attention_mask.tolist()
+
+
+def test_image_prompt_and_greedy_generation_match_transformers(gemma_dir, reference_tokenizer):
+    """Image-to-video enhancement's inputs: Gemma3Processor's token ids and pixels, the SigLIP +
+    projector features, and greedy tokens generated with the image in the prompt."""
+    from transformers import Gemma3Processor
+
+    directory, reference = gemma_dir
+    encoder = load_text_encoder(directory, dtype=mx.float32, with_vision=True)
+    image = np.random.default_rng(0).integers(0, 256, size=(40, 70, 3), dtype=np.uint8)
+    system, user = "Describe the video.", "User Raw Input Prompt: a cat runs."
+    processor = Gemma3Processor(
+        image_processor=_image_processor(), tokenizer=reference_tokenizer.tokenizer, image_seq_length=4
+    )
+    inputs = processor(
+        text=gemma_chat_prompt(system, user, image_text="<start_of_image>"), images=torch.from_numpy(image),
+        return_tensors="pt",
+    )  # fmt: skip
+    prompt_ids, embeddings, groups = encoder.image_prompt(system, user, image)
+    assert prompt_ids == inputs["input_ids"][0].tolist()
+    assert (np.array(groups[0]) >= 0).tolist() == inputs["token_type_ids"][0].bool().tolist()
+
+    from LTX_2_MLX.model.text_encoder.vision import preprocess_image
+
+    pixels = preprocess_image(image, IMAGE_SIZE)
+    assert_matches("gemma image pixels", pixels, inputs["pixel_values"].permute(0, 2, 3, 1))
+    with torch.no_grad():
+        ref_features = reference.model.get_image_features(inputs["pixel_values"])
+    assert_matches("gemma image features (SigLIP + projector) fp32", encoder.vision(pixels), ref_features)
+
+    with torch.no_grad():
+        ref_logits = reference(**inputs).logits
+    hidden, _ = encoder.model(
+        mx.array([prompt_ids]), output_hidden_states=False, input_embeddings=embeddings, image_groups=groups
+    )
+    assert_matches("gemma logits of an image prompt fp32", encoder.model.logits(hidden), ref_logits)
+
+    with torch.no_grad():
+        out = reference.generate(**inputs, max_new_tokens=12, do_sample=False, eos_token_id=[1, 5], pad_token_id=0)
+    ref_new = out[0, len(prompt_ids) :].tolist()
+    new = generate(encoder.model, prompt_ids, 12, temperature=0.0, prompt_embeddings=embeddings, image_groups=groups)
+    assert new == ref_new
+    assert isinstance(encoder.enhance_i2v("a cat", image, max_new_tokens=4, temperature=0), str)

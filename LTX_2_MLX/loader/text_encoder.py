@@ -24,6 +24,7 @@ from LTX_2_MLX.model.text_encoder.encoder import GemmaTextEncoder
 from LTX_2_MLX.model.text_encoder.prompt_enhancement import clean_response
 from LTX_2_MLX.model.text_encoder.gemma import Gemma3TextConfig, Gemma3TextModel, language_model_prefix
 from LTX_2_MLX.model.text_encoder.tokenizer import DEFAULT_MAX_LENGTH, GemmaTokenizer
+from LTX_2_MLX.model.text_encoder.vision import Gemma3Vision, VisionConfig, sanitize_vision
 
 _DOWNLOAD_HINT = "Download it with: huggingface-cli download google/gemma-3-12b-it --local-dir <dir> (then --gemma-path <dir>)."
 
@@ -67,10 +68,12 @@ def load_text_encoder(
     quantize_bits: int | None = None,
     group_size: int = 64,
     max_length: int = DEFAULT_MAX_LENGTH,
+    with_vision: bool = False,
 ) -> GemmaTextEncoder:
     """Gemma 3's language model and tokenizer from a Hugging Face directory (config.json,
-    model-*.safetensors, tokenizer files). The vision tower is never read. With
-    `quantize_bits` (8 or 4) the weights are quantized layer by layer as they are loaded."""
+    model-*.safetensors, tokenizer files). With `quantize_bits` (8 or 4) the weights are
+    quantized layer by layer as they are loaded. The vision tower (~0.4B parameters) is read
+    only `with_vision`, which image-to-video prompt enhancement needs."""
     gemma_dir = Path(gemma_dir)
     if not gemma_dir.is_dir():
         raise CheckpointError(f"{gemma_dir}: no such directory. {_DOWNLOAD_HINT}")
@@ -80,9 +83,10 @@ def load_text_encoder(
     if not config_path.is_file():
         raise CheckpointError(f"{gemma_dir}: no config.json. {_DOWNLOAD_HINT}")
     try:
-        config = Gemma3TextConfig.from_dict(json.loads(config_path.read_text()), str(config_path))
+        raw_config = json.loads(config_path.read_text())
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{config_path}: not valid JSON ({err}). {_DOWNLOAD_HINT}") from None
+    config = Gemma3TextConfig.from_dict(raw_config, str(config_path))
 
     shards = _gemma_shards(gemma_dir)
     names = {shard: tensor_names(shard) for shard in shards}
@@ -115,7 +119,37 @@ def load_text_encoder(
         )
     mx.eval(model.parameters())
     tokenizer = GemmaTokenizer(_find_tokenizer_dir(gemma_dir), max_length=max_length)
-    return GemmaTextEncoder(model, tokenizer)
+    if not with_vision:
+        return GemmaTextEncoder(model, tokenizer)
+    vision, image_options = _load_vision(gemma_dir, raw_config, config, shards, names, dtype)
+    return GemmaTextEncoder(model, tokenizer, vision, **image_options)
+
+
+def _load_vision(gemma_dir, raw_config, text_config, shards, names, dtype):
+    vision_config = VisionConfig.from_dict(raw_config, text_config.hidden_size, str(gemma_dir / "config.json"))
+    if vision_config is None:
+        raise CheckpointError(
+            f"{gemma_dir}: a text-only Gemma (no vision_config); image-to-video prompt enhancement needs the "
+            "multimodal google/gemma-3-12b-it."
+        )
+    weights = {}
+    for shard in shards:
+        if any("vision_tower." in n or "multi_modal_projector." in n for n in names[shard]):
+            weights.update(sanitize_vision(load_tensors(shard)))
+    vision = Gemma3Vision(vision_config)
+    load_module_weights(vision, weights, gemma_dir, "Gemma vision tower", dtype)
+    mx.eval(vision.parameters())
+    options = {}
+    preprocessor = gemma_dir / "preprocessor_config.json"
+    if preprocessor.is_file():
+        processor_config = json.loads(preprocessor.read_text())
+        size = processor_config.get("size", {})
+        options["image_size"] = size.get("height", vision_config.image_size)
+        if size.get("width", options["image_size"]) != options["image_size"]:
+            raise CheckpointError(f"{preprocessor}: only square image sizes are supported, got {size}.")
+        options["image_mean"] = tuple(processor_config.get("image_mean", (0.5, 0.5, 0.5)))
+        options["image_std"] = tuple(processor_config.get("image_std", (0.5, 0.5, 0.5)))
+    return vision, options
 
 
 # Official LTX-2 checkpoint prefixes (ltx-core EMBEDDINGS_PROCESSOR_KEY_OPS and the video-only map).
@@ -199,17 +233,24 @@ def encode_prompts(
     checkpoint_path: str | Path,
     *,
     enhance_first_prompt: bool = False,
+    enhance_prompt_image=None,
     enhance_prompt_seed: int = 42,
     quantize_bits: int | None = None,
     dtype: mx.Dtype = mx.bfloat16,
 ) -> list[tuple[mx.array, mx.array | None, mx.array]]:
     """(video_context, audio_context, mask) per prompt, as ltx-pipelines' `encode_prompts`: Gemma
     is loaded, optionally rewrites prompts[0], encodes every prompt and is freed before the
-    embeddings processor is loaded, so the 12B model is never resident beside the DiT."""
-    text_encoder = load_text_encoder(gemma_dir, dtype=dtype, quantize_bits=quantize_bits)
+    embeddings processor is loaded, so the 12B model is never resident beside the DiT. With
+    `enhance_prompt_image` (the first frame) the image-to-video system prompt is used."""
+    with_vision = enhance_first_prompt and enhance_prompt_image is not None
+    text_encoder = load_text_encoder(gemma_dir, dtype=dtype, quantize_bits=quantize_bits, with_vision=with_vision)
     prompts = list(prompts)
     if enhance_first_prompt:
-        prompts[0] = clean_response(text_encoder.enhance_t2v(prompts[0], seed=enhance_prompt_seed))
+        if with_vision:
+            enhanced = text_encoder.enhance_i2v(prompts[0], enhance_prompt_image, seed=enhance_prompt_seed)
+        else:
+            enhanced = text_encoder.enhance_t2v(prompts[0], seed=enhance_prompt_seed)
+        prompts[0] = clean_response(enhanced)
     encoded = []
     for prompt in prompts:
         hidden_states, mask = text_encoder.encode(prompt)

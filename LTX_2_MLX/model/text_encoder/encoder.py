@@ -10,12 +10,24 @@ from LTX_2_MLX.model.text_encoder import prompt_enhancement
 from LTX_2_MLX.model.text_encoder.embeddings_processor import EmbeddingsProcessor
 from LTX_2_MLX.model.text_encoder.gemma import Gemma3TextModel
 from LTX_2_MLX.model.text_encoder.tokenizer import GemmaTokenizer
+from LTX_2_MLX.model.text_encoder.vision import Gemma3Vision, preprocess_image
 
 
 class GemmaTextEncoder:
-    def __init__(self, model: Gemma3TextModel, tokenizer: GemmaTokenizer):
+    def __init__(
+        self,
+        model: Gemma3TextModel,
+        tokenizer: GemmaTokenizer,
+        vision: Gemma3Vision | None = None,
+        image_size: int | None = None,
+        image_mean: tuple[float, ...] = (0.5, 0.5, 0.5),
+        image_std: tuple[float, ...] = (0.5, 0.5, 0.5),
+    ):
         self.model = model
         self.tokenizer = tokenizer
+        self.vision = vision
+        self.image_size = image_size or (vision.config.image_size if vision is not None else None)
+        self.image_mean, self.image_std = image_mean, image_std
 
     def _require_model(self) -> Gemma3TextModel:
         if self.model is None:
@@ -56,9 +68,58 @@ class GemmaTextEncoder:
         )
         return self.tokenizer.decode(new_ids, skip_special_tokens=True)
 
+    def image_prompt(self, system_prompt: str, user_text: str, image) -> tuple[list[int], mx.array, mx.array]:
+        """Token ids, embeddings with the image's features merged in, and image group ids of
+        a chat turn showing `image` (path, PIL image or uint8 array) before `user_text`."""
+        if self.vision is None:
+            raise RuntimeError(
+                "image-to-video enhancement needs Gemma's vision tower: load_text_encoder(..., with_vision=True)."
+            )
+        model, config = self._require_model(), self.vision.config
+        token = self.tokenizer.id_to_token
+        placeholder = prompt_enhancement.image_text(
+            token(config.boi_token_id), token(config.image_token_id), token(config.eoi_token_id),
+            config.mm_tokens_per_image,
+        )  # fmt: skip
+        chat = prompt_enhancement.gemma_chat_prompt(system_prompt, user_text, image_text=placeholder)
+        prompt_ids = self.tokenizer.encode(chat)
+        ids = mx.array([prompt_ids], dtype=mx.int32)
+        embeddings = model.embed(ids)
+        pixels = preprocess_image(image, self.image_size, self.image_mean, self.image_std)
+        features = self.vision(pixels.astype(embeddings.dtype)).astype(embeddings.dtype)
+        is_image = ids == config.image_token_id
+        if int(is_image.sum().item()) != features.shape[1]:
+            raise ValueError(f"the prompt holds {int(is_image.sum().item())} image tokens for {features.shape[1]} features.")
+        feature_index = mx.maximum(mx.cumsum(is_image.astype(mx.int32), axis=1) - 1, 0)
+        embeddings = mx.where(is_image[..., None], features[0][feature_index], embeddings)
+        previous = mx.concatenate([mx.zeros((1, 1), dtype=mx.bool_), is_image[:, :-1]], axis=1)
+        starts = is_image & ~previous
+        groups = mx.where(is_image, mx.cumsum(starts.astype(mx.int32), axis=1) - 1, -1)
+        return prompt_ids, embeddings, groups
+
+    def enhance_i2v(
+        self,
+        prompt: str,
+        image,
+        max_new_tokens: int = prompt_enhancement.DEFAULT_MAX_NEW_TOKENS,
+        system_prompt: str | None = None,
+        seed: int = prompt_enhancement.DEFAULT_SEED,
+        temperature: float = prompt_enhancement.DEFAULT_TEMPERATURE,
+        top_k: int | None = prompt_enhancement.DEFAULT_TOP_K,
+    ) -> str:
+        """A detailed image-to-video prompt written by Gemma from `prompt` and the first frame."""
+        system_prompt = system_prompt or prompt_enhancement.system_prompts()["i2v"]
+        prompt_ids, embeddings, groups = self.image_prompt(system_prompt, f"User Raw Input Prompt: {prompt}.", image)
+        new_ids = prompt_enhancement.generate(
+            self._require_model(), prompt_ids, max_new_tokens, temperature, top_k, seed,
+            prompt_embeddings=embeddings, image_groups=groups,
+        )  # fmt: skip
+        return self.tokenizer.decode(new_ids, skip_special_tokens=True)
+
     def free(self) -> None:
         """Drop the weights (12B parameters) so they do not stay resident while denoising."""
         self.model = None
+        self.vision = None
         mx.clear_cache()
 
 

@@ -139,16 +139,27 @@ def apply_rotate_half_rope(x: mx.array, cos: mx.array, sin: mx.array) -> mx.arra
 
 
 def causal_attention_mask(
-    query_positions: mx.array, key_positions: mx.array, key_valid: mx.array, sliding_window: int | None
+    query_positions: mx.array,
+    key_positions: mx.array,
+    key_valid: mx.array,
+    sliding_window: int | None,
+    image_groups: mx.array | None = None,
 ) -> mx.array:
     """Boolean (B, 1, Tq, Tk): key is not after the query, not padding, and (for local layers)
-    among the `sliding_window` most recent positions, the query's own included."""
+    among the `sliding_window` most recent positions, the query's own included. Tokens of one
+    image (`image_groups`, -1 for text; queries and keys the same positions) also see each
+    other both ways, as transformers' Gemma3Model lets them."""
     q = query_positions[:, None, :, None]
     k = key_positions[:, None, None, :]
-    allowed = (k <= q) & key_valid[:, None, None, :]
+    allowed = k <= q
     if sliding_window is not None:
         allowed = allowed & (k > q - sliding_window)
-    return allowed
+    if image_groups is not None:
+        same_image = (image_groups[:, None, :, None] == image_groups[:, None, None, :]) & (
+            image_groups[:, None, :, None] >= 0
+        )
+        allowed = allowed | same_image
+    return allowed & key_valid[:, None, None, :]
 
 
 class RMSNorm(nn.Module):
@@ -266,6 +277,8 @@ class Gemma3TextModel(nn.Module):
         attention_mask: mx.array | None = None,
         cache: KVCache | None = None,
         output_hidden_states: bool = True,
+        input_embeddings: mx.array | None = None,
+        image_groups: mx.array | None = None,
     ) -> tuple[mx.array, list[mx.array]]:
         """The final (normed) hidden state and, if asked, the list of all hidden states:
         embeddings, the output of each layer but the last, and the normed last one (as
@@ -273,6 +286,9 @@ class Gemma3TextModel(nn.Module):
 
         Positions count from 0 at the first column (padding included), as in the reference.
         `attention_mask` (B, T) marks real tokens with 1; it is not combined with `cache`.
+        `input_embeddings` replaces the token embeddings (image features merged in), and
+        `image_groups` (B, T) numbers each image's tokens (-1 for text) for their
+        bidirectional attention; both only for a first (uncached) pass.
         """
         b, t = input_ids.shape
         offset = cache.length if cache is not None else 0
@@ -283,8 +299,10 @@ class Gemma3TextModel(nn.Module):
         key_valid = (
             attention_mask.astype(mx.bool_) if attention_mask is not None else mx.ones((b, offset + t), dtype=mx.bool_)
         )
+        if image_groups is not None and offset:
+            raise ValueError("image_groups are only supported on the first pass over a prompt.")
         masks = {
-            window: causal_attention_mask(positions, key_positions, key_valid, window)
+            window: causal_attention_mask(positions, key_positions, key_valid, window, image_groups)
             for window in (None, self.config.sliding_window)
         }
         # A query that may attend to nothing (a left-padding position) gets a zero output, as
@@ -292,7 +310,7 @@ class Gemma3TextModel(nn.Module):
         has_key = {window: mask.any(axis=-1, keepdims=True) for window, mask in masks.items()}
         masks = {window: mask | ~has_key[window] for window, mask in masks.items()}
 
-        hidden = self.embed(input_ids)
+        hidden = self.embed(input_ids) if input_embeddings is None else input_embeddings
         rope = {
             False: rope_cos_sin(self._global_inverse_frequencies, positions),
             True: rope_cos_sin(self._local_inverse_frequencies, positions),

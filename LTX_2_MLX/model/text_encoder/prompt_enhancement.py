@@ -36,13 +36,19 @@ def system_prompts() -> dict[str, str]:
     return json.loads((Path(__file__).parent / "system_prompts.json").read_text())
 
 
-def gemma_chat_prompt(system_prompt: str, user_text: str, bos_token: str = "<bos>") -> str:
+def gemma_chat_prompt(system_prompt: str, user_text: str, bos_token: str = "<bos>", image_text: str = "") -> str:
     """Gemma 3's chat template for one system + user turn, generation prompt added: the
-    system prompt opens the user turn, and the user text is trimmed."""
+    system prompt opens the user turn, then the image (`image_text`, the processor's expansion
+    of the image placeholder) if any, then the trimmed user text."""
     return (
-        f"{bos_token}<start_of_turn>user\n{system_prompt}\n\n{user_text.strip()}<end_of_turn>\n"
+        f"{bos_token}<start_of_turn>user\n{system_prompt}\n\n{image_text}{user_text.strip()}<end_of_turn>\n"
         "<start_of_turn>model\n"
     )
+
+
+def image_text(boi_token: str, image_token: str, eoi_token: str, tokens_per_image: int) -> str:
+    """What Gemma3Processor puts in place of the image placeholder."""
+    return f"\n\n{boi_token}{image_token * tokens_per_image}{eoi_token}\n\n"
 
 
 def sample_next_token(logits: mx.array, temperature: float, top_k: int | None, key: mx.array | None) -> int:
@@ -64,9 +70,12 @@ def generate(
     top_k: int | None = None,
     seed: int = DEFAULT_SEED,
     eos_token_ids: list[int] | None = None,
+    prompt_embeddings: mx.array | None = None,
+    image_groups: mx.array | None = None,
 ) -> list[int]:
     """New token ids after `prompt_ids` (batch of one, KV-cached), stopping after an end token
-    (which is included, as transformers includes it) or `max_new_tokens`."""
+    (which is included, as transformers includes it) or `max_new_tokens`. `prompt_embeddings`
+    and `image_groups` carry an image merged into the prompt (see Gemma3TextModel)."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens} must be at least 1, e.g. {DEFAULT_MAX_NEW_TOKENS}.")
     eos = set(eos_token_ids if eos_token_ids is not None else model.config.eos_token_ids)
@@ -75,7 +84,10 @@ def generate(
     inputs = mx.array([prompt_ids], dtype=mx.int32)
     new_tokens: list[int] = []
     for _ in range(max_new_tokens):
-        hidden, _ = model(inputs, cache=cache, output_hidden_states=False)
+        hidden, _ = model(
+            inputs, cache=cache, output_hidden_states=False, input_embeddings=prompt_embeddings, image_groups=image_groups
+        )
+        prompt_embeddings = image_groups = None
         logits = model.logits(hidden[:, -1])[0]
         key, step_key = mx.random.split(key)
         token = sample_next_token(logits, temperature, top_k, step_key)

@@ -72,6 +72,9 @@ class GemmaTokenizer:
         token_id = self._slow.piece_to_id(token)
         return None if token_id == self._slow.unk_id() and token != self._slow.id_to_piece(token_id) else token_id
 
+    def id_to_token(self, token_id: int) -> str:
+        return self._fast.id_to_token(token_id) if self._fast is not None else self._slow.id_to_piece(token_id)
+
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """Token ids of `text`; special tokens written in it (e.g. <start_of_turn>) are kept whole."""
         if self._fast is not None:
