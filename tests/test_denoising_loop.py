@@ -55,10 +55,10 @@ from ltx_core.conditioning import VideoConditionByKeyframeIndex as RefKeyframe  
 from ltx_core.conditioning import VideoConditionByLatentIndex as RefLatentIndex  # noqa: E402
 from ltx_core.model.transformer.model import X0Model as RefX0Model  # noqa: E402
 from ltx_core.types import VideoPixelShape as RefVideoPixelShape  # noqa: E402
+from ltx_pipelines import retake as ref_retake  # noqa: E402
 from ltx_pipelines.utils import constants as ref_constants  # noqa: E402
 from ltx_pipelines.utils import helpers as ref_helpers  # noqa: E402
 from ltx_pipelines.utils import res2s as ref_res2s  # noqa: E402
-from ltx_pipelines import retake as ref_retake  # noqa: E402
 from ltx_pipelines.utils import samplers as ref_samplers  # noqa: E402
 from ltx_pipelines.utils.types import PipelineComponents as RefPipelineComponents  # noqa: E402
 from reference import assert_cosine, assert_matches, to_mx  # noqa: E402
