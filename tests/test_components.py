@@ -20,6 +20,7 @@ from LTX_2_MLX.components import (
     AudioLatentShape,
     AudioLatentTools,
     AudioPatchifier,
+    BetaScheduler,
     CFGGuider,
     CFGStarRescalingGuider,
     EulerDiffusionStep,
@@ -87,6 +88,15 @@ def test_linear_quadratic_scheduler_matches_reference(steps):
         sigmas = LinearQuadraticScheduler().execute(steps, **options)
         assert np.abs(to_numpy(sigmas) - ref.numpy()).max() <= 1e-7
     assert_matches(f"LinearQuadraticScheduler steps={steps}", sigmas, ref, 1e-7)
+
+
+@pytest.mark.parametrize("steps", [1, 8, 40])
+def test_beta_scheduler_matches_reference(steps):
+    for alpha, beta in [(0.6, 0.6), (0.5, 0.8)]:
+        ref = ref_schedulers.BetaScheduler().execute(steps, alpha, beta)
+        sigmas = BetaScheduler().execute(steps, alpha, beta)
+        assert sigmas.shape == tuple(ref.shape) and np.abs(to_numpy(sigmas) - ref.numpy()).max() <= 1e-7
+    assert_matches(f"BetaScheduler steps={steps}", sigmas, ref, 1e-7)
 
 
 def test_scheduler_rejects_zero_steps():

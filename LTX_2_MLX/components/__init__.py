@@ -23,6 +23,7 @@ from LTX_2_MLX.components.patchifiers import AudioPatchifier, VideoLatentPatchif
 from LTX_2_MLX.components.schedulers import (
     DISTILLED_SIGMA_VALUES,
     STAGE_2_DISTILLED_SIGMA_VALUES,
+    BetaScheduler,
     LinearQuadraticScheduler,
     LTX2Scheduler,
     distilled_sigmas,
@@ -42,6 +43,7 @@ __all__ = [
     "AudioLatentShape",
     "AudioLatentTools",
     "AudioPatchifier",
+    "BetaScheduler",
     "CFGGuider",
     "CFGStarRescalingGuider",
     "DiffusionStepProtocol",

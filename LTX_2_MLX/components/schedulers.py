@@ -113,6 +113,44 @@ class LinearQuadraticScheduler(SchedulerProtocol):
         return mx.array(np.array([1.0 - x for x in schedule], dtype=np.float32))
 
 
+class BetaScheduler(SchedulerProtocol):
+    """Timesteps spaced by the quantiles of a Beta(alpha, beta) distribution over a flux-style
+    shifted schedule (https://arxiv.org/abs/2407.12173). Coinciding timesteps are merged, so
+    fewer than `steps` + 1 sigmas may come back. Needs scipy for the Beta quantiles."""
+
+    shift = 2.37
+    timesteps_length = 10000
+
+    def execute(self, steps: int, alpha: float = 0.6, beta: float = 0.6, **_kwargs) -> mx.array:
+        try:
+            from scipy.stats import beta as beta_distribution
+        except ImportError:
+            raise ImportError("BetaScheduler needs scipy for the Beta quantiles: pip install scipy") from None
+        if steps < 1:
+            raise ValueError(f"steps={steps} must be at least 1")
+        model_sigmas = _model_sampling_sigmas(self.shift, self.timesteps_length)
+        total_timesteps = len(model_sigmas) - 1
+        quantiles = 1 - np.linspace(0, 1, steps, endpoint=False)
+        timesteps = np.rint(beta_distribution.ppf(quantiles, alpha, beta) * total_timesteps).tolist()
+        timesteps = list(dict.fromkeys(timesteps))
+        sigmas = [float(model_sigmas[int(t)]) for t in timesteps] + [0.0]
+        return mx.array(np.array(sigmas, dtype=np.float32))
+
+
+def flux_time_shift(mu: float, sigma: float, t: float) -> float:
+    return math.exp(mu) / (math.exp(mu) + (1 / t - 1) ** sigma)
+
+
+def _model_sampling_sigmas(shift: float, timesteps_length: int) -> np.ndarray:
+    """`flux_time_shift(shift, 1, t)` for t = 1/L .. 1, in float32 with the reference's
+    operation order (reciprocal, then multiply)."""
+    f32 = np.float32
+    timesteps = np.arange(1, timesteps_length + 1, dtype=f32) / f32(timesteps_length)
+    exp_shift = f32(math.exp(shift))
+    odds = (f32(1.0) / timesteps).astype(f32) - f32(1.0)
+    return ((f32(1.0) / (exp_shift + odds).astype(f32)).astype(f32) * exp_shift).astype(f32)
+
+
 def distilled_sigmas(stage: int = 1) -> mx.array:
     """The fixed schedule of the distilled model: stage 1 (8 steps) or stage 2 (3 steps)."""
     if stage not in (1, 2):
