@@ -203,13 +203,18 @@ def test_gemma_hidden_states_match_reference_fp32(gemma_dir, reference_tokenizer
         assert_matches(f"gemma hidden state {layer} ({prompt_index and 'truncated' or 'padded'}) fp32", state, ref)
 
 
-def test_gemma_hidden_states_bf16_and_int8(gemma_dir, reference_tokenizer):
+def test_gemma_hidden_states_bf16_and_quantized(gemma_dir, reference_tokenizer):
     prompt = PROMPTS[1]
     ref_states, _ = _reference_hidden_states(gemma_dir, reference_tokenizer, prompt)
-    for label, kwargs in (("bf16", {"dtype": mx.bfloat16}), ("int8", {"dtype": mx.float32, "quantize_bits": 8})):
+    variants = (
+        ("bf16", {"dtype": mx.bfloat16}, 0.999),
+        ("int8", {"dtype": mx.float32, "quantize_bits": 8}, 0.999),
+        ("int4", {"dtype": mx.float32, "quantize_bits": 4}, 0.9),  # random weights quantize poorly
+    )
+    for label, kwargs, minimum in variants:
         encoder = load_text_encoder(gemma_dir[0], max_length=MAX_LENGTH, **kwargs)
         states = encoder.hidden_states(*encoder.tokenize(prompt))
-        assert_cosine(f"gemma last hidden state {label}", states[-1], ref_states[-1], 0.99)
+        assert_cosine(f"gemma last hidden state {label}", states[-1], ref_states[-1], minimum)
         encoder.free()
         with pytest.raises(RuntimeError, match="freed"):
             encoder.hidden_states(*encoder.tokenize(prompt))
@@ -340,3 +345,75 @@ def test_image_prompt_and_greedy_generation_match_transformers(gemma_dir, refere
     new = generate(encoder.model, prompt_ids, 12, temperature=0.0, prompt_embeddings=embeddings, image_groups=groups)
     assert new == ref_new
     assert isinstance(encoder.enhance_i2v("a cat", image, max_new_tokens=4, temperature=0), str)
+
+
+# Gemma 3's chat template as google/gemma-3-12b-it's tokenizer_config.json carries it (the
+# tokenizer trained above has none), here to check the prompt text enhancement renders.
+GEMMA3_CHAT_TEMPLATE = """{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- if messages[0]['content'] is string -%}
+        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- else -%}
+        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}
+    {%- endif -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if (message['role'] == 'assistant') -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
+    {%- if message['content'] is string -%}
+        {{ message['content'] | trim }}
+    {%- elif message['content'] is iterable -%}
+        {%- for item in message['content'] -%}
+            {%- if item['type'] == 'image' -%}
+                {{ '<start_of_image>' }}
+            {%- elif item['type'] == 'text' -%}
+                {{ item['text'] | trim }}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- else -%}
+        {{ raise_exception("Invalid content type") }}
+    {%- endif -%}
+    {{ '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{'<start_of_turn>model\n'}}
+{%- endif -%}
+"""
+
+
+def test_enhancement_prompts_match_the_reference_chat_messages(reference_tokenizer):
+    """The text ltx-core's enhance_t2v / enhance_i2v render through the chat template."""
+    from LTX_2_MLX.model.text_encoder.prompt_enhancement import system_prompts
+
+    from ltx_core.text_encoders.gemma.encoders.base_encoder import GemmaTextEncoder as ReferenceEncoder
+
+    assert system_prompts()["t2v"] == ReferenceEncoder().default_gemma_t2v_system_prompt
+    assert system_prompts()["i2v"] == ReferenceEncoder().default_gemma_i2v_system_prompt
+    tokenizer = reference_tokenizer.tokenizer
+    prompt = "  a cat runs  "
+    t2v = [
+        {"role": "system", "content": system_prompts()["t2v"]},
+        {"role": "user", "content": f"user prompt: {prompt}"},
+    ]
+    i2v = [
+        {"role": "system", "content": system_prompts()["i2v"]},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"User Raw Input Prompt: {prompt}."}]},
+    ]
+    render = lambda messages: tokenizer.apply_chat_template(  # noqa: E731
+        messages, tokenize=False, add_generation_prompt=True, chat_template=GEMMA3_CHAT_TEMPLATE
+    )
+    assert gemma_chat_prompt(system_prompts()["t2v"], f"user prompt: {prompt}") == render(t2v)
+    assert gemma_chat_prompt(
+        system_prompts()["i2v"], f"User Raw Input Prompt: {prompt}.", image_text="<start_of_image>"
+    ) == render(i2v)
