@@ -118,3 +118,9 @@ def test_cli_inspect_describes_checkpoint(tiny):
     result = subprocess.run([sys.executable, "-m", "LTX_2_MLX.cli", "inspect", tiny[2]], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "ltx av model, 2 layers, width 32 (audio 16)" in result.stdout
+
+
+def test_checkpoint_with_another_extension_loads(tiny, tmp_path):
+    renamed = tmp_path / "tiny.st"
+    renamed.write_bytes(open(tiny[2], "rb").read())
+    assert load_transformer(renamed, dtype=mx.float32).config.num_layers == 2

@@ -87,7 +87,7 @@ def load_tensors(path: str | Path, prefix: str = "") -> dict[str, mx.array]:
     path = Path(path)
     _read_header(path)
     try:
-        tensors = mx.load(str(path))
+        tensors = mx.load(str(path), format="safetensors")
     except (RuntimeError, ValueError) as err:
         raise CheckpointError(f"{path}: could not be read as safetensors ({err}). Re-download it.") from None
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
