@@ -180,6 +180,10 @@ def test_tokenizer_matches_ltx_gemma_tokenizer(gemma_dir, reference_tokenizer, t
         ref_ids, ref_mask = _reference_ids(reference_tokenizer, prompt)
         assert ids.tolist()[0] == ref_ids, prompt
         assert mask.tolist()[0] == ref_mask, prompt
+        assert tokenizer.decode(ref_ids) == reference_tokenizer.tokenizer.decode(ref_ids, skip_special_tokens=True)
+    chat_ids = tokenizer.encode(gemma_chat_prompt("Describe.", "café 🎥"))
+    assert chat_ids == reference_tokenizer.tokenizer(gemma_chat_prompt("Describe.", "café 🎥")).input_ids
+    assert tokenizer.decode(chat_ids) == reference_tokenizer.tokenizer.decode(chat_ids, skip_special_tokens=True)
 
 
 def _reference_hidden_states(gemma_dir, reference_tokenizer, prompt):

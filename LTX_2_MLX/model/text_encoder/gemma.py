@@ -82,7 +82,7 @@ class Gemma3TextConfig:
                 f"{where}: the Gemma 3 text config lacks {missing}. "
                 "Point --gemma-path at a Gemma 3 model directory (e.g. google/gemma-3-12b-it)."
             )
-        values = {**_TEXT_CONFIG_DEFAULTS, **{k: v for k, v in text.items() if v is not None or k not in _TEXT_CONFIG_DEFAULTS}}
+        values = {**_TEXT_CONFIG_DEFAULTS, **text}
         if values["attn_logit_softcapping"] is not None:
             raise ValueError(f"{where}: attn_logit_softcapping is not supported (Gemma 3 does not use it).")
         if values["use_bidirectional_attention"]:
@@ -171,7 +171,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def __call__(self, x: mx.array) -> mx.array:
-        return mx.fast.rms_norm(x, 1.0 + self.weight, self.eps)
+        # In float32 like the reference: 1 + w in bfloat16 would round small offsets away.
+        scale = 1.0 + self.weight.astype(mx.float32)
+        return mx.fast.rms_norm(x.astype(mx.float32), scale, self.eps).astype(x.dtype)
 
 
 class Attention(nn.Module):

@@ -2,6 +2,7 @@
 prepended, truncated to `max_length` tokens and left-padded to exactly that length."""
 
 import json
+import re
 from pathlib import Path
 
 import mlx.core as mx
@@ -60,13 +61,20 @@ class GemmaTokenizer:
         self.pad_token_id = pad if pad is not None else self.eos_token_id
         if self.bos_token_id is None or self.pad_token_id is None:
             raise ValueError(f"{tokenizer_dir}: the tokenizer has no BOS or pad/EOS token; is this a Gemma tokenizer?")
-        # Tokens that decode(skip_special_tokens=True) leaves out.
+        # For sentencepiece: the tokens written whole in text (sentencepiece alone would spell
+        # out control tokens such as <bos>), and those decode(skip_special_tokens=True) drops.
+        added = {_token_content(config.get(name)) for name in ("bos_token", "eos_token", "pad_token", "unk_token")}
+        added |= {token["content"] for token in (config.get("added_tokens_decoder") or {}).values()}
+        self._added_ids = {token: token_to_id(token) for token in added if token and token_to_id(token) is not None}
+        self._added_pattern = (
+            re.compile("(" + "|".join(re.escape(t) for t in sorted(self._added_ids, key=len, reverse=True)) + ")")
+            if self._added_ids
+            else None
+        )
         self._special_ids = {i for i in (self.bos_token_id, self.eos_token_id, self.pad_token_id) if i is not None}
         for token in (config.get("added_tokens_decoder") or {}).values():
-            if token.get("special"):
-                token_id = token_to_id(token["content"])
-                if token_id is not None:
-                    self._special_ids.add(token_id)
+            if token.get("special") and token["content"] in self._added_ids:
+                self._special_ids.add(self._added_ids[token["content"]])
 
     def _slow_token_to_id(self, token: str) -> int | None:
         token_id = self._slow.piece_to_id(token)
@@ -80,17 +88,23 @@ class GemmaTokenizer:
         if self._fast is not None:
             ids = self._fast.encode(text, add_special_tokens=False).ids
         else:
-            ids = self._slow.encode(text)
+            pieces = self._added_pattern.split(text) if self._added_pattern else [text]
+            ids = []
+            for i, piece in enumerate(pieces):
+                if i % 2:
+                    ids.append(self._added_ids[piece])
+                elif piece:
+                    ids.extend(self._slow.encode(piece))
         if add_special_tokens:
             ids = ([self.bos_token_id] if self.add_bos_token else []) + ids
             ids = ids + ([self.eos_token_id] if self.add_eos_token else [])
         return ids
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        if self._fast is not None:
+            return self._fast.decode(ids, skip_special_tokens=skip_special_tokens)
         if skip_special_tokens:
             ids = [i for i in ids if i not in self._special_ids]
-        if self._fast is not None:
-            return self._fast.decode(ids, skip_special_tokens=False)
         return self._slow.decode(ids)
 
     def __call__(self, prompt: str) -> tuple[mx.array, mx.array]:
