@@ -124,3 +124,15 @@ def test_checkpoint_with_another_extension_loads(tiny, tmp_path):
     renamed = tmp_path / "tiny.st"
     renamed.write_bytes(open(tiny[2], "rb").read())
     assert load_transformer(renamed, dtype=mx.float32).config.num_layers == 2
+
+
+def test_fp8_checkpoint_is_decoded_not_loaded_as_bytes(tiny, tmp_path):
+    """Official fp8 files store the block linears as float8_e4m3fn; they must load as their values."""
+    config, reference, _ = tiny
+    state = {f"model.diffusion_model.{k}": v for k, v in reference.state_dict().items()}
+    fp8 = {k: v.to(torch.float8_e4m3fn) if ".to_q." in k or ".ff.net." in k else v for k, v in state.items()}
+    path = save_checkpoint(tmp_path / "tiny-fp8.safetensors", fp8, config)
+    model = load_transformer(path, dtype=mx.float32)
+    key = "transformer_blocks.0.attn1.to_q.weight"
+    expected = fp8[f"model.diffusion_model.{key}"].float()
+    assert_matches("fp8 checkpoint weight decoded exactly", model.transformer_blocks[0].attn1.to_q.weight, expected, tol=0.0)

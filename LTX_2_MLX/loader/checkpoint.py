@@ -85,12 +85,23 @@ def load_tensors(path: str | Path, prefix: str = "") -> dict[str, mx.array]:
     slice of a 40 GB checkpoint does not read the rest of it.
     """
     path = Path(path)
-    _read_header(path)
+    header = _read_header(path)
     try:
         tensors = mx.load(str(path), format="safetensors")
     except (RuntimeError, ValueError) as err:
         raise CheckpointError(f"{path}: could not be read as safetensors ({err}). Re-download it.") from None
-    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    selected = {}
+    for key, value in tensors.items():
+        if not key.startswith(prefix):
+            continue
+        stored = header[key]["dtype"]
+        if stored == "F8_E4M3":
+            # MLX reads float8 tensors as their raw bytes: decode them (to bfloat16).
+            value = mx.from_fp8(value, dtype=mx.bfloat16)
+        elif stored.startswith("F8"):
+            raise CheckpointError(f"{path}: tensor {key} is {stored}, which MLX cannot decode; use a bf16 or e4m3 fp8 file.")
+        selected[key[len(prefix) :]] = value
+    return selected
 
 
 def convert_weights(weights: dict[str, mx.array], converters: list[tuple[str, Converter]]) -> dict[str, mx.array]:

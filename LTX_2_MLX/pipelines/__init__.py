@@ -1,0 +1,1 @@
+"""Generation pipelines; all run the shared loop in `pipelines.denoising`."""
