@@ -421,3 +421,25 @@ def test_enhancement_prompts_match_the_reference_chat_messages(reference_tokeniz
     assert gemma_chat_prompt(
         system_prompts()["i2v"], f"User Raw Input Prompt: {prompt}.", image_text="<start_of_image>"
     ) == render(i2v)
+
+
+def test_config_of_the_real_gemma_3_12b():
+    """ltx-core's own Gemma 3 12B config (what the official directory holds) parses to the
+    sizes the issue names: 48 layers, every sixth global, 16/8 heads of 256, window 1024."""
+    from ltx_core.text_encoders.gemma.config import GEMMA3_CONFIG_FOR_LTX
+
+    from LTX_2_MLX.model.text_encoder import Gemma3TextConfig
+    from LTX_2_MLX.model.text_encoder.vision import VisionConfig
+
+    raw = GEMMA3_CONFIG_FOR_LTX.to_dict()
+    config = Gemma3TextConfig.from_dict(raw)
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (3840, 48, 16)
+    assert (config.num_key_value_heads, config.head_dim, config.sliding_window) == (8, 256, 1024)
+    assert config.layer_types == (["sliding_attention"] * 5 + ["full_attention"]) * 8
+    assert (config.rope_scaling_factor, config.rope_theta, config.rope_local_base_freq) == (8.0, 1e6, 1e4)
+    assert config.eos_token_ids == [1, 106]
+    vision = VisionConfig.from_dict(raw, config.hidden_size)
+    assert (vision.hidden_size, vision.num_hidden_layers, vision.image_size, vision.patch_size) == (1152, 27, 896, 14)
+    assert (vision.mm_tokens_per_image, vision.image_token_id) == (256, 262144)
+    with pytest.raises(ValueError, match="lacks"):
+        Gemma3TextConfig.from_dict({"text_config": {"hidden_size": 8}})
