@@ -31,8 +31,10 @@ SLIDING_WINDOW = 4
 PROMPTS = [
     "a cat runs over the lazy fox",
     "  camera pans slowly across a sunlit forest, birds sing  ",
-    "rain falls on the neon street at night while people walk and talk and music plays softly "
-    "across the city 2024 café",
+    (
+        "rain falls on the neon street at night while people walk and talk and music plays softly "
+        "across the city 2024 café"
+    ),
     "naïve 🎥 ünïcödé <start_of_turn> tokens",
 ]
 
@@ -295,7 +297,9 @@ def test_encode_prompts_matches_reference_pipeline(gemma_dir, tmp_path):
     from LTX_2_MLX.loader.text_encoder import encode_prompts
 
     processor, config = reference_processor(True, "split", True, True, True, seed=4, gemma_width=64, num_states=4)
-    checkpoint = save_checkpoint(tmp_path / "ltx.safetensors", official_tensors(processor, True), {"transformer": config})
+    checkpoint = save_checkpoint(
+        tmp_path / "ltx.safetensors", official_tensors(processor, True), {"transformer": config}
+    )
     reference = ReferenceEncoder(model=gemma_dir[1], tokenizer=LTXVGemmaTokenizer(str(gemma_dir[0]), 1024))
     prompts = [PROMPTS[1], "blurry, low quality"]
     results = encode_prompts(prompts, gemma_dir[0], checkpoint, dtype=mx.float32)
@@ -398,9 +402,9 @@ GEMMA3_CHAT_TEMPLATE = """{{ bos_token }}
 
 def test_enhancement_prompts_match_the_reference_chat_messages(reference_tokenizer):
     """The text ltx-core's enhance_t2v / enhance_i2v render through the chat template."""
-    from LTX_2_MLX.model.text_encoder.prompt_enhancement import system_prompts
-
     from ltx_core.text_encoders.gemma.encoders.base_encoder import GemmaTextEncoder as ReferenceEncoder
+
+    from LTX_2_MLX.model.text_encoder.prompt_enhancement import system_prompts
 
     assert system_prompts()["t2v"] == ReferenceEncoder().default_gemma_t2v_system_prompt
     assert system_prompts()["i2v"] == ReferenceEncoder().default_gemma_i2v_system_prompt
@@ -414,7 +418,7 @@ def test_enhancement_prompts_match_the_reference_chat_messages(reference_tokeniz
         {"role": "system", "content": system_prompts()["i2v"]},
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"User Raw Input Prompt: {prompt}."}]},
     ]
-    render = lambda messages: tokenizer.apply_chat_template(  # noqa: E731
+    render = lambda messages: tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=True, chat_template=GEMMA3_CHAT_TEMPLATE
     )
     assert gemma_chat_prompt(system_prompts()["t2v"], f"user prompt: {prompt}") == render(t2v)

@@ -94,7 +94,9 @@ def reference_processor(v2, rope_type, gated, audio, float64, seed, gemma_width=
 
 def official_tensors(processor, audio: bool) -> dict:
     state = processor.state_dict()
-    video_prefix = "model.diffusion_model.video_embeddings_connector." if audio else "model.diffusion_model.embeddings_connector."
+    video_prefix = (
+        "model.diffusion_model.video_embeddings_connector." if audio else "model.diffusion_model.embeddings_connector."
+    )
     tensors = {}
     for key, value in state.items():
         if key.startswith("feature_extractor."):
@@ -181,7 +183,9 @@ def test_embeddings_processor_errors_name_the_problem(tmp_path):
     path = save_checkpoint(tmp_path / "b.safetensors", official_tensors(reference, True), {"transformer": partial})
     with pytest.raises(CheckpointError, match="caption_proj_input_norm"):
         load_embeddings_processor(path)
-    processor = load_embeddings_processor(save_checkpoint(tmp_path / "c.safetensors", official_tensors(reference, True), {"transformer": config}))
+    processor = load_embeddings_processor(
+        save_checkpoint(tmp_path / "c.safetensors", official_tensors(reference, True), {"transformer": config})
+    )
     states, mask = _hidden_states(seed=2)
     with pytest.raises(ValueError, match="feature extractor takes 64"):
         processor([to_mx(s) for s in states[:3]], to_mx(mask).astype(mx.int32))

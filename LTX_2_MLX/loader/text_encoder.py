@@ -21,12 +21,14 @@ from LTX_2_MLX.model.text_encoder.embeddings_processor import (
     feature_extractor_version,
 )
 from LTX_2_MLX.model.text_encoder.encoder import GemmaTextEncoder
-from LTX_2_MLX.model.text_encoder.prompt_enhancement import clean_response
 from LTX_2_MLX.model.text_encoder.gemma import Gemma3TextConfig, Gemma3TextModel, language_model_prefix
+from LTX_2_MLX.model.text_encoder.prompt_enhancement import clean_response
 from LTX_2_MLX.model.text_encoder.tokenizer import DEFAULT_MAX_LENGTH, GemmaTokenizer
 from LTX_2_MLX.model.text_encoder.vision import Gemma3Vision, VisionConfig, sanitize_vision
 
-_DOWNLOAD_HINT = "Download it with: huggingface-cli download google/gemma-3-12b-it --local-dir <dir> (then --gemma-path <dir>)."
+_DOWNLOAD_HINT = (
+    "Download it with: huggingface-cli download google/gemma-3-12b-it --local-dir <dir> (then --gemma-path <dir>)."
+)
 
 
 def _gemma_shards(gemma_dir: Path) -> list[Path]:
@@ -36,7 +38,9 @@ def _gemma_shards(gemma_dir: Path) -> list[Path]:
         shards = sorted({gemma_dir / name for name in weight_map.values()})
         absent = [s.name for s in shards if not s.is_file()]
         if absent:
-            raise CheckpointError(f"{gemma_dir}: shards listed in model.safetensors.index.json are missing: {absent}. {_DOWNLOAD_HINT}")
+            raise CheckpointError(
+                f"{gemma_dir}: shards listed in model.safetensors.index.json are missing: {absent}. {_DOWNLOAD_HINT}"
+            )
         return shards
     shards = sorted(gemma_dir.glob("*.safetensors"))
     if not shards:
@@ -201,7 +205,9 @@ def load_embeddings_processor(checkpoint_path: str | Path, dtype: mx.Dtype | Non
                     f"says {from_config}. The checkpoint's config and weights disagree."
                 )
     if not any(k.startswith("video_connector.") for k in weights):
-        raise CheckpointError(f"{checkpoint_path}: no embeddings connector weights. Use the full official LTX-2 checkpoint.")
+        raise CheckpointError(
+            f"{checkpoint_path}: no embeddings connector weights. Use the full official LTX-2 checkpoint."
+        )
 
     def registers(prefix: str) -> int | None:
         key = prefix + "learnable_registers"

@@ -82,9 +82,7 @@ def frequency_grid(theta: float, inner_dim: int, double_precision: bool) -> np.n
     return (np.power(theta, exponents) * math.pi / 2).astype(np.float32)
 
 
-def connector_rope(
-    length: int, config: EmbeddingsConnectorConfig, dtype: mx.Dtype
-) -> tuple[mx.array, mx.array]:
+def connector_rope(length: int, config: EmbeddingsConnectorConfig, dtype: mx.Dtype) -> tuple[mx.array, mx.array]:
     """cos/sin tables for positions 0..length-1: (1, length, inner_dim) for interleaved RoPE,
     (1, heads, length, head_dim/2) for split RoPE."""
     grid = frequency_grid(config.positional_embedding_theta, config.inner_dim, config.double_precision_rope)
@@ -188,12 +186,10 @@ class BasicTransformerBlock1D(nn.Module):
         return x + self.ff(rms_norm(x))
 
 
-def replace_padded_with_learnable_registers(
-    hidden_states: mx.array, valid: mx.array, registers: mx.array
-) -> mx.array:
+def replace_padded_with_learnable_registers(hidden_states: mx.array, valid: mx.array, registers: mx.array) -> mx.array:
     """Move each sample's valid tokens to the front (in order) and fill the rest of the sequence
     with the registers, tiled along it (register i at positions i, i + R, ...)."""
-    b, t, _ = hidden_states.shape
+    t = hidden_states.shape[1]
     num_registers = registers.shape[0]
     if t % num_registers:
         raise ValueError(

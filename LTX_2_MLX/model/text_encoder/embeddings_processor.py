@@ -27,8 +27,11 @@ def feature_extractor_version(transformer_config: dict) -> int:
     missing = sorted(V2_EXPECTED_CONFIG.keys() - present)
     if missing:
         raise ValueError(f"the checkpoint's transformer config is a partial LTX-2.3 config, missing {missing}.")
-    wrong = [f"{k}={transformer_config[k]!r} (expected {V2_EXPECTED_CONFIG[k]!r})" for k in sorted(present)
-             if transformer_config[k] != V2_EXPECTED_CONFIG[k]]
+    wrong = [
+        f"{k}={transformer_config[k]!r} (expected {V2_EXPECTED_CONFIG[k]!r})"
+        for k in sorted(present)
+        if transformer_config[k] != V2_EXPECTED_CONFIG[k]
+    ]
     if wrong:
         raise ValueError(f"unsupported caption-projection config in the checkpoint: {', '.join(wrong)}.")
     return 2

@@ -89,7 +89,9 @@ class GemmaTextEncoder:
         features = self.vision(pixels.astype(embeddings.dtype)).astype(embeddings.dtype)
         is_image = ids == config.image_token_id
         if int(is_image.sum().item()) != features.shape[1]:
-            raise ValueError(f"the prompt holds {int(is_image.sum().item())} image tokens for {features.shape[1]} features.")
+            raise ValueError(
+                f"the prompt holds {int(is_image.sum().item())} image tokens for {features.shape[1]} features."
+            )
         feature_index = mx.maximum(mx.cumsum(is_image.astype(mx.int32), axis=1) - 1, 0)
         embeddings = mx.where(is_image[..., None], features[0][feature_index], embeddings)
         previous = mx.concatenate([mx.zeros((1, 1), dtype=mx.bool_), is_image[:, :-1]], axis=1)

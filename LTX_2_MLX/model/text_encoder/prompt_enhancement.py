@@ -85,7 +85,11 @@ def generate(
     new_tokens: list[int] = []
     for _ in range(max_new_tokens):
         hidden, _ = model(
-            inputs, cache=cache, output_hidden_states=False, input_embeddings=prompt_embeddings, image_groups=image_groups
+            inputs,
+            cache=cache,
+            output_hidden_states=False,
+            input_embeddings=prompt_embeddings,
+            image_groups=image_groups,
         )
         prompt_embeddings = image_groups = None
         logits = model.logits(hidden[:, -1])[0]

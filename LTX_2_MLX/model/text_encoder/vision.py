@@ -12,7 +12,14 @@ from LTX_2_MLX.model.text_encoder.gemma import RMSNorm
 
 # transformers' SiglipVisionConfig defaults, for keys Gemma's config.json leaves out.
 _VISION_DEFAULTS = {"num_channels": 3, "layer_norm_eps": 1e-6, "hidden_act": "gelu_pytorch_tanh"}
-_VISION_REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size", "patch_size")
+_VISION_REQUIRED = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "image_size",
+    "patch_size",
+)
 
 
 @dataclass
@@ -33,7 +40,9 @@ class VisionConfig:
 
     def __post_init__(self):
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"vision hidden_size={self.hidden_size} is not a multiple of its {self.num_attention_heads} heads.")
+            raise ValueError(
+                f"vision hidden_size={self.hidden_size} is not a multiple of its {self.num_attention_heads} heads."
+            )
         side = round(self.mm_tokens_per_image**0.5)
         if side * side != self.mm_tokens_per_image or self.patches_per_side % side:
             raise ValueError(
@@ -78,7 +87,9 @@ class SiglipAttention(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         b, t, d = x.shape
-        q, k, v = (p(x).reshape(b, t, self.heads, -1).transpose(0, 2, 1, 3) for p in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = (
+            p(x).reshape(b, t, self.heads, -1).transpose(0, 2, 1, 3) for p in (self.q_proj, self.k_proj, self.v_proj)
+        )
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=(d // self.heads) ** -0.5)
         return self.out_proj(out.transpose(0, 2, 1, 3).reshape(b, t, d))
 
