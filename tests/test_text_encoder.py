@@ -447,3 +447,24 @@ def test_config_of_the_real_gemma_3_12b():
     assert (vision.mm_tokens_per_image, vision.image_token_id) == (256, 262144)
     with pytest.raises(ValueError, match="lacks"):
         Gemma3TextConfig.from_dict({"text_config": {"hidden_size": 8}})
+
+
+@pytest.mark.parametrize("layout", ["model.language_model.", "model."], ids=["newer_multimodal", "text_only"])
+def test_other_hugging_face_layouts_load_the_same_model(gemma_dir, text_encoder, tmp_path, layout):
+    """Newer transformers save the multimodal model as model.language_model.*, and a text-only
+    Gemma3ForCausalLM as model.*: both load, from one unsharded model.safetensors."""
+    directory = gemma_dir[0]
+    tensors = {}
+    for shard in directory.glob("model-*.safetensors"):
+        for key, value in mx.load(str(shard)).items():
+            if key.startswith("language_model.model."):
+                tensors[layout + key[len("language_model.model.") :]] = value
+            elif layout != "model.":
+                tensors["model." + key] = value
+    mx.save_safetensors(str(tmp_path / "model.safetensors"), tensors)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(directory / name, tmp_path / name)
+    encoder = load_text_encoder(tmp_path, dtype=mx.float32, max_length=MAX_LENGTH)
+    ids, mask = encoder.tokenize(PROMPTS[0])
+    for state, expected in zip(encoder.hidden_states(ids, mask), text_encoder.hidden_states(ids, mask)):
+        np.testing.assert_array_equal(to_numpy(state), to_numpy(expected))
