@@ -266,3 +266,25 @@ def test_bad_inputs_are_refused_with_a_fix(reference):
         vae.decoder(mx.zeros((1, 4, 2, 2, 2)))
     with pytest.raises(ValueError, match="tile_size_in_frames=20"):
         TemporalTilingConfig(20, 8)
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("stride,causal", [((1, 1, 1), True), ((1, 1, 1), False), ((2, 2, 2), True), ((2, 1, 1), True)])
+def test_conv3d_formulations_match_torch(padding_mode, stride, causal):
+    """Both evaluations of the causal convolution (per-frame 2D, used on Metal and the CPU;
+    native 3D, used on CUDA) against ltx-core's CausalConv3d, on batch 2."""
+    from ltx_core.model.video_vae.convolution import CausalConv3d as RefCausalConv3d
+    from ltx_core.model.video_vae.enums import PaddingModeType
+
+    from LTX_2_MLX.model.video_vae.convolution import conv3d_by_frames, conv3d_native, torch_conv_weight_to_mlx
+
+    ref = RefCausalConv3d(6, 5, 3, stride=stride, spatial_padding_mode=PaddingModeType(padding_mode))
+    seed_module_(ref, 40)
+    x = torch.randn(2, 6, 7, 8, 10, generator=torch.Generator().manual_seed(41))
+    expected = ref(x, causal=causal)
+    x_mlx = to_mx(x).transpose(0, 2, 3, 4, 1)
+    weight, bias = torch_conv_weight_to_mlx(to_mx(ref.conv.weight)), to_mx(ref.conv.bias)
+    for name, formulation in (("by frames", conv3d_by_frames), ("native", conv3d_native)):
+        actual = formulation(x_mlx, weight, bias, stride, padding_mode, causal).transpose(0, 4, 1, 2, 3)
+        tag = f"conv3d {name} {padding_mode} stride {stride} {'causal' if causal else 'symmetric'}"
+        assert_matches(tag, actual, expected)

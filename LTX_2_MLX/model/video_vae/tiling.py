@@ -222,16 +222,19 @@ class Tile(NamedTuple):
     masks_1d: tuple[np.ndarray | None, ...]
 
     def channels_last(self) -> tuple[tuple[slice, ...], tuple[slice, ...], mx.array]:
-        """(in_coords, out_coords, blend mask) for (B, F, H, W, C) arrays; the mask has shape
-        (1, F or 1, H or 1, W or 1, 1) and is the product of the per-axis masks."""
+        """(in_coords, out_coords, blend mask) for (B, F, H, W, C) arrays; the mask broadcasts
+        as (1, F or 1, H or 1, W or 1, 1), the product of the per-axis masks. The product is
+        formed on the device from the 1-D masks: a full mask made on the host would be copied
+        over for every tile."""
         order = (0, 2, 3, 4, 1)
-        mask = np.ones((1,) * 5, dtype=np.float32)
-        for axis, mask_1d in zip(order, (self.masks_1d[i] for i in order)):
+        mask = mx.ones((1,) * 5, dtype=mx.float32)
+        for position, axis in enumerate(order):
+            mask_1d = self.masks_1d[axis]
             if mask_1d is not None:
                 shape = [1] * 5
-                shape[order.index(axis)] = mask_1d.shape[0]
-                mask = mask * mask_1d.reshape(shape)
-        return tuple(self.in_coords[i] for i in order), tuple(self.out_coords[i] for i in order), mx.array(mask)
+                shape[position] = mask_1d.shape[0]
+                mask = mask * mx.array(mask_1d).reshape(shape)
+        return tuple(self.in_coords[i] for i in order), tuple(self.out_coords[i] for i in order), mask
 
 
 def create_tiles(shape: tuple[int, ...], splitters: list[SplitOperation], mappers: list[MappingOperation]) -> list[Tile]:

@@ -258,7 +258,8 @@ class VideoDecoder(nn.Module):
                 region = (slice(None), slice(offset, offset + length), out_coords[2], out_coords[3])
                 chunk[region] = chunk[region] + decoded[:, :length] * mask
                 weights[region] = weights[region] + mask
-                mx.eval(chunk, weights)
+            # One evaluation per temporal chunk: its tiles queue on the GPU back to back.
+            mx.eval(chunk, weights)
 
             if previous_chunk is not None:
                 if previous_slice.stop > group_slice.start:
