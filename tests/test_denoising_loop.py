@@ -1,68 +1,26 @@
 """The shared denoising loop against ltx-pipelines' `denoise_audio_video` and samplers, with a
 tiny seeded official-layout transformer, from identical injected noise (float32, CPU)."""
 
-import importlib.machinery
-import importlib.util
-import sys
-import types
-
-
-def _register_placeholder_modules() -> None:
-    """`import ltx_pipelines` runs its package __init__, which imports every pipeline and with
-    them the audio VAE (torchaudio) and media I/O (PyAV). Neither is installed here (torchaudio
-    would pull in a second torch). The code compared below (samplers, denoising functions,
-    `denoise_audio_video`) calls neither, so placeholder modules stand in; any use of them
-    raises, so a test cannot silently depend on one."""
-
-    class Missing:
-        def __init__(self, name):
-            self._name = name
-
-        def __getattr__(self, attr):
-            if attr.startswith("__"):
-                raise AttributeError(attr)
-            return Missing(f"{self._name}.{attr}")
-
-        def __call__(self, *args, **kwargs):
-            raise RuntimeError(f"{self._name} belongs to a placeholder module registered by the tests")
-
-    for name in ("torchaudio", "av"):
-        if name in sys.modules or importlib.util.find_spec(name) is not None:
-            continue
-        module = types.ModuleType(name)
-        module.__spec__ = importlib.machinery.ModuleSpec(name, None)
-
-        def module_getattr(attr, name=name):
-            if attr.startswith("__"):
-                raise AttributeError(attr)
-            return Missing(f"{name}.{attr}")
-
-        module.__getattr__ = module_getattr
-        sys.modules[name] = module
-
-
-_register_placeholder_modules()
-
-import mlx.core as mx  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from ltx_core.components import diffusion_steps as ref_steps  # noqa: E402
-from ltx_core.components import guiders as ref_guiders  # noqa: E402
-from ltx_core.components.noisers import GaussianNoiser as RefGaussianNoiser  # noqa: E402
-from ltx_core.components.schedulers import LTX2Scheduler as RefLTX2Scheduler  # noqa: E402
-from ltx_core.conditioning import VideoConditionByKeyframeIndex as RefKeyframe  # noqa: E402
-from ltx_core.conditioning import VideoConditionByLatentIndex as RefLatentIndex  # noqa: E402
-from ltx_core.model.transformer.model import X0Model as RefX0Model  # noqa: E402
-from ltx_core.types import VideoPixelShape as RefVideoPixelShape  # noqa: E402
-from ltx_pipelines import retake as ref_retake  # noqa: E402
-from ltx_pipelines.utils import constants as ref_constants  # noqa: E402
-from ltx_pipelines.utils import helpers as ref_helpers  # noqa: E402
-from ltx_pipelines.utils import res2s as ref_res2s  # noqa: E402
-from ltx_pipelines.utils import samplers as ref_samplers  # noqa: E402
-from ltx_pipelines.utils.types import PipelineComponents as RefPipelineComponents  # noqa: E402
-from reference import assert_cosine, assert_matches, to_mx  # noqa: E402
-from transformer_fixtures import (  # noqa: E402
+import mlx.core as mx
+import numpy as np
+import pytest
+import torch
+from ltx_core.components import diffusion_steps as ref_steps
+from ltx_core.components import guiders as ref_guiders
+from ltx_core.components.noisers import GaussianNoiser as RefGaussianNoiser
+from ltx_core.components.schedulers import LTX2Scheduler as RefLTX2Scheduler
+from ltx_core.conditioning import VideoConditionByKeyframeIndex as RefKeyframe
+from ltx_core.conditioning import VideoConditionByLatentIndex as RefLatentIndex
+from ltx_core.model.transformer.model import X0Model as RefX0Model
+from ltx_core.types import VideoPixelShape as RefVideoPixelShape
+from ltx_pipelines import retake as ref_retake
+from ltx_pipelines.utils import constants as ref_constants
+from ltx_pipelines.utils import helpers as ref_helpers
+from ltx_pipelines.utils import res2s as ref_res2s
+from ltx_pipelines.utils import samplers as ref_samplers
+from ltx_pipelines.utils.types import PipelineComponents as RefPipelineComponents
+from reference import assert_cosine, assert_matches, to_mx
+from transformer_fixtures import (
     VIDEO_CHANNELS,
     build_reference_transformer,
     context_width,
@@ -70,7 +28,7 @@ from transformer_fixtures import (  # noqa: E402
     tiny_transformer_config,
 )
 
-from LTX_2_MLX.components import (  # noqa: E402
+from LTX_2_MLX.components import (
     CFGStarRescalingGuider,
     EulerDiffusionStep,
     InjectedNoiser,
@@ -82,14 +40,14 @@ from LTX_2_MLX.components import (  # noqa: E402
     VideoPixelShape,
     distilled_sigmas,
 )
-from LTX_2_MLX.conditioning import (  # noqa: E402
+from LTX_2_MLX.conditioning import (
     TemporalRegionMask,
     VideoConditionByKeyframeIndex,
     VideoConditionByLatentIndex,
 )
-from LTX_2_MLX.loader import load_transformer  # noqa: E402
-from LTX_2_MLX.model.transformer import X0Model  # noqa: E402
-from LTX_2_MLX.pipelines.denoising import (  # noqa: E402
+from LTX_2_MLX.loader import load_transformer
+from LTX_2_MLX.model.transformer import X0Model
+from LTX_2_MLX.pipelines.denoising import (
     PipelineComponents,
     denoise_audio_video,
     gaussian_sde_noise,
