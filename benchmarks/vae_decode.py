@@ -27,15 +27,15 @@ import time
 # shapes than that (each tile size × each layer), so a small cache rebuilds plans every call.
 os.environ.setdefault("MLX_CUDA_CONV_CACHE_SIZE", "1024")
 
-import mlx.core as mx  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from ltx_core.model.video_vae import TilingConfig as RefTilingConfig  # noqa: E402
-from ltx_core.model.video_vae import VideoDecoderConfigurator  # noqa: E402
+import mlx.core as mx
+import numpy as np
+import torch
+from ltx_core.model.video_vae import TilingConfig as RefTilingConfig
+from ltx_core.model.video_vae import VideoDecoderConfigurator
 
-import LTX_2_MLX.model.video_vae.convolution as convolution  # noqa: E402
-from LTX_2_MLX.model.video_vae import TilingConfig, VideoDecoder, VideoVAEConfig  # noqa: E402
-from LTX_2_MLX.model.video_vae.video_vae import sanitize  # noqa: E402
+import LTX_2_MLX.model.video_vae.convolution as convolution
+from LTX_2_MLX.model.video_vae import TilingConfig, VideoDecoder, VideoVAEConfig
+from LTX_2_MLX.model.video_vae.video_vae import sanitize
 
 REAL_VAE = {
     "dims": 3, "in_channels": 3, "out_channels": 3, "latent_channels": 128, "patch_size": 4,
@@ -59,7 +59,12 @@ REAL_VAE = {
 def small_vae() -> dict:
     res = ["res_x", {"num_layers": 1}]
     up = ["compress_all", {"residual": True, "multiplier": 2}]
-    return {**REAL_VAE, "latent_channels": 16, "decoder_base_channels": 8, "decoder_blocks": [res, up, res, up, res, up, res]}
+    return {
+        **REAL_VAE,
+        "latent_channels": 16,
+        "decoder_base_channels": 8,
+        "decoder_blocks": [res, up, res, up, res, up, res],
+    }
 
 
 def build_reference(config: dict, device: str, dtype: torch.dtype, seed: int = 0):
@@ -67,7 +72,8 @@ def build_reference(config: dict, device: str, dtype: torch.dtype, seed: int = 0
     decoder.to_empty(device=device)
     gen = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
-        for name, tensor in sorted(list(decoder.named_parameters()) + list(decoder.named_buffers())):
+        tensors = list(decoder.named_parameters()) + list(decoder.named_buffers())
+        for _, tensor in sorted(tensors, key=lambda item: item[0]):
             fan_in = tensor[0].numel() if tensor.ndim >= 2 else 1
             scale = 1.0 / math.sqrt(fan_in) if tensor.ndim >= 2 else 0.1
             tensor.copy_(torch.randn(tensor.shape, generator=gen, device=device) * scale)
@@ -223,6 +229,7 @@ def main() -> None:
         mx.eval(decoder(part))
         total += time.perf_counter() - start
     print(f"MLX tiles decoded alone: {len(tiles)} tiles, {total:.3f} s in all", flush=True)
+
 
 if __name__ == "__main__":
     main()

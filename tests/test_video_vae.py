@@ -10,13 +10,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-from ltx_core.model.video_vae import (
-    SpatialTilingConfig as RefSpatialTilingConfig,
-    TemporalTilingConfig as RefTemporalTilingConfig,
-    TilingConfig as RefTilingConfig,
-    VideoDecoderConfigurator,
-    VideoEncoderConfigurator,
-)
+from ltx_core.model.video_vae import SpatialTilingConfig as RefSpatialTilingConfig
+from ltx_core.model.video_vae import TemporalTilingConfig as RefTemporalTilingConfig
+from ltx_core.model.video_vae import TilingConfig as RefTilingConfig
+from ltx_core.model.video_vae import VideoDecoderConfigurator, VideoEncoderConfigurator
 from reference import assert_cosine, assert_matches, save_checkpoint, seed_module_, to_mx
 
 from LTX_2_MLX.loader import CheckpointError, load_video_vae
@@ -143,7 +140,9 @@ def video(frames: int, height: int = 64, width: int = 96, batch: int = 1, seed: 
     return torch.rand(batch, 3, frames, height, width, generator=gen) * 2 - 1
 
 
-def latent(frames: int, height: int = 2, width: int = 3, batch: int = 1, channels: int = LATENT_CHANNELS, seed: int = 1):
+def latent(
+    frames: int, height: int = 2, width: int = 3, batch: int = 1, channels: int = LATENT_CHANNELS, seed: int = 1
+):
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(batch, channels, frames, height, width, generator=gen)
 
@@ -203,9 +202,7 @@ def test_tiled_decode_matches_reference_tiled_fp32(reference):
     assert [c.shape for c in chunks] == [tuple(e.shape) for e in expected]
     assert len(chunks) > 1, "the test should exercise the blending of several temporal chunks"
     actual = mx.concatenate(chunks, axis=2)
-    assert_matches(
-        f"tiled decode {reference.config['spatial_padding_mode']}", actual, torch.cat(expected, dim=2)
-    )
+    assert_matches(f"tiled decode {reference.config['spatial_padding_mode']}", actual, torch.cat(expected, dim=2))
 
 
 def test_bf16_matches_reference(reference):
@@ -256,6 +253,25 @@ def test_load_refuses_missing_weights(reference, tmp_path):
         load_video_vae(path)
 
 
+def test_load_accepts_statistics_under_each_part(reference, tmp_path):
+    """ltx-core also reads `vae.<part>.per_channel_statistics.*`; and a decoder-only load."""
+    tensors = {}
+    for key, value in reference.tensors.items():
+        if key.startswith("vae.per_channel_statistics."):
+            name = key.rsplit(".", 1)[1]
+            tensors[f"vae.encoder.per_channel_statistics.{name}"] = value.clone()
+            tensors[f"vae.decoder.per_channel_statistics.{name}"] = value
+        else:
+            tensors[key] = value
+    path = save_checkpoint(tmp_path / "per_part.safetensors", tensors, {"vae": reference.config})
+    expected = reference.load().per_channel_statistics.std_of_means
+    assert np.array_equal(np.array(load_video_vae(path).encoder.per_channel_statistics.std_of_means), expected)
+    decoder_only = load_video_vae(reference.path, encoder=False)
+    assert decoder_only.encoder is None
+    with pytest.raises(ValueError, match="encoder=True"):
+        decoder_only.tiled_encode(mx.zeros((1, 3, 9, 64, 64)))
+
+
 def test_bad_inputs_are_refused_with_a_fix(reference):
     vae = reference.load()
     with pytest.raises(ValueError, match=r"num_frames=12 must be 8k\+1, e.g. 9 or 17"):
@@ -288,3 +304,19 @@ def test_conv3d_formulations_match_torch(padding_mode, stride, causal):
         actual = formulation(x_mlx, weight, bias, stride, padding_mode, causal).transpose(0, 4, 1, 2, 3)
         tag = f"conv3d {name} {padding_mode} stride {stride} {'causal' if causal else 'symmetric'}"
         assert_matches(tag, actual, expected)
+
+
+def test_decode_video_matches_reference_uint8(reference):
+    """The streamed uint8 frames of `decode_video` (tiled) against ltx-core's."""
+    from ltx_core.model.video_vae import decode_video as ref_decode_video
+
+    from LTX_2_MLX.model.video_vae import decode_video
+
+    latents = latent(7, 4, 5, seed=9)
+    ours = TilingConfig(SpatialTilingConfig(96, 32), TemporalTilingConfig(24, 8))
+    theirs = RefTilingConfig(RefSpatialTilingConfig(96, 32), RefTemporalTilingConfig(24, 8))
+    expected = torch.cat(list(ref_decode_video(latents, reference.decoder, theirs)), dim=0).numpy()
+    actual = np.concatenate([np.array(f) for f in decode_video(to_mx(latents), reference.load().decoder, ours)])
+    assert actual.dtype == np.uint8 and actual.shape == expected.shape == (49, 128, 160, 3)
+    # Rounding to 8 bits can flip a level where the float values differ by ~1e-6.
+    assert np.abs(actual.astype(int) - expected.astype(int)).max() <= 1

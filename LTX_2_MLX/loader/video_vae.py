@@ -33,7 +33,7 @@ def load_video_vae(
         raise CheckpointError(f"{path}: unusable 'vae' config: {err}") from None
     vae = VideoVAE(config, encoder=encoder, decoder=decoder)
 
-    statistics = PerChannelStatistics.sanitize(load_tensors(path, "vae.per_channel_statistics."))
+    shared_statistics = PerChannelStatistics.sanitize(load_tensors(path, "vae.per_channel_statistics."))
     weights = {}
     for part in ("encoder", "decoder"):
         if getattr(vae, part) is None:
@@ -41,6 +41,12 @@ def load_video_vae(
         tensors = load_tensors(path, f"vae.{part}.")
         if not tensors:
             raise CheckpointError(f"{path}: no 'vae.{part}.*' weights; this file holds no video VAE {part}.")
+        # ltx-core maps `vae.per_channel_statistics.*` and `vae.<part>.per_channel_statistics.*`
+        # to the same module keys; the shared copy is the one official files carry.
+        own = {k: v for k, v in tensors.items() if k.startswith("per_channel_statistics.")}
+        statistics = PerChannelStatistics.sanitize({k.split(".", 1)[1]: v for k, v in own.items()})
+        statistics.update(shared_statistics)
+        tensors = {k: v for k, v in tensors.items() if k not in own}
         weights.update({f"{part}.{k}": v for k, v in sanitize(tensors).items()})
         weights.update({f"{part}.per_channel_statistics.{k}": v for k, v in statistics.items()})
     load_module_weights(vae, weights, path, "video VAE", dtype)

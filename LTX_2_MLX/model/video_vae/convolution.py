@@ -132,9 +132,7 @@ class CausalConv3d(nn.Module):
         self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, stride=self.stride)
 
     def __call__(self, x: mx.array, causal: bool = True) -> mx.array:
-        return causal_conv3d(
-            x, self.conv.weight, self.conv.get("bias"), self.stride, self.spatial_padding_mode, causal
-        )
+        return causal_conv3d(x, self.conv.weight, self.conv.get("bias"), self.stride, self.spatial_padding_mode, causal)
 
 
 class PointwiseConv3d(nn.Module):

@@ -4,6 +4,8 @@ Inside the VAE arrays are channels-last, (B, F, H, W, C), the layout MLX convolu
 public boundary keeps the reference's (B, C, F, H, W).
 """
 
+from typing import ClassVar
+
 import mlx.core as mx
 import mlx.nn as nn
 
@@ -67,7 +69,7 @@ class PerChannelStatistics(nn.Module):
     hold '-', so they become `std_of_means` / `mean_of_means` (see `sanitize`).
     """
 
-    CHECKPOINT_KEYS = {"std-of-means": "std_of_means", "mean-of-means": "mean_of_means"}
+    CHECKPOINT_KEYS: ClassVar[dict[str, str]] = {"std-of-means": "std_of_means", "mean-of-means": "mean_of_means"}
 
     def __init__(self, latent_channels: int):
         super().__init__()

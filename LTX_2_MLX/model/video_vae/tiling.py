@@ -6,8 +6,9 @@ their coordinates and masks into the VAE's internal (B, F, H, W, C) layout.
 """
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import mlx.core as mx
 import numpy as np
@@ -237,7 +238,9 @@ class Tile(NamedTuple):
         return tuple(self.in_coords[i] for i in order), tuple(self.out_coords[i] for i in order), mask
 
 
-def create_tiles(shape: tuple[int, ...], splitters: list[SplitOperation], mappers: list[MappingOperation]) -> list[Tile]:
+def create_tiles(
+    shape: tuple[int, ...], splitters: list[SplitOperation], mappers: list[MappingOperation]
+) -> list[Tile]:
     """Every combination of per-axis intervals, in row-major order over the axes."""
     if len(splitters) != len(shape) or len(mappers) != len(shape):
         raise ValueError(f"need one splitter and one mapper per axis of {tuple(shape)}")

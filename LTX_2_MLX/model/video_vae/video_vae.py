@@ -5,7 +5,7 @@ channels-last (B, F, H, W, C). The encoder returns normalised latent means, the 
 normalised latents (it un-normalises them itself).
 """
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -247,7 +247,7 @@ class VideoDecoder(nn.Module):
             chunk = mx.zeros((batch, group_frames, height, width, self.config.out_channels), dtype=dtype)
             weights = mx.zeros((1, group_frames, height, width, 1), dtype=dtype)
             for tile in group:
-                in_coords, out_coords, mask = tile.channels_last()
+                _, out_coords, mask = tile.channels_last()
                 decoded = self(latent[tile.in_coords], timestep, next(keys) if keys else None)
                 decoded = decoded.transpose(0, 2, 3, 4, 1)
                 offset = out_coords[1].start - group_slice.start
