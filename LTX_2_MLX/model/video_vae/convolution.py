@@ -61,7 +61,7 @@ def _pad(x: mx.array, kernel: tuple[int, int, int], padding_mode: str, causal: b
 
 
 def conv3d_by_frames(x, weight, bias, stride, padding_mode, causal) -> mx.array:
-    """The sum over temporal taps of 2D convolutions of frames (fast on Metal and the CPU)."""
+    """The sum over temporal taps of 2D convolutions of frames (the Metal and CPU path)."""
     kt = weight.shape[1]
     st, sh, sw = stride
     x, padding = _pad(x, weight.shape[1:4], padding_mode, causal)
@@ -69,7 +69,8 @@ def conv3d_by_frames(x, weight, bias, stride, padding_mode, causal) -> mx.array:
     frames_out = (f - kt) // st + 1
     out = None
     for tap in range(kt):
-        # With B == 1 a run of frames is a contiguous slice, so no copy is made per tap.
+        # Frames go on the convolution's batch axis; with B == 1 each tap's run of frames is
+        # one contiguous block of the padded input.
         frames = x[:, tap : tap + st * (frames_out - 1) + 1 : st]
         frames = frames.reshape(b * frames_out, *frames.shape[2:])
         y = mx.conv2d(frames, weight[:, tap], stride=(sh, sw), padding=padding)
@@ -90,7 +91,8 @@ def _native_conv3d_is_faster() -> bool:
     # Measured on an H100 (benchmarks/vae_decode.py): cuDNN's 3D convolution decodes
     # 768x512x121 in 0.204 s against 0.244 s by frames. On Metal, MLX's 3D convolution is an
     # explicit im2col GEMM, 2-5x slower than by frames (ml-explore/mlx#3625) and far larger.
-    return mx.default_device() == mx.gpu and mx.cuda.is_available()
+    cuda = getattr(mx, "cuda", None)
+    return mx.default_device() == mx.gpu and cuda is not None and cuda.is_available()
 
 
 def causal_conv3d(
