@@ -19,12 +19,6 @@ from PIL import Image
 DEFAULT_IMAGE_CRF = 33
 
 
-def video_to_uint8(video: mx.array) -> np.ndarray:
-    """Decoded (1, C, F, H, W) video in [-1, 1] -> (F, H, W, C) uint8 frames."""
-    frames = (mx.clip((video.astype(mx.float32) + 1.0) / 2.0, 0.0, 1.0) * 255.0).astype(mx.uint8)
-    return np.array(frames[0].transpose(1, 2, 3, 0))
-
-
 def load_image(path: str | Path) -> np.ndarray:
     """An image file as (H, W, 3) uint8 RGB."""
     try:
