@@ -1,0 +1,93 @@
+"""Weight quantization of a loaded DiT: fp8 (ltx-core's fp8_cast) or MLX affine int8/int4."""
+
+from dataclasses import asdict, dataclass
+
+import mlx.core as mx
+from mlx import nn
+from mlx.utils import tree_flatten, tree_map_with_path
+
+from LTX_2_MLX.quantization.fp8_cast import Fp8Linear, is_fp8_cast_target
+
+GROUP_SIZE = 64
+MODES = ("fp8", "int8", "int4")
+
+
+@dataclass(frozen=True)
+class QuantizationSpec:
+    """How a transformer's weights are stored; written into a quantized checkpoint's metadata."""
+
+    mode: str
+    group_size: int | None = None  # affine modes only
+    bits: int | None = None  # affine modes only
+
+    @classmethod
+    def for_mode(cls, mode: str) -> "QuantizationSpec":
+        if mode == "fp8":
+            return cls("fp8")
+        if mode in ("int8", "int4"):
+            return cls(mode, GROUP_SIZE, int(mode[3:]))
+        raise ValueError(f"quantization mode {mode!r} is not one of {', '.join(MODES)}; e.g. mode='int8'")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "QuantizationSpec":
+        spec = cls(**values)
+        if spec != cls.for_mode(spec.mode):
+            raise ValueError(
+                f"unsupported quantization {values}; this version writes {asdict(cls.for_mode(spec.mode))}"
+            )
+        return spec
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def quantizable(path: str, module: nn.Module, spec: QuantizationSpec) -> bool:
+    """The layers ltx-core's fp8_cast downcasts: the blocks' attention projections and
+    feed-forward Linears (not AdaLN, timestep, patchify/proj_out, caption projection or the
+    LTX-2.3 per-head gates, which are small and feed the residual stream's scales). The
+    affine modes also need the input width to be a multiple of the group size."""
+    if not isinstance(module, nn.Linear) or not is_fp8_cast_target(path):
+        return False
+    return spec.mode == "fp8" or module.weight.shape[1] % spec.group_size == 0
+
+
+def _quantized_layer(module: nn.Linear, spec: QuantizationSpec) -> nn.Module:
+    if spec.mode == "fp8":
+        return Fp8Linear.from_linear(module)
+    return nn.QuantizedLinear.from_linear(module, group_size=spec.group_size, bits=spec.bits, mode="affine")
+
+
+def quantize_transformer(model: nn.Module, mode: str) -> nn.Module:
+    """Quantize an LTXModel's block Linears in place ("fp8", "int8" or "int4") and return it.
+
+    Block by block, each evaluated before the next: the original weights of a block are freed
+    as soon as its quantized copy exists, so the peak stays near the model's size. Apply LoRAs
+    before quantizing to int8/int4 (loader.lora.apply_loras cannot fuse into affine layers).
+    """
+    spec = QuantizationSpec.for_mode(mode)
+    already = quantized_layers(model)
+    if already:
+        raise ValueError(
+            f"the model is already quantized ({len(already)} layers, e.g. {already[0]}); "
+            "quantize a freshly loaded model instead."
+        )
+    for index, block in enumerate(model.transformer_blocks):
+        prefix = f"transformer_blocks.{index}."
+
+        def convert(path: str, module: nn.Module, prefix: str = prefix) -> nn.Module:
+            return _quantized_layer(module, spec) if quantizable(prefix + path, module, spec) else module
+
+        block.update_modules(tree_map_with_path(convert, block.leaf_modules(), is_leaf=nn.Module.is_module))
+        mx.eval(block.parameters())
+    model.quantization = spec
+    return model
+
+
+def quantized_layers(model: nn.Module) -> list[str]:
+    """Module paths of the layers stored quantized (fp8 or affine)."""
+    return [path for path, module in model.named_modules() if isinstance(module, (Fp8Linear, nn.QuantizedLinear))]
+
+
+def parameter_bytes(model: nn.Module) -> int:
+    """Sum of nbytes over all parameters: the memory the weights occupy."""
+    return sum(value.nbytes for _, value in tree_flatten(model.parameters()))
