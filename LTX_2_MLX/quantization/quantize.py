@@ -84,8 +84,8 @@ def quantize_transformer(model: nn.Module, mode: str) -> nn.Module:
 
 
 def quantized_layers(model: nn.Module) -> list[str]:
-    """Module paths of the layers stored quantized (fp8 or affine)."""
-    return [path for path, module in model.named_modules() if isinstance(module, (Fp8Linear, nn.QuantizedLinear))]
+    """Module paths of the layers stored quantized (fp8 or affine), sorted."""
+    return sorted(path for path, module in model.named_modules() if isinstance(module, (Fp8Linear, nn.QuantizedLinear)))
 
 
 def parameter_bytes(model: nn.Module) -> int:
