@@ -1,0 +1,67 @@
+"""Loading the audio VAE and the vocoder from an official LTX-2 single-file checkpoint.
+
+Keys, as ltx-core's AUDIO_VAE_{EN,DE}CODER_COMFY_KEYS_FILTER and VOCODER_COMFY_KEYS_FILTER read
+them: `audio_vae.encoder.*`, `audio_vae.decoder.*`, `audio_vae.per_channel_statistics.*`
+(shared by both halves) and `vocoder.*` (LTX-2.3: `vocoder.vocoder.*`, `vocoder.bwe_generator.*`,
+`vocoder.mel_stft.*`). The architectures come from the `audio_vae` / `vocoder` sections of the
+config in the file's metadata.
+"""
+
+from pathlib import Path
+
+import mlx.core as mx
+
+from LTX_2_MLX.loader.checkpoint import CheckpointError, load_module_weights, load_tensors, read_config
+from LTX_2_MLX.model.audio_vae import AudioVAE, AudioVAEConfig, Vocoder, VocoderConfig, VocoderWithBWE, build_vocoder
+from LTX_2_MLX.model.audio_vae import audio_vae as audio_vae_module
+from LTX_2_MLX.model.audio_vae import vocoder as vocoder_module
+
+
+def load_audio_vae(path: str | Path, dtype: mx.Dtype | None = None, encoder: bool = True, decoder: bool = True) -> AudioVAE:
+    """The audio VAE of the checkpoint at `path`, in `dtype` (the file's own when None).
+
+    `encoder=False` skips the encoder (decoding latents needs only the decoder), `decoder=False`
+    the decoder. Missing, unexpected or misshapen weights raise CheckpointError.
+    """
+    section = read_config(path, "audio_vae", what="audio VAE")["audio_vae"]
+    try:
+        config = AudioVAEConfig.from_section(section)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: unusable 'audio_vae' config: {err}") from None
+    vae = AudioVAE(config, encoder=encoder, decoder=decoder)
+    statistics = {
+        f"per_channel_statistics.{k}": v for k, v in load_tensors(path, "audio_vae.per_channel_statistics.").items()
+    }
+    weights = {}
+    for part in ("encoder", "decoder"):
+        if getattr(vae, part) is None:
+            continue
+        tensors = load_tensors(path, f"audio_vae.{part}.")
+        if not tensors:
+            raise CheckpointError(
+                f"{path}: no 'audio_vae.{part}.*' weights; this file holds no audio VAE {part} "
+                f"(load it with {part}=False if you do not need it)."
+            )
+        # The shared copy wins over a part's own, as ltx-core's key filter maps both to one key.
+        tensors.update(statistics)
+        weights.update({f"{part}.{k}": v for k, v in audio_vae_module.sanitize(tensors).items()})
+    load_module_weights(vae, weights, path, "audio VAE", dtype)
+    mx.eval(vae.parameters())
+    return vae.eval()
+
+
+def load_vocoder(path: str | Path, dtype: mx.Dtype | None = None) -> Vocoder | VocoderWithBWE:
+    """The vocoder of the checkpoint at `path`: a HiFi-GAN `Vocoder` (LTX-2) or a BigVGAN
+    `VocoderWithBWE` (LTX-2.3), in `dtype` (the file's own when None)."""
+    section = read_config(path, "vocoder", what="vocoder")["vocoder"]
+    try:
+        config = VocoderConfig.from_section(section)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: unusable 'vocoder' config: {err}") from None
+    vocoder = build_vocoder(config)
+    tensors = load_tensors(path, "vocoder.")
+    if not tensors:
+        raise CheckpointError(f"{path}: no 'vocoder.*' weights; this file holds no vocoder.")
+    load_module_weights(vocoder, vocoder_module.sanitize(tensors), path, "vocoder", dtype)
+    mx.eval(vocoder.parameters())
+    return vocoder.eval()

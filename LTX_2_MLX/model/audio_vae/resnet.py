@@ -1,0 +1,85 @@
+"""Residual blocks: the VAE's ResnetBlock (2D, channels-last) and HiFi-GAN's ResBlock1 (1D)."""
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from LTX_2_MLX.model.audio_vae.causal_conv_2d import make_conv2d
+from LTX_2_MLX.model.audio_vae.causality_axis import CausalityAxis
+from LTX_2_MLX.model.audio_vae.ops import NormType, build_normalization_layer
+
+LRELU_SLOPE = 0.1
+
+
+class SameConv1d(nn.Conv1d):
+    """Conv1d with torch's padding="same": total (k-1)·dilation, the odd sample on the right."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1):
+        total = (kernel_size - 1) * dilation
+        symmetric = total % 2 == 0
+        super().__init__(in_channels, out_channels, kernel_size, padding=total // 2 if symmetric else 0, dilation=dilation)
+        self._extra_pad = None if symmetric else (total // 2, total - total // 2)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if self._extra_pad is not None:
+            x = mx.pad(x, [(0, 0), self._extra_pad, (0, 0)])
+        return super().__call__(x)
+
+
+class ResBlock1(nn.Module):
+    """Three (leaky ReLU, dilated conv, leaky ReLU, conv) residual steps on (B, L, C)."""
+
+    def __init__(self, channels: int, kernel_size: int = 3, dilation: tuple[int, ...] = (1, 3, 5)):
+        super().__init__()
+        self.convs1 = [SameConv1d(channels, channels, kernel_size, dilation=d) for d in dilation[:3]]
+        self.convs2 = [SameConv1d(channels, channels, kernel_size, dilation=1) for _ in range(3)]
+
+    def __call__(self, x: mx.array) -> mx.array:
+        for conv1, conv2 in zip(self.convs1, self.convs2, strict=True):
+            xt = conv1(nn.leaky_relu(x, LRELU_SLOPE))
+            xt = conv2(nn.leaky_relu(xt, LRELU_SLOPE))
+            x = xt + x
+        return x
+
+
+class ResnetBlock(nn.Module):
+    """norm, SiLU, conv, norm, SiLU, conv plus a (1x1 or 3x3) shortcut when the width changes.
+
+    The VAE has no timestep embedding (temb_channels=0), so there is no temb projection.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        out_channels: int | None = None,
+        conv_shortcut: bool = False,
+        dropout: float = 0.0,
+        temb_channels: int = 0,
+        norm_type: NormType = NormType.GROUP,
+        causality_axis: CausalityAxis = CausalityAxis.HEIGHT,
+    ):
+        super().__init__()
+        if causality_axis != CausalityAxis.NONE and norm_type == NormType.GROUP:
+            raise ValueError("Causal ResnetBlock with GroupNorm is not supported; use norm_type 'pixel'.")
+        if temb_channels > 0:
+            raise ValueError("the audio VAE has no timestep embedding; temb_channels must be 0")
+        out_channels = in_channels if out_channels is None else out_channels
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.use_conv_shortcut = conv_shortcut
+        self.norm1 = build_normalization_layer(in_channels, normtype=norm_type)
+        self.conv1 = make_conv2d(in_channels, out_channels, kernel_size=3, stride=1, causality_axis=causality_axis)
+        self.norm2 = build_normalization_layer(out_channels, normtype=norm_type)
+        self.conv2 = make_conv2d(out_channels, out_channels, kernel_size=3, stride=1, causality_axis=causality_axis)
+        if in_channels != out_channels:
+            if conv_shortcut:
+                self.conv_shortcut = make_conv2d(in_channels, out_channels, 3, stride=1, causality_axis=causality_axis)
+            else:
+                self.nin_shortcut = make_conv2d(in_channels, out_channels, 1, stride=1, causality_axis=causality_axis)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        h = self.conv1(nn.silu(self.norm1(x)))
+        h = self.conv2(nn.silu(self.norm2(h)))  # dropout is the identity at inference
+        if self.in_channels != self.out_channels:
+            x = self.conv_shortcut(x) if self.use_conv_shortcut else self.nin_shortcut(x)
+        return x + h
