@@ -164,21 +164,52 @@ def _real_filters_(vocoder: torch.nn.Module) -> None:
             vocoder.resampler.filter = fresh.filter
 
 
-@pytest.fixture(scope="module")
-def audio_vae_checkpoint(tmp_path_factory):
-    config = {"audio_vae": tiny_audio_vae_config()}
-    encoder = seed_module_(AudioEncoderConfigurator.from_config(config), seed=1)
-    decoder = seed_module_(AudioDecoderConfigurator.from_config(config), seed=2)
+def _audio_vae_checkpoint(directory, section: dict, seed: int):
+    config = {"audio_vae": section}
+    encoder = seed_module_(AudioEncoderConfigurator.from_config(config), seed=seed)
+    decoder = seed_module_(AudioDecoderConfigurator.from_config(config), seed=seed + 1)
     _sane_statistics_(encoder)
+    # Official files hold one copy of the statistics, shared by both halves.
     decoder.per_channel_statistics.load_state_dict(encoder.per_channel_statistics.state_dict())
-    statistics = encoder.per_channel_statistics.state_dict()
     tensors = {}
     for part, module in (("encoder", encoder), ("decoder", decoder)):
         own = {k: v for k, v in module.state_dict().items() if not k.startswith("per_channel_statistics.")}
         tensors.update(prefixed(f"audio_vae.{part}.", own))
-    tensors.update(prefixed("audio_vae.per_channel_statistics.", statistics))
-    path = save_checkpoint(tmp_path_factory.mktemp("audio_vae") / "audio_vae.safetensors", tensors, config)
+    tensors.update(prefixed("audio_vae.per_channel_statistics.", encoder.per_channel_statistics.state_dict()))
+    path = save_checkpoint(directory / "audio_vae.safetensors", tensors, config)
     return path, encoder, decoder
+
+
+@pytest.fixture(scope="module")
+def audio_vae_checkpoint(tmp_path_factory):
+    return _audio_vae_checkpoint(tmp_path_factory.mktemp("audio_vae"), tiny_audio_vae_config(), seed=1)
+
+
+def variant_config(causality_axis: str | None) -> dict:
+    """The other causality axes, without attention and with one block per level; the
+    non-causal one with group norm (32 groups, so 8 latent channels x 4 bins = ch = 32)."""
+    section = tiny_audio_vae_config()
+    ddconfig = section["model"]["params"]["ddconfig"]
+    ddconfig.update(
+        causality_axis=causality_axis, attn_resolutions=[], mid_block_add_attention=False, num_res_blocks=1
+    )
+    if causality_axis is None:
+        ddconfig.update(norm_type="group", ch=32, z_channels=8)
+    return section
+
+
+@pytest.mark.parametrize("causality_axis", ["width", "width-compatibility", None])
+def test_audio_vae_variants_match_reference(tmp_path, causality_axis):
+    section = variant_config(causality_axis)
+    path, encoder, decoder = _audio_vae_checkpoint(tmp_path, section, seed=20)
+    z = section["model"]["params"]["ddconfig"]["z_channels"]
+    spectrogram = _random((1, 2, 17, MEL_BINS), seed=21)
+    latent = _random((1, z, 5, MEL_BINS // 4), seed=22)
+    with torch.no_grad():
+        expected_latent, expected_mel = encoder(spectrogram), decoder(latent)
+    vae = load_audio_vae(path)
+    assert_matches(f"audio encoder {causality_axis} fp32", vae.encode(to_mx(spectrogram)), expected_latent)
+    assert_matches(f"audio decoder {causality_axis} fp32", vae.decode(to_mx(latent)), expected_mel)
 
 
 def _vocoder_checkpoint(tmp_path_factory, vocoder_config: dict, name: str, seed: int):
