@@ -6,8 +6,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-from ltx_core.loader.primitives import LoraPathStrengthAndSDOps
+from ltx_core.loader.fuse_loras import apply_loras as reference_apply_loras
+from ltx_core.loader.primitives import LoraPathStrengthAndSDOps, LoraStateDictWithStrength, StateDict
 from ltx_core.loader.sd_ops import LTXV_LORA_COMFY_RENAMING_MAP, SDOps
+from ltx_core.loader.sft_loader import SafetensorsStateDictLoader
 from ltx_core.loader.single_gpu_model_builder import SingleGPUModelBuilder
 from ltx_core.model.transformer.model_configurator import LTXV_MODEL_COMFY_RENAMING_MAP, LTXModelConfigurator
 from ltx_core.quantization import QuantizationPolicy
@@ -24,7 +26,7 @@ from transformer_fixtures import (
 
 from LTX_2_MLX.loader import CheckpointError, load_transformer
 from LTX_2_MLX.loader.lora import apply_loras
-from LTX_2_MLX.quantization import Fp8Linear, quantize_transformer
+from LTX_2_MLX.quantization import Fp8Linear, load_fp8_transformer, quantize_transformer
 
 # module -> rank, per LoRA; both cover attention (video, audio, cross-modal) and feed-forward
 # layers, and overlap on two modules so their deltas are summed there.
@@ -42,6 +44,7 @@ LORA_MODULES = [
     },
 ]  # fmt: skip
 STRENGTHS = [0.8, -0.6]
+PREFIX = "model.diffusion_model."
 
 
 def make_lora(reference_state: dict, modules: dict, seed: int, dtype=torch.float32, alpha: bool = False) -> dict:
@@ -227,3 +230,36 @@ def test_lora_into_int8_layers_is_refused(setup):
     model = quantize_transformer(load_transformer(setup["checkpoint"], dtype=mx.float32), "int8")
     with pytest.raises(ValueError, match="apply_loras before quantize_transformer"):
         apply_loras(model, [(setup["loras"]["fp32"][1], 1.0)])
+
+
+def test_lora_fusion_into_scaled_fp8_matches_reference(setup):
+    """Scaled fp8 weights (e4m3 x per-tensor weight_scale, as official fp8 files): dequantized,
+    fused with the bf16 delta and re-quantized with a new scale, as the reference's
+    _fuse_delta_with_scaled_fp8 (which keeps the weights transposed for scaled_mm)."""
+    state = setup["state"]
+    layers = ["transformer_blocks.0.attn1.to_q", "transformer_blocks.0.ff.net.2"]
+    tensors, reference_sd = dict(state), {}
+    for layer in layers:
+        weight = state[f"{layer}.weight"]
+        scale = (weight.abs().max() / 448.0).reshape(())
+        quantized = (weight / scale).to(torch.float8_e4m3fn)
+        tensors[f"{layer}.weight"], tensors[f"{layer}.weight_scale"] = quantized, scale
+        reference_sd[f"{layer}.weight"], reference_sd[f"{layer}.weight_scale"] = quantized.t().contiguous(), scale
+    path = save_checkpoint(setup["folder"] / "dit-scaled.safetensors", prefixed(PREFIX, tensors), setup["config"])
+    model = apply_loras(load_fp8_transformer(path, dtype=mx.float32), zip(setup["loras"]["fp32"], STRENGTHS))
+    lora_sds = [SafetensorsStateDictLoader().load(p, LTXV_LORA_COMFY_RENAMING_MAP) for p in setup["loras"]["fp32"]]
+    fused = reference_apply_loras(
+        StateDict(reference_sd, torch.device("cpu"), 0, set()),
+        [LoraStateDictWithStrength(sd, s) for sd, s in zip(lora_sds, STRENGTHS)],
+    ).sd
+    modules = dict(model.named_modules())
+    for layer in layers:
+        ours = modules[layer]
+        assert isinstance(ours, Fp8Linear) and "weight_scale" in ours
+        np.testing.assert_array_equal(np.array(ours.weight), fused[f"{layer}.weight"].t().view(torch.uint8).numpy())
+        assert ours.weight_scale.item() == fused[f"{layer}.weight_scale"].item()
+        assert_matches(
+            f"lora fused into scaled fp8 {layer} fp32",
+            ours.dequantized_weight(mx.float32),
+            fused[f"{layer}.weight"].t().float() * fused[f"{layer}.weight_scale"],
+        )

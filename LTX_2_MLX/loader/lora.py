@@ -76,16 +76,8 @@ def _lora_targets(
         output_dims, input_dims = module["weight"].shape
         if isinstance(module, nn.QuantizedLinear):
             input_dims = input_dims * 32 // module.bits
-        if (
-            down.ndim != 2
-            or up.ndim != 2
-            or down.shape[0] != up.shape[1]
-            or (up.shape[0], down.shape[1])
-            != (
-                output_dims,
-                input_dims,
-            )
-        ):
+        rank_matches = down.ndim == up.ndim == 2 and down.shape[0] == up.shape[1]
+        if not rank_matches or (up.shape[0], down.shape[1]) != (output_dims, input_dims):
             misshapen.append(
                 f"{name} (lora_A {tuple(down.shape)}, lora_B {tuple(up.shape)}; weight {(output_dims, input_dims)})"
             )
@@ -130,9 +122,10 @@ def _fuse_fp8(layer: Fp8Linear, pairs: list[tuple[mx.array, mx.array, float]]) -
         # Scaled fp8: dequantize, add the (bfloat16) delta and re-quantize per tensor, in float32.
         delta = lora_delta(pairs, mx.bfloat16).astype(mx.float32)
         fused = mx.from_fp8(layer.weight, dtype=mx.float32) * layer.weight_scale + delta
-        scale = FP8_E4M3_MAX / mx.abs(fused).max()
+        # torch evaluates `448 / amax` as `amax.reciprocal() * 448`: same rounding here.
+        scale = (1.0 / mx.abs(fused).max()) * FP8_E4M3_MAX
         layer.weight = mx.to_fp8(mx.clip(fused * scale, -FP8_E4M3_MAX, FP8_E4M3_MAX))
-        layer.weight_scale = mx.reciprocal(scale)
+        layer.weight_scale = 1.0 / scale  # a true division: mx.reciprocal may differ by an ulp
     else:
         layer.weight = mx.to_fp8(lora_delta(pairs, mx.bfloat16) + mx.from_fp8(layer.weight, dtype=mx.bfloat16))
 
