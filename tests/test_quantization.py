@@ -3,7 +3,6 @@ upcast in forward), official-style fp8 checkpoints read straight into fp8, affin
 against the fp32 reference, and quantized checkpoints saved and reloaded."""
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
 import pytest
 import torch
@@ -11,6 +10,7 @@ from ltx_core.loader.sd_ops import SDOps
 from ltx_core.loader.single_gpu_model_builder import SingleGPUModelBuilder
 from ltx_core.model.transformer.model_configurator import LTXV_MODEL_COMFY_RENAMING_MAP, LTXModelConfigurator
 from ltx_core.quantization import QuantizationPolicy
+from mlx import nn
 from mlx.utils import tree_flatten
 from reference import PARITY_FIGURES, assert_cosine, assert_matches, prefixed, save_checkpoint
 from transformer_fixtures import (
@@ -161,42 +161,52 @@ def test_scaled_fp8_checkpoint_applies_weight_scale(fp8_setup, affine_setup):
     assert_matches("scaled fp8 checkpoint fp32 audio velocity", audio, ref_audio)
 
 
-def expected_quantized_bytes(model_fp32, paths: list[str], bits: int | None) -> int:
-    """Parameter bytes after replacing `paths`' fp32 weights (and biases) by their quantized form."""
-    modules = dict(model_fp32.named_modules())
-    total = parameter_bytes(model_fp32)
+def expected_quantized_bytes(float_model, paths: list[str], bits: int | None) -> int:
+    """Parameter bytes after replacing `paths`' float weights (and biases) by their quantized form."""
+    modules = dict(float_model.named_modules())
+    total = parameter_bytes(float_model)
     for path in paths:
         output_dims, input_dims = modules[path].weight.shape
-        total -= 4 * output_dims * (input_dims + 1)
+        itemsize = modules[path].weight.itemsize
+        total -= itemsize * output_dims * (input_dims + 1)
         if bits is None:  # fp8: one byte per weight and bias element
             total += output_dims * (input_dims + 1)
-        else:  # packed weights, fp32 scale and offset per group of 64, fp32 bias
-            total += output_dims * input_dims * bits // 8 + 2 * 4 * output_dims * (input_dims // 64) + 4 * output_dims
+        else:  # packed weights, a scale and an offset per group of 64 and the bias, in the float dtype
+            total += output_dims * input_dims * bits // 8 + itemsize * output_dims * (2 * (input_dims // 64) + 1)
     return total
 
 
-@pytest.mark.parametrize("mode, minimum", [("int8", 0.999), ("int4", 0.99)])
-def test_affine_quantization_close_to_reference_fp32(affine_setup, mode, minimum):
-    float_model = load_transformer(affine_setup["checkpoint"], dtype=mx.float32)
+DTYPES = {"fp32": mx.float32, "bf16": mx.bfloat16}
+
+
+@pytest.mark.parametrize(
+    "mode, dtype, minimum",
+    [("int8", "fp32", 0.999), ("int4", "fp32", 0.99), ("int8", "bf16", 0.999), ("int4", "bf16", 0.99)],
+)
+def test_affine_quantization_close_to_reference_fp32(affine_setup, mode, dtype, minimum):
+    float_model = load_transformer(affine_setup["checkpoint"], dtype=DTYPES[dtype])
     targets = sorted(path for path, module in float_model.named_modules() if is_fp8_cast_target(path))
-    model = quantize_transformer(load_transformer(affine_setup["checkpoint"], dtype=mx.float32), mode)
+    model = quantize_transformer(load_transformer(affine_setup["checkpoint"], dtype=DTYPES[dtype]), mode)
     assert quantized_layers(model) == targets and len(targets) == 2 * (6 * 4 + 2 * 2)  # per block: 6 attentions, 2 ff
     modules = dict(model.named_modules())
     assert all(isinstance(modules[p], nn.QuantizedLinear) and modules[p].bits == int(mode[3:]) for p in targets)
     assert isinstance(model.proj_out, nn.Linear) and isinstance(model.adaln_single.linear, nn.Linear)
-    bits = int(mode[3:])
-    assert parameter_bytes(model) == expected_quantized_bytes(float_model, targets, bits)
-    PARITY_FIGURES.append((f"{mode} parameter bytes / fp32", "ratio", parameter_bytes(model) / parameter_bytes(float_model)))  # fmt: skip
-    (ref_video, ref_audio), (video, audio) = run_both(affine_setup["config"], affine_setup["reference"], model)
-    assert_cosine(f"{mode} fp32 video velocity", video, ref_video, minimum)
-    assert_cosine(f"{mode} fp32 audio velocity", audio, ref_audio, minimum)
+    assert parameter_bytes(model) == expected_quantized_bytes(float_model, targets, int(mode[3:]))
+    ratio = parameter_bytes(model) / parameter_bytes(float_model)
+    PARITY_FIGURES.append((f"{mode} parameter bytes / {dtype} (tiny model)", "ratio", ratio))
+    (ref_video, ref_audio), (video, audio) = run_both(
+        affine_setup["config"], affine_setup["reference"], model, DTYPES[dtype]
+    )
+    assert_cosine(f"{mode} {dtype} video velocity vs fp32 reference", video, ref_video, minimum)
+    assert_cosine(f"{mode} {dtype} audio velocity vs fp32 reference", audio, ref_audio, minimum)
 
 
 def test_fp8_memory_is_one_byte_per_quantized_element(affine_setup):
-    float_model = load_transformer(affine_setup["checkpoint"], dtype=mx.float32)
-    model = quantize_transformer(load_transformer(affine_setup["checkpoint"], dtype=mx.float32), "fp8")
+    float_model = load_transformer(affine_setup["checkpoint"], dtype=mx.bfloat16)
+    model = quantize_transformer(load_transformer(affine_setup["checkpoint"], dtype=mx.bfloat16), "fp8")
     assert parameter_bytes(model) == expected_quantized_bytes(float_model, quantized_layers(model), None)
-    PARITY_FIGURES.append(("fp8 parameter bytes / fp32", "ratio", parameter_bytes(model) / parameter_bytes(float_model)))  # fmt: skip
+    ratio = parameter_bytes(model) / parameter_bytes(float_model)
+    PARITY_FIGURES.append(("fp8 parameter bytes / bf16 (tiny model)", "ratio", ratio))
 
 
 @pytest.mark.parametrize("mode", ["int4", "fp8"])
