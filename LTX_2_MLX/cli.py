@@ -1,5 +1,6 @@
 """The `ltx2-mlx` command."""
 
+import math
 import sys
 from pathlib import Path
 
@@ -61,6 +62,132 @@ def convert(source: Path, destination: Path, dtype: str) -> None:
     except CheckpointError as err:
         _fail(str(err))
     click.echo(f"wrote {destination} ({count} tensors, {dtype})")
+
+
+@main.command()
+@click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("destination", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--mode", type=click.Choice(["fp8", "int8", "int4"]), required=True)
+@click.option("--lora", "loras", type=(str, float), multiple=True, metavar="PATH STRENGTH",
+              help="LoRAs to fuse before writing; repeatable.")  # fmt: skip
+def quantize(source: Path, destination: Path, mode: str, loras) -> None:
+    """Write SOURCE's transformer quantized to DESTINATION (loads with load_transformer)."""
+    from LTX_2_MLX.loader import load_transformer
+    from LTX_2_MLX.pipelines.model_ledger import prepare_transformer
+    from LTX_2_MLX.quantization import save_quantized_transformer
+
+    try:
+        model = prepare_transformer(load_transformer(source, dtype=mx.bfloat16), list(loras), mode)
+        save_quantized_transformer(model, destination, read_config(source))
+    except (CheckpointError, ValueError) as err:
+        _fail(str(err))
+    click.echo(f"wrote {destination} ({mode})")
+
+
+def _memory_budget_bytes() -> int:
+    """What MLX may use: Metal's recommended working set on a Mac, physical memory elsewhere."""
+    try:
+        return int(mx.device_info()["max_recommended_working_set_size"])
+    except (AttributeError, KeyError, RuntimeError):
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+# Bytes per block weight: int4/int8 carry a scale and bias per group of 64.
+_BYTES_PER_WEIGHT = {"fp8": 1.0, "int8": 1.0 + 4 / 64, "int4": 0.5 + 4 / 64}
+
+
+def _check_memory(checkpoint: Path, dtype: mx.Dtype, quantization: str | None) -> None:
+    """Refuse up front when the DiT's weights alone would not fit, naming what to do instead."""
+    from LTX_2_MLX.loader.checkpoint import tensor_shapes
+
+    elements = sum(math.prod(shape) for k, shape in tensor_shapes(checkpoint).items() if k.startswith("model.diffusion_model."))
+    needed = elements * _BYTES_PER_WEIGHT.get(quantization, dtype.size) * 1.15  # + activations at 768x512x121
+    budget = _memory_budget_bytes()
+    if needed > budget:
+        raise click.ClickException(
+            f"the transformer needs about {needed / 2**30:.0f} GiB in {dtype} but about {budget / 2**30:.0f} GiB "
+            "is available to MLX. Quantize it (--quantization fp8, int8 or int4), use a machine with more "
+            "memory, or pass --skip-memory-check to try anyway."
+        )
+
+
+@main.command()
+@click.option("--checkpoint-path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="LTX-2 single-file checkpoint (e.g. weights/ltx-2-19b-dev.safetensors).")
+@click.option("--gemma-path", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Gemma 3 12B directory (Hugging Face layout).")
+@click.option("--prompt", required=True)
+@click.option("--negative-prompt", default=None, help="Defaults to the reference's negative prompt.")
+@click.option("--output-path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--height", type=int, default=None, help="Multiple of 32 (default from the checkpoint's version).")
+@click.option("--width", type=int, default=None, help="Multiple of 32.")
+@click.option("--num-frames", type=int, default=None, help="8k+1 frames, e.g. 121.")
+@click.option("--frame-rate", type=float, default=None)
+@click.option("--num-inference-steps", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--image", "images", type=(str, int, float), multiple=True, metavar="PATH FRAME STRENGTH",
+              help="Condition on an image at a pixel frame (0 = first frame); repeatable.")
+@click.option("--lora", "loras", type=(str, float), multiple=True, metavar="PATH STRENGTH")
+@click.option("--enhance-prompt", is_flag=True, help="Let Gemma rewrite the prompt first.")
+@click.option("--dtype", type=click.Choice(sorted(DTYPES)), default="bfloat16", show_default=True)
+@click.option("--quantization", type=click.Choice(["fp8", "int8", "int4"]), default=None,
+              help="Quantize the transformer's block weights while loading (less memory).")
+@click.option("--text-encoder-bits", type=click.Choice(["8", "4"]), default=None,
+              help="Quantize Gemma while loading (int8/int4) to save memory.")
+@click.option("--tiled-decode/--no-tiled-decode", default=True, show_default=True,
+              help="Decode the video in overlapping tiles, chunk by chunk (less memory).")
+@click.option("--skip-memory-check", is_flag=True)
+def generate(checkpoint_path, gemma_path, prompt, negative_prompt, output_path, height, width, num_frames, frame_rate,
+             num_inference_steps, seed, images, loras, enhance_prompt, dtype, quantization, text_encoder_bits,
+             tiled_decode, skip_memory_check) -> None:  # fmt: skip
+    """Generate a video (with audio) from a prompt, optionally conditioned on images."""
+    from LTX_2_MLX.model.video_vae import TilingConfig
+    from LTX_2_MLX.pipelines.common import (
+        DEFAULT_NEGATIVE_PROMPT,
+        ImageConditioningInput,
+        check_generation_size,
+        detect_params,
+    )
+    from LTX_2_MLX.pipelines.media_io import write_video
+    from LTX_2_MLX.pipelines.model_ledger import ModelLedger
+    from LTX_2_MLX.pipelines.ti2vid_one_stage import TI2VidOneStagePipeline
+
+    try:
+        defaults = detect_params(checkpoint_path)
+        height, width = height or defaults.height, width or defaults.width
+        num_frames, frame_rate = num_frames or defaults.num_frames, frame_rate or defaults.frame_rate
+        check_generation_size(height, width, num_frames)
+        for path, frame, _ in images:
+            if not Path(path).is_file():
+                raise click.ClickException(f"--image {path}: no such file")
+            if not 0 <= frame < num_frames:
+                raise click.ClickException(f"--image {path} {frame}: the frame must be in [0, {num_frames - 1}]")
+        if gemma_path is None:
+            raise click.ClickException("--gemma-path is required to encode the prompt (the Gemma 3 12B directory)")
+        if not skip_memory_check:
+            _check_memory(checkpoint_path, DTYPES[dtype], quantization)
+        ledger = ModelLedger(
+            checkpoint_path, gemma_path, dtype=DTYPES[dtype], loras=list(loras),
+            text_encoder_bits=int(text_encoder_bits) if text_encoder_bits else None, quantization=quantization,
+        )  # fmt: skip
+        pipeline = TI2VidOneStagePipeline(ledger, tiling=TilingConfig.default() if tiled_decode else None)
+        result = pipeline(
+            prompt=prompt,
+            negative_prompt=DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt,
+            seed=defaults.seed if seed is None else seed,
+            height=height, width=width, num_frames=num_frames, frame_rate=frame_rate,
+            num_inference_steps=num_inference_steps or defaults.num_inference_steps,
+            video_guider_params=defaults.video_guider_params,
+            audio_guider_params=defaults.audio_guider_params,
+            images=[ImageConditioningInput(path, frame, strength) for path, frame, strength in images],
+            enhance_prompt=enhance_prompt,
+        )  # fmt: skip
+        write_video(output_path, result.frames, result.fps, result.audio)
+    except (CheckpointError, ValueError) as err:
+        _fail(str(err))
+    click.echo(f"wrote {output_path}")
 
 
 if __name__ == "__main__":

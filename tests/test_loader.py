@@ -126,13 +126,32 @@ def test_checkpoint_with_another_extension_loads(tiny, tmp_path):
     assert load_transformer(renamed, dtype=mx.float32).config.num_layers == 2
 
 
-def test_fp8_checkpoint_is_decoded_not_loaded_as_bytes(tiny, tmp_path):
-    """Official fp8 files store the block linears as float8_e4m3fn; they must load as their values."""
+def test_fp8_checkpoint_stays_fp8_and_decodes_to_its_values(tiny, tmp_path):
+    """Official fp8 files store the block linears as float8_e4m3fn: load_transformer keeps those
+    layers in fp8 (upcast on the fly), never reading the bytes as if they were numbers."""
+    from LTX_2_MLX.quantization import Fp8Linear
+
     config, reference, _ = tiny
     state = {f"model.diffusion_model.{k}": v for k, v in reference.state_dict().items()}
     fp8 = {k: v.to(torch.float8_e4m3fn) if ".to_q." in k or ".ff.net." in k else v for k, v in state.items()}
     path = save_checkpoint(tmp_path / "tiny-fp8.safetensors", fp8, config)
-    model = load_transformer(path, dtype=mx.float32)
-    key = "transformer_blocks.0.attn1.to_q.weight"
-    expected = fp8[f"model.diffusion_model.{key}"].float()
-    assert_matches("fp8 checkpoint weight decoded exactly", model.transformer_blocks[0].attn1.to_q.weight, expected, tol=0.0)
+    layer = load_transformer(path, dtype=mx.float32).transformer_blocks[0].attn1.to_q
+    assert isinstance(layer, Fp8Linear)
+    expected = fp8["model.diffusion_model.transformer_blocks.0.attn1.to_q.weight"].float()
+    decoded = mx.from_fp8(layer.weight, dtype=mx.float32)
+    assert_matches("fp8 checkpoint weight decoded exactly", decoded, expected, tol=0.0)
+
+
+def test_cli_quantize_writes_a_file_load_transformer_reads_back(tiny, tmp_path):
+    from LTX_2_MLX.pipelines.model_ledger import prepare_transformer
+
+    config, _, path = tiny
+    out = tmp_path / "tiny-int8.safetensors"
+    result = subprocess.run([sys.executable, "-m", "LTX_2_MLX.cli", "quantize", path, str(out), "--mode", "int8"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    video, audio = reference_modalities(config, batch=1)
+    inputs = (to_mlx_modality(video, mx.bfloat16), to_mlx_modality(audio, mx.bfloat16))
+    expected = prepare_transformer(load_transformer(path, dtype=mx.bfloat16), [], "int8")(*inputs)
+    reloaded = load_transformer(out)(*inputs)
+    assert_matches("quantize CLI int8 file reloads identically (video)", reloaded[0], expected[0], tol=0.0)

@@ -78,8 +78,20 @@ def tensor_names(path: str | Path) -> list[str]:
     return [k for k in _read_header(Path(path)) if k != "__metadata__"]
 
 
-def load_tensors(path: str | Path, prefix: str = "") -> dict[str, mx.array]:
+def tensor_shapes(path: str | Path) -> dict[str, list[int]]:
+    return {k: t["shape"] for k, t in _read_header(Path(path)).items() if k != "__metadata__"}
+
+
+def tensor_dtypes(path: str | Path) -> dict[str, str]:
+    """Each tensor's stored safetensors dtype code (e.g. "BF16", "F8_E4M3")."""
+    return {k: t["dtype"] for k, t in _read_header(Path(path)).items() if k != "__metadata__"}
+
+
+def load_tensors(path: str | Path, prefix: str = "", decode_fp8: bool = True) -> dict[str, mx.array]:
     """Tensors whose key starts with `prefix`, the prefix removed.
+
+    e4m3 fp8 tensors are decoded to bfloat16, or with decode_fp8=False kept as their raw
+    uint8 bytes (for modules that compute in fp8).
 
     mx.load maps the file lazily: a tensor is read from disk only when evaluated, so taking a
     slice of a 40 GB checkpoint does not read the rest of it.
@@ -96,8 +108,9 @@ def load_tensors(path: str | Path, prefix: str = "") -> dict[str, mx.array]:
             continue
         stored = header[key]["dtype"]
         if stored == "F8_E4M3":
-            # MLX reads float8 tensors as their raw bytes: decode them (to bfloat16).
-            value = mx.from_fp8(value, dtype=mx.bfloat16)
+            # MLX reads float8 tensors as their raw bytes.
+            if decode_fp8:
+                value = mx.from_fp8(value, dtype=mx.bfloat16)
         elif stored.startswith("F8"):
             raise CheckpointError(f"{path}: tensor {key} is {stored}, which MLX cannot decode; use a bf16 or e4m3 fp8 file.")
         selected[key[len(prefix) :]] = value

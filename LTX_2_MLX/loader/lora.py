@@ -26,7 +26,7 @@ import mlx.core as mx
 from mlx import nn
 
 from LTX_2_MLX.loader.checkpoint import CheckpointError, load_tensors
-from LTX_2_MLX.loader.transformer import _CONNECTOR_PREFIXES
+from LTX_2_MLX.loader.transformer import CONNECTOR_PREFIXES
 from LTX_2_MLX.quantization.fp8_cast import Fp8Linear
 
 LORA_COMFY_PREFIX = "diffusion_model."
@@ -67,7 +67,7 @@ def _lora_targets(
     modules = dict(model.named_modules())
     targets, missing, misshapen = {}, [], []
     for name, (down, up) in lora.items():
-        if name.startswith(_CONNECTOR_PREFIXES):
+        if name.startswith(CONNECTOR_PREFIXES):
             continue  # text-connector LoRA weights: the reference drops them too (module docstring)
         module = modules.get(name)
         if module is None or "weight" not in module or module["weight"].ndim != 2:

@@ -5,12 +5,20 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from LTX_2_MLX.loader.checkpoint import CheckpointError, load_module_weights, load_tensors, read_config, tensor_names
+from LTX_2_MLX.loader.checkpoint import (
+    CheckpointError,
+    load_module_weights,
+    load_tensors,
+    read_config,
+    read_metadata,
+    tensor_dtypes,
+    tensor_names,
+)
 from LTX_2_MLX.model.transformer import LTXModel, LTXModelConfig, LTXModelType
 
 TRANSFORMER_PREFIX = "model.diffusion_model."
 # Text-connector weights share the DiT's prefix but belong to the text encoder side.
-_CONNECTOR_PREFIXES = ("video_embeddings_connector.", "audio_embeddings_connector.", "embeddings_connector.")
+CONNECTOR_PREFIXES = ("video_embeddings_connector.", "audio_embeddings_connector.", "embeddings_connector.")
 
 
 def transformer_config(path: str | Path, model_type: LTXModelType | None = None) -> LTXModelConfig:
@@ -34,12 +42,24 @@ def transformer_config(path: str | Path, model_type: LTXModelType | None = None)
 def load_transformer(
     path: str | Path, dtype: mx.Dtype = mx.bfloat16, model_type: LTXModelType | None = None
 ) -> LTXModel:
-    """Build the DiT its config describes and load its weights, tensor by tensor."""
+    """Build the DiT its config describes and load its weights, tensor by tensor.
+
+    Files written by `ltx2-mlx quantize` load as they were saved (int8/int4/fp8); official
+    fp8 files keep their fp8 layers in fp8 (upcast on the fly); `dtype` applies to the rest.
+    """
+    if "quantization" in read_metadata(path):
+        from LTX_2_MLX.quantization import load_quantized_transformer
+
+        return load_quantized_transformer(path, model_type)
+    if any(k.startswith(TRANSFORMER_PREFIX) and v == "F8_E4M3" for k, v in tensor_dtypes(path).items()):
+        from LTX_2_MLX.quantization import load_fp8_transformer
+
+        return load_fp8_transformer(path, dtype, model_type)
     model = LTXModel(transformer_config(path, model_type))
     weights = {
         key: value
         for key, value in load_tensors(path, TRANSFORMER_PREFIX).items()
-        if not key.startswith(_CONNECTOR_PREFIXES)
+        if not key.startswith(CONNECTOR_PREFIXES)
     }
     load_module_weights(model, weights, path, "transformer", dtype=dtype)
     del weights

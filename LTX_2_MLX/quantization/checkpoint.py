@@ -13,9 +13,9 @@ import mlx.core as mx
 from mlx import nn
 from mlx.utils import tree_flatten, tree_map_with_path
 
-from LTX_2_MLX.loader.checkpoint import CheckpointError, _read_header, load_module_weights, load_tensors, read_metadata
+from LTX_2_MLX.loader.checkpoint import CheckpointError, load_module_weights, load_tensors, read_metadata, tensor_dtypes
 from LTX_2_MLX.loader.convert import write_safetensors
-from LTX_2_MLX.loader.transformer import _CONNECTOR_PREFIXES, TRANSFORMER_PREFIX, transformer_config
+from LTX_2_MLX.loader.transformer import CONNECTOR_PREFIXES, TRANSFORMER_PREFIX, transformer_config
 from LTX_2_MLX.model.transformer import LTXModel, LTXModelType
 from LTX_2_MLX.quantization.fp8_cast import Fp8Linear
 from LTX_2_MLX.quantization.quantize import QuantizationSpec, quantized_layers
@@ -112,11 +112,8 @@ def load_fp8_transformer(
     All other tensors are cast to `dtype`.
     """
     path = Path(path)
-    header = _read_header(path)
     stored = {
-        key[len(TRANSFORMER_PREFIX) :]: info["dtype"]
-        for key, info in header.items()
-        if key.startswith(TRANSFORMER_PREFIX) and key != "__metadata__"
+        key[len(TRANSFORMER_PREFIX) :]: code for key, code in tensor_dtypes(path).items() if key.startswith(TRANSFORMER_PREFIX)
     }
     model = LTXModel(transformer_config(path, model_type))
     fp8_layers = []
@@ -134,21 +131,20 @@ def load_fp8_transformer(
             f"{path}: no Linear weight of its transformer is stored as F8_E4M3; "
             "load it with load_transformer (and quantize_transformer(model, 'fp8') if you want fp8)."
         )
-    # load_tensors decodes fp8 to bfloat16 (lazily); the raw bytes come from a second lazy map.
-    raw = mx.load(str(path), format="safetensors")
     fp8_keys = {f"{layer}.{name}" for layer in fp8_layers for name in ("weight", "bias")}
     weights = {}
-    for key, value in load_tensors(path, TRANSFORMER_PREFIX).items():
-        if key.startswith(_CONNECTOR_PREFIXES) or key.endswith(".input_scale"):
+    for key, value in load_tensors(path, TRANSFORMER_PREFIX, decode_fp8=False).items():
+        if key.startswith(CONNECTOR_PREFIXES) or key.endswith(".input_scale"):
             continue
         if key in fp8_keys and stored[key] == "F8_E4M3":
-            value = raw[TRANSFORMER_PREFIX + key]
+            pass  # the raw e4m3 bytes, as Fp8Linear holds them
+        elif stored[key] == "F8_E4M3":
+            value = mx.from_fp8(value, dtype=dtype)
         elif key.endswith(".weight_scale"):
             value = value.astype(mx.float32)
         elif mx.issubdtype(value.dtype, mx.floating):
             value = value.astype(dtype)
         weights[key] = value
-    del raw
     load_module_weights(model, weights, path, "fp8 transformer")
     del weights
     for _, parameter in tree_flatten(model.parameters()):

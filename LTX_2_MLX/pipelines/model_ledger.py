@@ -1,0 +1,86 @@
+"""Where a pipeline gets its models: each loaded on demand from the checkpoint (or the Gemma
+directory) and dropped by the caller when its step is done, so the 12B text encoder, the VAE
+and the DiT are never resident together."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlx.core as mx
+
+from LTX_2_MLX.loader.checkpoint import CheckpointError, read_config
+
+
+@dataclass
+class ModelLedger:
+    checkpoint_path: str | Path
+    gemma_path: str | Path | None = None
+    dtype: mx.Dtype = mx.bfloat16
+    spatial_upscaler_path: str | Path | None = None
+    loras: list[tuple[str, float]] = field(default_factory=list)
+    text_encoder_bits: int | None = None
+    quantization: str | None = None  # "fp8", "int8" or "int4" for the DiT
+
+    def __post_init__(self):
+        self.config = read_config(self.checkpoint_path, section="transformer", what="LTX-2 transformer")
+
+    @property
+    def has_audio(self) -> bool:
+        return "audio_vae" in self.config and "vocoder" in self.config
+
+    def transformer(self):
+        """The X0 (denoised-output) wrapper of the DiT, LoRAs fused and quantized as asked."""
+        from LTX_2_MLX.loader import load_transformer
+        from LTX_2_MLX.model.transformer import X0Model
+
+        model = load_transformer(self.checkpoint_path, dtype=self.dtype)
+        return X0Model(prepare_transformer(model, self.loras, self.quantization))
+
+    def encode_prompts(self, prompts: list[str], enhance_first_prompt: bool = False, image=None, seed: int = 42):
+        """[(video_context, audio_context, mask)] per prompt; Gemma is freed before returning."""
+        from LTX_2_MLX.loader.text_encoder import encode_prompts
+
+        if self.gemma_path is None:
+            raise ValueError("encoding a prompt needs the Gemma 3 directory: pass --gemma-path (or --embedding)")
+        return encode_prompts(
+            prompts, self.gemma_path, self.checkpoint_path, enhance_first_prompt=enhance_first_prompt,
+            enhance_prompt_image=image, enhance_prompt_seed=seed, quantize_bits=self.text_encoder_bits,
+        )  # fmt: skip
+
+    def video_encoder(self):
+        from LTX_2_MLX.loader import load_video_vae
+
+        return load_video_vae(self.checkpoint_path, dtype=self.dtype, decoder=False).encoder
+
+    def video_decoder(self):
+        from LTX_2_MLX.loader import load_video_vae
+
+        return load_video_vae(self.checkpoint_path, dtype=self.dtype, encoder=False).decoder
+
+    def audio_decoder_and_vocoder(self):
+        from LTX_2_MLX.loader.audio_vae import load_audio_vae, load_vocoder
+
+        if not self.has_audio:
+            raise CheckpointError(f"{self.checkpoint_path}: holds no audio VAE / vocoder; it cannot make audio.")
+        return load_audio_vae(self.checkpoint_path, dtype=self.dtype).decoder, load_vocoder(self.checkpoint_path)
+
+    def spatial_upscaler(self):
+        from LTX_2_MLX.loader import load_upscaler
+
+        if self.spatial_upscaler_path is None:
+            raise ValueError("two-stage generation needs the spatial upscaler: pass --spatial-upscaler-path")
+        return load_upscaler(self.spatial_upscaler_path, dtype=self.dtype)
+
+
+def prepare_transformer(model, loras: list[tuple[str, float]], quantization: str | None):
+    """Fuse LoRAs and quantize in the reference's order: fp8 layers take the LoRA after the
+    cast (as fp8_cast does); int8/int4 quantize the fused weights."""
+    from LTX_2_MLX.loader.lora import apply_loras
+    from LTX_2_MLX.quantization import quantize_transformer
+
+    if quantization == "fp8":
+        quantize_transformer(model, "fp8")
+    if loras:
+        apply_loras(model, loras)
+    if quantization in ("int8", "int4"):
+        quantize_transformer(model, quantization)
+    return model
