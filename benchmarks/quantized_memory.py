@@ -20,22 +20,10 @@ import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
 sys.path.insert(0, str(Path(__file__).parent))
-from transformer_step import CONFIG, positions_numpy, small_config, token_layout
+from transformer_step import CONFIG, positions_numpy, random_mlx_model, small_config, token_layout
 
 from LTX_2_MLX.model.transformer import LTXModel, LTXModelConfig, LTXModelType, Modality
 from LTX_2_MLX.quantization import MODES, parameter_bytes, quantize_transformer, quantized_layers
-
-
-def random_model(config: dict) -> LTXModel:
-    """The DiT with random bf16 weights, each tensor evaluated as it is made."""
-    model = LTXModel(LTXModelConfig.from_checkpoint_config(config, LTXModelType.AudioVideo))
-    params = []
-    for name, p in tree_flatten(model.parameters()):
-        value = (mx.random.normal(p.shape, dtype=mx.bfloat16) * 0.02).astype(mx.bfloat16)
-        mx.eval(value)
-        params.append((name, value))
-    model.update(tree_unflatten(params))
-    return model
 
 
 def inputs(model: LTXModel, layout: dict, fps: float) -> tuple[Modality, Modality]:
@@ -61,7 +49,7 @@ def inputs(model: LTXModel, layout: dict, fps: float) -> tuple[Modality, Modalit
 
 def measure(mode: str, config: dict, layout: dict, fps: float, warmup: int, iters: int) -> dict:
     mx.reset_peak_memory()
-    model = random_model(config)
+    model = random_mlx_model(config)
     start = time.perf_counter()
     if mode != "bf16":
         quantize_transformer(model, mode)

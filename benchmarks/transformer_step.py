@@ -41,21 +41,30 @@ def positions_numpy(layout: dict, fps: float):
     return bounds[None], np.stack([audio, audio + 0.04], axis=-1)[None, None]
 
 
-def run_mlx(config: dict, layout: dict, fps: float, warmup: int, iters: int) -> tuple[float, float]:
+def random_mlx_model(config: dict):
+    """The DiT with random bf16 weights. The (still lazy) float32 initialisers are replaced
+    one tensor at a time, so the float32 model is never materialised."""
     import mlx.core as mx
     from mlx.utils import tree_flatten, tree_unflatten
 
-    from LTX_2_MLX.model.transformer import LTXModel, LTXModelConfig, LTXModelType, Modality
+    from LTX_2_MLX.model.transformer import LTXModel, LTXModelConfig, LTXModelType
 
     model = LTXModel(LTXModelConfig.from_checkpoint_config(config, LTXModelType.AudioVideo))
-    # Replace the (still lazy) float32 initialisers with bf16 values, one tensor at a time.
     params = []
     for name, p in tree_flatten(model.parameters()):
         value = (mx.random.normal(p.shape, dtype=mx.bfloat16) * 0.02).astype(mx.bfloat16)
         mx.eval(value)
         params.append((name, value))
     model.update(tree_unflatten(params))
-    del params
+    return model
+
+
+def run_mlx(config: dict, layout: dict, fps: float, warmup: int, iters: int) -> tuple[float, float]:
+    import mlx.core as mx
+
+    from LTX_2_MLX.model.transformer import Modality
+
+    model = random_mlx_model(config)
     c = model.config
     video_pos, audio_pos = positions_numpy(layout, fps)
     tokens = layout["f"] * layout["h"] * layout["w"]
