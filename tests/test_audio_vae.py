@@ -18,31 +18,46 @@ import sys
 import types
 
 import mlx.core as mx
-import numpy as np
 import pytest
 import torch
-from reference import assert_cosine, assert_matches, prefixed, save_checkpoint, seed_module_, to_mx
+from reference import (
+    assert_cosine,
+    assert_matches,
+    prefixed,
+    save_checkpoint,
+    seed_module_,
+    to_mx,
+)
 
 if "torchaudio" not in sys.modules:
     # ltx_core.model.audio_vae imports torchaudio (for AudioProcessor) at import time; it is not
     # installed and the modules compared here never call it.
     sys.modules["torchaudio"] = types.ModuleType("torchaudio")
 
-from ltx_core.model.audio_vae import (  # noqa: E402
+from ltx_core.model.audio_vae import (
     AudioDecoderConfigurator,
     AudioEncoderConfigurator,
     VocoderConfigurator,
 )
-from ltx_core.model.audio_vae import decode_audio as ref_decode_audio  # noqa: E402
-from ltx_core.model.audio_vae import encode_audio as ref_encode_audio  # noqa: E402
-from ltx_core.model.audio_vae.vocoder import UpSample1d as RefUpSample1d  # noqa: E402
-from ltx_core.model.audio_vae.vocoder import kaiser_sinc_filter1d as ref_kaiser_sinc_filter1d  # noqa: E402
-from ltx_core.types import Audio as RefAudio  # noqa: E402
+from ltx_core.model.audio_vae import decode_audio as ref_decode_audio
+from ltx_core.model.audio_vae import encode_audio as ref_encode_audio
+from ltx_core.model.audio_vae.vocoder import UpSample1d as RefUpSample1d
+from ltx_core.model.audio_vae.vocoder import (
+    kaiser_sinc_filter1d as ref_kaiser_sinc_filter1d,
+)
+from ltx_core.types import Audio as RefAudio
 
-from LTX_2_MLX.loader import CheckpointError  # noqa: E402
-from LTX_2_MLX.loader.audio_vae import load_audio_vae, load_vocoder  # noqa: E402
-from LTX_2_MLX.model.audio_vae import Audio, AudioProcessor, AudioVAEConfig, VocoderConfig, decode_audio, encode_audio  # noqa: E402
-from LTX_2_MLX.model.audio_vae.ops import melscale_fbanks, resample  # noqa: E402
+from LTX_2_MLX.loader import CheckpointError
+from LTX_2_MLX.loader.audio_vae import load_audio_vae, load_vocoder
+from LTX_2_MLX.model.audio_vae import (
+    Audio,
+    AudioProcessor,
+    AudioVAEConfig,
+    VocoderConfig,
+    decode_audio,
+    encode_audio,
+)
+from LTX_2_MLX.model.audio_vae.ops import melscale_fbanks, resample
 
 MEL_BINS = 16
 SAMPLE_RATE = 16000
@@ -98,7 +113,12 @@ def tiny_hifigan_config() -> dict:
 def tiny_bwe_config() -> dict:
     """BigVGAN v2 (AMP1, snakebeta) at 16 kHz, then bandwidth extension 3x to 48 kHz; the BWE
     generator upsamples one hop (8 samples) to 24 output samples."""
-    amp = {"resblock": "AMP1", "stereo": True, "activation": "snakebeta", "upsample_initial_channel": 16}
+    amp = {
+        "resblock": "AMP1",
+        "stereo": True,
+        "activation": "snakebeta",
+        "upsample_initial_channel": 16,
+    }
     return {
         "vocoder": {
             **amp,
@@ -145,7 +165,7 @@ def _real_filters_(vocoder: torch.nn.Module) -> None:
     computes (and official files store), and recompute the BWE resampler's non-persistent one."""
     with torch.no_grad():
         for name, buffer in vocoder.named_buffers():
-            if name.endswith("upsample.filter") or name.endswith("lowpass.filter"):
+            if name.endswith(("upsample.filter", "lowpass.filter")):
                 k = buffer.shape[-1]
                 half_width = 0.6 / 2
                 buffer.copy_(ref_kaiser_sinc_filter1d(0.5 / 2, half_width, k))
@@ -175,7 +195,12 @@ def _audio_vae_checkpoint(directory, section: dict, seed: int):
     for part, module in (("encoder", encoder), ("decoder", decoder)):
         own = {k: v for k, v in module.state_dict().items() if not k.startswith("per_channel_statistics.")}
         tensors.update(prefixed(f"audio_vae.{part}.", own))
-    tensors.update(prefixed("audio_vae.per_channel_statistics.", encoder.per_channel_statistics.state_dict()))
+    tensors.update(
+        prefixed(
+            "audio_vae.per_channel_statistics.",
+            encoder.per_channel_statistics.state_dict(),
+        )
+    )
     path = save_checkpoint(directory / "audio_vae.safetensors", tensors, config)
     return path, encoder, decoder
 
@@ -191,7 +216,10 @@ def variant_config(causality_axis: str | None) -> dict:
     section = tiny_audio_vae_config()
     ddconfig = section["model"]["params"]["ddconfig"]
     ddconfig.update(
-        causality_axis=causality_axis, attn_resolutions=[], mid_block_add_attention=False, num_res_blocks=1
+        causality_axis=causality_axis,
+        attn_resolutions=[],
+        mid_block_add_attention=False,
+        num_res_blocks=1,
     )
     if causality_axis is None:
         ddconfig.update(norm_type="group", ch=32, z_channels=8)
@@ -208,7 +236,11 @@ def test_audio_vae_variants_match_reference(tmp_path, causality_axis):
     with torch.no_grad():
         expected_latent, expected_mel = encoder(spectrogram), decoder(latent)
     vae = load_audio_vae(path)
-    assert_matches(f"audio encoder {causality_axis} fp32", vae.encode(to_mx(spectrogram)), expected_latent)
+    assert_matches(
+        f"audio encoder {causality_axis} fp32",
+        vae.encode(to_mx(spectrogram)),
+        expected_latent,
+    )
     assert_matches(f"audio decoder {causality_axis} fp32", vae.decode(to_mx(latent)), expected_mel)
 
 
@@ -217,7 +249,9 @@ def _vocoder_checkpoint(tmp_path_factory, vocoder_config: dict, name: str, seed:
     vocoder = seed_module_(VocoderConfigurator.from_config(config), seed=seed)
     _real_filters_(vocoder)
     path = save_checkpoint(
-        tmp_path_factory.mktemp(name) / f"{name}.safetensors", prefixed("vocoder.", vocoder.state_dict()), config
+        tmp_path_factory.mktemp(name) / f"{name}.safetensors",
+        prefixed("vocoder.", vocoder.state_dict()),
+        config,
     )
     return path, vocoder
 
@@ -270,7 +304,11 @@ def test_hifigan_vocoder_matches_reference(hifigan_checkpoint):
     vocoder = load_vocoder(path)
     assert vocoder.output_sampling_rate == 24000
     assert_matches("HiFi-GAN vocoder fp32", vocoder(to_mx(mel)), expected)
-    assert_cosine("HiFi-GAN vocoder bf16", load_vocoder(path, mx.bfloat16)(to_mx(mel, mx.bfloat16)), expected)
+    assert_cosine(
+        "HiFi-GAN vocoder bf16",
+        load_vocoder(path, mx.bfloat16)(to_mx(mel, mx.bfloat16)),
+        expected,
+    )
 
 
 def test_bigvgan_bwe_vocoder_matches_reference(bwe_checkpoint):
@@ -283,7 +321,11 @@ def test_bigvgan_bwe_vocoder_matches_reference(bwe_checkpoint):
     vocoder = load_vocoder(path)
     assert vocoder.output_sampling_rate == 48000
     assert_matches("BigVGAN+BWE vocoder fp32", vocoder(to_mx(mel)), expected)
-    assert_cosine("BigVGAN+BWE vocoder bf16", load_vocoder(path, mx.bfloat16)(to_mx(mel, mx.bfloat16)), expected)
+    assert_cosine(
+        "BigVGAN+BWE vocoder bf16",
+        load_vocoder(path, mx.bfloat16)(to_mx(mel, mx.bfloat16)),
+        expected,
+    )
 
 
 def test_decode_audio_matches_reference(audio_vae_checkpoint, hifigan_checkpoint):
@@ -365,7 +407,11 @@ def reference_resample(waveform: torch.Tensor, orig_freq: int, new_freq: int) ->
     shape = waveform.shape
     flat = waveform.reshape(-1, shape[-1])
     length = flat.shape[-1]
-    out = torch.nn.functional.conv1d(torch.nn.functional.pad(flat, (width, width + orig))[:, None], kernel, stride=orig)
+    out = torch.nn.functional.conv1d(
+        torch.nn.functional.pad(flat, (width, width + orig))[:, None],
+        kernel,
+        stride=orig,
+    )
     out = out.transpose(1, 2).reshape(flat.shape[0], -1)[..., : math.ceil(new * length / orig)]
     return out.reshape(*shape[:-1], -1)
 
@@ -373,12 +419,21 @@ def reference_resample(waveform: torch.Tensor, orig_freq: int, new_freq: int) ->
 def test_log_mel_front_end_matches_torch_transcription():
     waveform = _random((2, 2, 1000), seed=15) * 0.3
     expected = reference_log_mel(waveform, SAMPLE_RATE, N_FFT, HOP, MEL_BINS)
-    processor = AudioProcessor(target_sample_rate=SAMPLE_RATE, mel_bins=MEL_BINS, mel_hop_length=HOP, n_fft=N_FFT)
+    processor = AudioProcessor(
+        target_sample_rate=SAMPLE_RATE,
+        mel_bins=MEL_BINS,
+        mel_hop_length=HOP,
+        n_fft=N_FFT,
+    )
     actual = processor.waveform_to_mel(Audio(to_mx(waveform), SAMPLE_RATE))
     assert actual.shape == (2, 2, 1 + 1000 // HOP, MEL_BINS)
     assert_matches("log-mel front end fp32", actual, expected)
     # The real LTX-2 filterbank: 16 kHz, 1024-point FFT, 64 mel bins.
-    assert_matches("mel filterbank 16k/1024/64", melscale_fbanks(513, 0.0, 8000.0, 64, 16000), reference_fbanks(513, 16000, 64))
+    assert_matches(
+        "mel filterbank 16k/1024/64",
+        melscale_fbanks(513, 0.0, 8000.0, 64, 16000),
+        reference_fbanks(513, 16000, 64),
+    )
 
 
 @pytest.mark.parametrize("orig_freq", [24000, 44100])
@@ -389,10 +444,17 @@ def test_resample_matches_torch_transcription(orig_freq):
     assert actual.shape == expected.shape == (1, 2, SAMPLE_RATE // 20)
     assert_matches(f"resample {orig_freq}->16000 fp32", actual, expected)
     # The front end resamples first.
-    processor = AudioProcessor(target_sample_rate=SAMPLE_RATE, mel_bins=MEL_BINS, mel_hop_length=HOP, n_fft=N_FFT)
+    processor = AudioProcessor(
+        target_sample_rate=SAMPLE_RATE,
+        mel_bins=MEL_BINS,
+        mel_hop_length=HOP,
+        n_fft=N_FFT,
+    )
     mel = processor.waveform_to_mel(Audio(to_mx(waveform), orig_freq))
     assert_matches(
-        f"log-mel of {orig_freq} Hz input fp32", mel, reference_log_mel(expected, SAMPLE_RATE, N_FFT, HOP, MEL_BINS)
+        f"log-mel of {orig_freq} Hz input fp32",
+        mel,
+        reference_log_mel(expected, SAMPLE_RATE, N_FFT, HOP, MEL_BINS),
     )
 
 
@@ -415,9 +477,31 @@ def test_encode_audio_matches_reference(audio_vae_checkpoint):
 
 def test_config_sections_parse_like_ltx_core():
     config = AudioVAEConfig.from_section(tiny_audio_vae_config())
-    assert (config.ch, config.z_channels, config.mel_bins, config.mel_hop_length, config.n_fft) == (16, 4, 16, HOP, N_FFT)
+    assert (
+        config.ch,
+        config.z_channels,
+        config.mel_bins,
+        config.mel_hop_length,
+        config.n_fft,
+    ) == (
+        16,
+        4,
+        16,
+        HOP,
+        N_FFT,
+    )
     defaults = AudioVAEConfig.from_section({})
-    assert (defaults.ch, defaults.ch_mult, defaults.norm_type, defaults.causality_axis) == (128, (1, 2, 4), "pixel", "height")
+    assert (
+        defaults.ch,
+        defaults.ch_mult,
+        defaults.norm_type,
+        defaults.causality_axis,
+    ) == (
+        128,
+        (1, 2, 4),
+        "pixel",
+        "height",
+    )
     assert VocoderConfig.from_section(tiny_bwe_config()).vocoder.output_sampling_rate == 16000
     bad = tiny_audio_vae_config()
     bad["model"]["params"]["ddconfig"]["norm_type"] = "group"
@@ -450,13 +534,72 @@ def test_missing_keys_are_named(tmp_path, audio_vae_checkpoint, hifigan_checkpoi
     with pytest.raises(CheckpointError, match="std_of_means"):
         load_audio_vae(broken, decoder=False)
     no_encoder = {k: v for k, v in load_file(path).items() if not k.startswith("audio_vae.encoder.")}
-    decoder_only = save_checkpoint(tmp_path / "decoder.safetensors", no_encoder, {"audio_vae": tiny_audio_vae_config()})
+    decoder_only = save_checkpoint(
+        tmp_path / "decoder.safetensors",
+        no_encoder,
+        {"audio_vae": tiny_audio_vae_config()},
+    )
     with pytest.raises(CheckpointError, match="encoder=False"):
         load_audio_vae(decoder_only)
     assert load_audio_vae(decoder_only, encoder=False).decoder is not None
     vocoder_path, _ = hifigan_checkpoint
     vocoder_tensors = load_file(vocoder_path)
     del vocoder_tensors["vocoder.conv_post.bias"]
-    broken_vocoder = save_checkpoint(tmp_path / "voc.safetensors", vocoder_tensors, {"vocoder": tiny_hifigan_config()})
+    broken_vocoder = save_checkpoint(
+        tmp_path / "voc.safetensors",
+        vocoder_tensors,
+        {"vocoder": tiny_hifigan_config()},
+    )
     with pytest.raises(CheckpointError, match=r"missing: conv_post\.bias"):
         load_vocoder(broken_vocoder)
+
+
+def _structure_matches(reference: torch.nn.Module, module, sanitize) -> None:
+    """Every reference tensor, converted by `sanitize`, lands on a parameter of the same shape
+    and every parameter is covered; shapes only (meta tensors, lazy MLX arrays)."""
+    from mlx.utils import tree_flatten
+
+    shapes = {k: mx.zeros(tuple(v.shape)) for k, v in reference.state_dict().items()}
+    converted = {k: tuple(v.shape) for k, v in sanitize(shapes).items()}
+    expected = {k: tuple(v.shape) for k, v in tree_flatten(module.parameters())}
+    assert converted == expected
+
+
+def test_ltx2_sized_models_have_the_reference_structure():
+    """At LTX-2 size (ltx-core's defaults, 64 mel bins; HiFi-GAN 1024 channels; BigVGAN + BWE)
+    the reference keys and shapes map one to one onto the MLX modules."""
+    from LTX_2_MLX.model.audio_vae import AudioDecoder, AudioEncoder, build_vocoder
+    from LTX_2_MLX.model.audio_vae.audio_vae import sanitize as vae_sanitize
+    from LTX_2_MLX.model.audio_vae.vocoder import sanitize as vocoder_sanitize
+
+    section = {"model": {"params": {"ddconfig": {"mel_bins": 64}}}}
+    bwe = tiny_bwe_config()
+    bwe["vocoder"].update(
+        upsample_initial_channel=1536,
+        upsample_rates=[5, 2, 2, 2, 2, 2],
+        upsample_kernel_sizes=[11, 4, 4, 4, 4, 4],
+    )
+    (
+        bwe["vocoder"].pop("resblock_kernel_sizes"),
+        bwe["vocoder"].pop("resblock_dilation_sizes"),
+    )
+    bwe["bwe"].update(
+        upsample_initial_channel=512,
+        upsample_rates=[6, 5, 2, 2, 2],
+        upsample_kernel_sizes=[12, 11, 4, 4, 4],
+    )
+    bwe["bwe"].update(hop_length=80, n_fft=512)
+    with torch.device("meta"):
+        ref_encoder = AudioEncoderConfigurator.from_config({"audio_vae": section})
+        ref_decoder = AudioDecoderConfigurator.from_config({"audio_vae": section})
+        ref_hifigan = VocoderConfigurator.from_config({"vocoder": {"resblock": "1", "stereo": True}})
+        ref_bwe = VocoderConfigurator.from_config({"vocoder": bwe})
+    config = AudioVAEConfig.from_section(section)
+    _structure_matches(ref_encoder, AudioEncoder(config), vae_sanitize)
+    _structure_matches(ref_decoder, AudioDecoder(config), vae_sanitize)
+    _structure_matches(
+        ref_hifigan,
+        build_vocoder(VocoderConfig.from_section({"resblock": "1", "stereo": True})),
+        vocoder_sanitize,
+    )
+    _structure_matches(ref_bwe, build_vocoder(VocoderConfig.from_section(bwe)), vocoder_sanitize)

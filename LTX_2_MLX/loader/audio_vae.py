@@ -11,13 +11,30 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from LTX_2_MLX.loader.checkpoint import CheckpointError, load_module_weights, load_tensors, read_config
-from LTX_2_MLX.model.audio_vae import AudioVAE, AudioVAEConfig, Vocoder, VocoderConfig, VocoderWithBWE, build_vocoder
+from LTX_2_MLX.loader.checkpoint import (
+    CheckpointError,
+    load_module_weights,
+    load_tensors,
+    read_config,
+)
+from LTX_2_MLX.model.audio_vae import (
+    AudioVAE,
+    AudioVAEConfig,
+    Vocoder,
+    VocoderConfig,
+    VocoderWithBWE,
+    build_vocoder,
+)
 from LTX_2_MLX.model.audio_vae import audio_vae as audio_vae_module
 from LTX_2_MLX.model.audio_vae import vocoder as vocoder_module
 
 
-def load_audio_vae(path: str | Path, dtype: mx.Dtype | None = None, encoder: bool = True, decoder: bool = True) -> AudioVAE:
+def load_audio_vae(
+    path: str | Path,
+    dtype: mx.Dtype | None = None,
+    encoder: bool = True,
+    decoder: bool = True,
+) -> AudioVAE:
     """The audio VAE of the checkpoint at `path`, in `dtype` (the file's own when None).
 
     `encoder=False` skips the encoder (decoding latents needs only the decoder), `decoder=False`

@@ -1,7 +1,7 @@
 from enum import Enum
 
 import mlx.core as mx
-import mlx.nn as nn
+from mlx import nn
 
 from LTX_2_MLX.model.audio_vae.ops import NormType, build_normalization_layer
 
@@ -32,7 +32,11 @@ class AttnBlock(nn.Module):
         return x + self.proj_out(out.reshape(b, h, w, c))
 
 
-def make_attn(in_channels: int, attn_type: AttentionType = AttentionType.VANILLA, norm_type: NormType = NormType.GROUP):
+def make_attn(
+    in_channels: int,
+    attn_type: AttentionType = AttentionType.VANILLA,
+    norm_type: NormType = NormType.GROUP,
+):
     match attn_type:
         case AttentionType.VANILLA:
             return AttnBlock(in_channels, norm_type=norm_type)

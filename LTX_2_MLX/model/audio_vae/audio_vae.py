@@ -5,7 +5,7 @@ Arrays are channels-last inside, (B, T, F, C); `__call__` takes and returns ltx-
 """
 
 import mlx.core as mx
-import mlx.nn as nn
+from mlx import nn
 
 from LTX_2_MLX.components.patchifiers import AudioPatchifier
 from LTX_2_MLX.model.audio_vae.attention import AttentionType, make_attn
@@ -27,14 +27,27 @@ LATENT_DOWNSAMPLE_FACTOR = 4
 
 
 class MidBlock(nn.Module):
-    def __init__(self, channels: int, norm_type: NormType, causality_axis: CausalityAxis, attn_type, add_attention):
+    def __init__(
+        self,
+        channels: int,
+        norm_type: NormType,
+        causality_axis: CausalityAxis,
+        attn_type,
+        add_attention,
+    ):
         super().__init__()
         self.block_1 = ResnetBlock(
-            in_channels=channels, out_channels=channels, norm_type=norm_type, causality_axis=causality_axis
+            in_channels=channels,
+            out_channels=channels,
+            norm_type=norm_type,
+            causality_axis=causality_axis,
         )
         self.attn_1 = make_attn(channels, attn_type=attn_type, norm_type=norm_type) if add_attention else nn.Identity()
         self.block_2 = ResnetBlock(
-            in_channels=channels, out_channels=channels, norm_type=norm_type, causality_axis=causality_axis
+            in_channels=channels,
+            out_channels=channels,
+            norm_type=norm_type,
+            causality_axis=causality_axis,
         )
 
     def __call__(self, x: mx.array) -> mx.array:
@@ -156,10 +169,26 @@ class AudioDecoder(nn.Module):
             is_causal=config.is_causal,
         )
         # The decoder always uses vanilla attention, whatever the config says (as ltx-core).
-        norm_type, axis, attn_type = config.norm, config.causality, AttentionType.VANILLA
+        norm_type, axis, attn_type = (
+            config.norm,
+            config.causality,
+            AttentionType.VANILLA,
+        )
         base_block_channels = config.ch * config.ch_mult[-1]
-        self.conv_in = make_conv2d(config.z_channels, base_block_channels, kernel_size=3, stride=1, causality_axis=axis)
-        self.mid = MidBlock(base_block_channels, norm_type, axis, attn_type, config.mid_block_add_attention)
+        self.conv_in = make_conv2d(
+            config.z_channels,
+            base_block_channels,
+            kernel_size=3,
+            stride=1,
+            causality_axis=axis,
+        )
+        self.mid = MidBlock(
+            base_block_channels,
+            norm_type,
+            axis,
+            attn_type,
+            config.mid_block_add_attention,
+        )
         self.up, final_block_channels = build_upsampling_path(
             ch=config.ch,
             ch_mult=config.ch_mult,
@@ -176,7 +205,13 @@ class AudioDecoder(nn.Module):
             initial_block_channels=base_block_channels,
         )
         self.norm_out = build_normalization_layer(final_block_channels, normtype=norm_type)
-        self.conv_out = make_conv2d(final_block_channels, config.out_ch, kernel_size=3, stride=1, causality_axis=axis)
+        self.conv_out = make_conv2d(
+            final_block_channels,
+            config.out_ch,
+            kernel_size=3,
+            stride=1,
+            causality_axis=axis,
+        )
 
     def target_shape(self, latent_frames: int, latent_mel_bins: int) -> tuple[int, int]:
         """(frames, mel_bins) of the spectrogram decoded from a latent of that size."""
@@ -235,7 +270,11 @@ class AudioVAE(nn.Module):
         return self.decoder(latent)
 
 
-def encode_audio(audio: Audio, audio_encoder: AudioEncoder, audio_processor: AudioProcessor | None = None) -> mx.array:
+def encode_audio(
+    audio: Audio,
+    audio_encoder: AudioEncoder,
+    audio_processor: AudioProcessor | None = None,
+) -> mx.array:
     """Waveform (B, channels, samples) -> normalised audio latent (B, z, frames, mel_bins/4)."""
     if audio_processor is None:
         if audio_encoder.mel_bins is None:

@@ -1,7 +1,7 @@
 """2D convolutions padded so that the output at a time step sees no later step."""
 
 import mlx.core as mx
-import mlx.nn as nn
+from mlx import nn
 
 from LTX_2_MLX.model.audio_vae.causality_axis import CausalityAxis, pad_spatial
 
@@ -36,7 +36,12 @@ class CausalConv2d(nn.Module):
         # (left, right, top, bottom) as torch's F.pad reads it.
         match causality_axis:
             case CausalityAxis.NONE:
-                self.padding = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+                self.padding = (
+                    pad_w // 2,
+                    pad_w - pad_w // 2,
+                    pad_h // 2,
+                    pad_h - pad_h // 2,
+                )
             case CausalityAxis.WIDTH | CausalityAxis.WIDTH_COMPATIBILITY:
                 self.padding = (pad_w, 0, pad_h // 2, pad_h - pad_h // 2)
             case CausalityAxis.HEIGHT:
@@ -44,7 +49,14 @@ class CausalConv2d(nn.Module):
             case _:
                 raise ValueError(f"Invalid causality_axis: {causality_axis}")
         self.conv = nn.Conv2d(
-            in_channels, out_channels, kernel_size, stride=stride, padding=0, dilation=dilation, groups=groups, bias=bias
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=0,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
         )
 
     def __call__(self, x: mx.array) -> mx.array:
@@ -64,7 +76,16 @@ def make_conv2d(
 ) -> nn.Module:
     """A CausalConv2d, or (causality_axis=None) a plain Conv2d padded to keep the size."""
     if causality_axis is not None:
-        return CausalConv2d(in_channels, out_channels, kernel_size, stride, dilation, groups, bias, causality_axis)
+        return CausalConv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            dilation,
+            groups,
+            bias,
+            causality_axis,
+        )
     if padding is None:
         padding = tuple(k // 2 for k in _pair(kernel_size))
     return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)

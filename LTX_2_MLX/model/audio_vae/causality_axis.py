@@ -1,6 +1,6 @@
-import mlx.core as mx
-
 from enum import Enum
+
+import mlx.core as mx
 
 
 class CausalityAxis(Enum):

@@ -1,5 +1,5 @@
 import mlx.core as mx
-import mlx.nn as nn
+from mlx import nn
 
 from LTX_2_MLX.model.audio_vae.attention import AttentionType, make_attn
 from LTX_2_MLX.model.audio_vae.causality_axis import CausalityAxis, pad_spatial
@@ -18,7 +18,12 @@ _DOWNSAMPLE_PADDING = {
 class Downsample(nn.Module):
     """Halve time and mel resolution: a padded 3x3 stride-2 conv, or 2x2 average pooling."""
 
-    def __init__(self, in_channels: int, with_conv: bool, causality_axis: CausalityAxis = CausalityAxis.WIDTH):
+    def __init__(
+        self,
+        in_channels: int,
+        with_conv: bool,
+        causality_axis: CausalityAxis = CausalityAxis.WIDTH,
+    ):
         super().__init__()
         self.with_conv = with_conv
         self.causality_axis = causality_axis

@@ -46,7 +46,7 @@ class AudioVAEConfig:
     def from_section(cls, audio_vae: dict) -> "AudioVAEConfig":
         """From the checkpoint config's `audio_vae` section."""
         if not isinstance(audio_vae, dict):
-            raise ValueError(f"audio_vae config must be a JSON object, got {type(audio_vae).__name__}")
+            raise TypeError(f"audio_vae config must be a JSON object, got {type(audio_vae).__name__}")
         params = audio_vae.get("model", {}).get("params", {})
         ddconfig = params.get("ddconfig", {})
         preprocessing = audio_vae.get("preprocessing", {})
@@ -88,12 +88,23 @@ class AudioVAEConfig:
 
     def validate(self) -> None:
         section = "audio_vae"
-        for key in ("ch", "out_ch", "num_res_blocks", "resolution", "z_channels", "in_channels", "mel_hop_length", "n_fft"):
+        for key in (
+            "ch",
+            "out_ch",
+            "num_res_blocks",
+            "resolution",
+            "z_channels",
+            "in_channels",
+            "mel_hop_length",
+            "n_fft",
+        ):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{section} config: {key} must be a positive integer, got {value!r}")
         if not self.ch_mult or not all(isinstance(m, int) and m > 0 for m in self.ch_mult):
-            raise ValueError(f"{section} config: ch_mult must be a non-empty list of positive integers, got {self.ch_mult!r}")
+            raise ValueError(
+                f"{section} config: ch_mult must be a non-empty list of positive integers, got {self.ch_mult!r}"
+            )
         if self.mel_bins is not None and (not isinstance(self.mel_bins, int) or self.mel_bins <= 0):
             raise ValueError(f"{section} config: mel_bins must be a positive integer, got {self.mel_bins!r}")
         norm = _enum(NormType, self.norm_type, "norm_type", section)
@@ -105,7 +116,9 @@ class AudioVAEConfig:
                 "norm_type='group'; LTX-2 checkpoints use 'pixel'"
             )
         if attention == AttentionType.LINEAR:
-            raise ValueError(f"{section} config: attn_type='linear' is not supported (ltx-core has none); use 'vanilla'")
+            raise ValueError(
+                f"{section} config: attn_type='linear' is not supported (ltx-core has none); use 'vanilla'"
+            )
         if axis != CausalityAxis.NONE and not self.resamp_with_conv:
             raise ValueError(f"{section} config: causal downsampling needs resamp_with_conv=true")
 
@@ -128,7 +141,11 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(
-        cls, cfg: dict, section: str, apply_final_activation: bool = True, output_sampling_rate: int | None = None
+        cls,
+        cfg: dict,
+        section: str,
+        apply_final_activation: bool = True,
+        output_sampling_rate: int | None = None,
     ) -> "GeneratorConfig":
         defaults = cls()
         values = {f.name: cfg.get(f.name, getattr(defaults, f.name)) for f in fields(cls)}
@@ -185,17 +202,30 @@ class VocoderConfig:
         """From the checkpoint config's `vocoder` section: flat (LTX-2, HiFi-GAN) or nested
         {"vocoder": ..., "bwe": ...} (LTX-2.3, BigVGAN v2 plus bandwidth extension)."""
         if not isinstance(cfg, dict):
-            raise ValueError(f"vocoder config must be a JSON object, got {type(cfg).__name__}")
+            raise TypeError(f"vocoder config must be a JSON object, got {type(cfg).__name__}")
         if "bwe" not in cfg:
             _expect(cfg, "resblock", "1", "vocoder")
             _expect(cfg, "stereo", True, "vocoder")
             return cls(vocoder=GeneratorConfig.from_dict(cfg, "vocoder"))
         vocoder_cfg, bwe_cfg = cfg.get("vocoder", {}), cfg["bwe"]
-        for part, section in ((vocoder_cfg, "vocoder.vocoder"), (bwe_cfg, "vocoder.bwe")):
+        for part, section in (
+            (vocoder_cfg, "vocoder.vocoder"),
+            (bwe_cfg, "vocoder.bwe"),
+        ):
             _expect(part, "resblock", "AMP1", section)
             _expect(part, "stereo", True, section)
             _expect(part, "activation", "snakebeta", section)
-        missing = [k for k in ("input_sampling_rate", "output_sampling_rate", "n_fft", "hop_length", "num_mels") if k not in bwe_cfg]
+        missing = [
+            k
+            for k in (
+                "input_sampling_rate",
+                "output_sampling_rate",
+                "n_fft",
+                "hop_length",
+                "num_mels",
+            )
+            if k not in bwe_cfg
+        ]
         if missing:
             raise ValueError(f"vocoder.bwe config lacks {', '.join(missing)}; is this an LTX-2.3 checkpoint?")
         bwe = BandwidthExtensionConfig(**{f.name: bwe_cfg[f.name] for f in fields(BandwidthExtensionConfig)})
@@ -203,7 +233,10 @@ class VocoderConfig:
             vocoder_cfg, "vocoder.vocoder", output_sampling_rate=bwe.input_sampling_rate
         )
         bwe_generator = GeneratorConfig.from_dict(
-            bwe_cfg, "vocoder.bwe", apply_final_activation=False, output_sampling_rate=bwe.output_sampling_rate
+            bwe_cfg,
+            "vocoder.bwe",
+            apply_final_activation=False,
+            output_sampling_rate=bwe.output_sampling_rate,
         )
         if bwe.output_sampling_rate % bwe.input_sampling_rate:
             raise ValueError(

@@ -10,8 +10,8 @@ from enum import Enum
 from typing import ClassVar
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
+from mlx import nn
 
 
 class NormType(Enum):
@@ -48,7 +48,10 @@ class PerChannelStatistics(nn.Module):
     `mean-of-means`; MLX attribute names cannot hold '-' (see `sanitize`).
     """
 
-    CHECKPOINT_KEYS: ClassVar[dict[str, str]] = {"std-of-means": "std_of_means", "mean-of-means": "mean_of_means"}
+    CHECKPOINT_KEYS: ClassVar[dict[str, str]] = {
+        "std-of-means": "std_of_means",
+        "mean-of-means": "mean_of_means",
+    }
 
     def __init__(self, latent_channels: int):
         super().__init__()
@@ -195,7 +198,10 @@ class AudioProcessor:
         if audio.sampling_rate == self.target_sample_rate:
             return audio
         waveform = resample(audio.waveform, audio.sampling_rate, self.target_sample_rate)
-        return Audio(waveform=waveform.astype(audio.waveform.dtype), sampling_rate=self.target_sample_rate)
+        return Audio(
+            waveform=waveform.astype(audio.waveform.dtype),
+            sampling_rate=self.target_sample_rate,
+        )
 
     def waveform_to_mel(self, audio: Audio) -> mx.array:
         waveform = self.resample_audio(audio).waveform

@@ -1,7 +1,7 @@
 """Residual blocks: the VAE's ResnetBlock (2D, channels-last) and HiFi-GAN's ResBlock1 (1D)."""
 
 import mlx.core as mx
-import mlx.nn as nn
+from mlx import nn
 
 from LTX_2_MLX.model.audio_vae.causal_conv_2d import make_conv2d
 from LTX_2_MLX.model.audio_vae.causality_axis import CausalityAxis
@@ -16,7 +16,13 @@ class SameConv1d(nn.Conv1d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1):
         total = (kernel_size - 1) * dilation
         symmetric = total % 2 == 0
-        super().__init__(in_channels, out_channels, kernel_size, padding=total // 2 if symmetric else 0, dilation=dilation)
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            padding=total // 2 if symmetric else 0,
+            dilation=dilation,
+        )
         self._extra_pad = None if symmetric else (total // 2, total - total // 2)
 
     def __call__(self, x: mx.array) -> mx.array:
@@ -68,14 +74,38 @@ class ResnetBlock(nn.Module):
         self.out_channels = out_channels
         self.use_conv_shortcut = conv_shortcut
         self.norm1 = build_normalization_layer(in_channels, normtype=norm_type)
-        self.conv1 = make_conv2d(in_channels, out_channels, kernel_size=3, stride=1, causality_axis=causality_axis)
+        self.conv1 = make_conv2d(
+            in_channels,
+            out_channels,
+            kernel_size=3,
+            stride=1,
+            causality_axis=causality_axis,
+        )
         self.norm2 = build_normalization_layer(out_channels, normtype=norm_type)
-        self.conv2 = make_conv2d(out_channels, out_channels, kernel_size=3, stride=1, causality_axis=causality_axis)
+        self.conv2 = make_conv2d(
+            out_channels,
+            out_channels,
+            kernel_size=3,
+            stride=1,
+            causality_axis=causality_axis,
+        )
         if in_channels != out_channels:
             if conv_shortcut:
-                self.conv_shortcut = make_conv2d(in_channels, out_channels, 3, stride=1, causality_axis=causality_axis)
+                self.conv_shortcut = make_conv2d(
+                    in_channels,
+                    out_channels,
+                    3,
+                    stride=1,
+                    causality_axis=causality_axis,
+                )
             else:
-                self.nin_shortcut = make_conv2d(in_channels, out_channels, 1, stride=1, causality_axis=causality_axis)
+                self.nin_shortcut = make_conv2d(
+                    in_channels,
+                    out_channels,
+                    1,
+                    stride=1,
+                    causality_axis=causality_axis,
+                )
 
     def __call__(self, x: mx.array) -> mx.array:
         h = self.conv1(nn.silu(self.norm1(x)))

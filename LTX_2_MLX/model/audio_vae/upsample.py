@@ -1,5 +1,5 @@
 import mlx.core as mx
-import mlx.nn as nn
+from mlx import nn
 
 from LTX_2_MLX.model.audio_vae.attention import AttentionType, make_attn
 from LTX_2_MLX.model.audio_vae.causal_conv_2d import make_conv2d
@@ -16,12 +16,23 @@ class Upsample(nn.Module):
     keeps lengths of the form 1 + 2n.
     """
 
-    def __init__(self, in_channels: int, with_conv: bool, causality_axis: CausalityAxis = CausalityAxis.HEIGHT):
+    def __init__(
+        self,
+        in_channels: int,
+        with_conv: bool,
+        causality_axis: CausalityAxis = CausalityAxis.HEIGHT,
+    ):
         super().__init__()
         self.with_conv = with_conv
         self.causality_axis = causality_axis
         if with_conv:
-            self.conv = make_conv2d(in_channels, in_channels, kernel_size=3, stride=1, causality_axis=causality_axis)
+            self.conv = make_conv2d(
+                in_channels,
+                in_channels,
+                kernel_size=3,
+                stride=1,
+                causality_axis=causality_axis,
+            )
 
     def __call__(self, x: mx.array) -> mx.array:
         b, h, w, c = x.shape

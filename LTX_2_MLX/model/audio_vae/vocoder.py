@@ -8,10 +8,14 @@ Arrays are channels-last inside, (B, samples, C); the public boundary keeps ltx-
 import math
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
+from mlx import nn
 
-from LTX_2_MLX.model.audio_vae.model_configurator import BandwidthExtensionConfig, GeneratorConfig, VocoderConfig
+from LTX_2_MLX.model.audio_vae.model_configurator import (
+    BandwidthExtensionConfig,
+    GeneratorConfig,
+    VocoderConfig,
+)
 from LTX_2_MLX.model.audio_vae.resnet import LRELU_SLOPE, ResBlock1
 
 
@@ -50,7 +54,9 @@ def hann_sinc_filter1d(ratio: int, lowpass_filter_width: int = 6, rolloff: float
     width = math.ceil(lowpass_filter_width / rolloff)
     kernel_size = 2 * width * ratio + 1
     time = (np.arange(kernel_size) / ratio - width) * rolloff
-    window = np.cos(np.clip(time, -lowpass_filter_width, lowpass_filter_width) * math.pi / lowpass_filter_width / 2) ** 2
+    window = (
+        np.cos(np.clip(time, -lowpass_filter_width, lowpass_filter_width) * math.pi / lowpass_filter_width / 2) ** 2
+    )
     return (np.sinc(time) * window * rolloff / ratio).astype(np.float32), width
 
 
@@ -84,7 +90,13 @@ def _replicate_pad(x: mx.array, left: int, right: int) -> mx.array:
 class LowPassFilter1d(nn.Module):
     """Replicate-padded depthwise low-pass filter; `filter` is a checkpoint buffer."""
 
-    def __init__(self, cutoff: float = 0.5, half_width: float = 0.6, stride: int = 1, kernel_size: int = 12):
+    def __init__(
+        self,
+        cutoff: float = 0.5,
+        half_width: float = 0.6,
+        stride: int = 1,
+        kernel_size: int = 12,
+    ):
         super().__init__()
         if cutoff < 0:
             raise ValueError("Minimum cutoff must be larger than zero.")
@@ -103,7 +115,12 @@ class LowPassFilter1d(nn.Module):
 class UpSample1d(nn.Module):
     """Sinc-interpolating upsampler by an integer ratio (kaiser: BigVGAN; hann: torchaudio's)."""
 
-    def __init__(self, ratio: int = 2, kernel_size: int | None = None, window_type: str = "kaiser"):
+    def __init__(
+        self,
+        ratio: int = 2,
+        kernel_size: int | None = None,
+        window_type: str = "kaiser",
+    ):
         super().__init__()
         self.ratio = ratio
         if window_type == "hann":
@@ -171,7 +188,14 @@ class SnakeBeta(nn.Module):
 class Activation1d(nn.Module):
     """Activation at twice the rate: upsample 2x, activate, low-pass and downsample 2x."""
 
-    def __init__(self, activation: nn.Module, up_ratio: int = 2, down_ratio: int = 2, up_kernel_size: int = 12, down_kernel_size: int = 12):
+    def __init__(
+        self,
+        activation: nn.Module,
+        up_ratio: int = 2,
+        down_ratio: int = 2,
+        up_kernel_size: int = 12,
+        down_kernel_size: int = 12,
+    ):
         super().__init__()
         self.act = activation
         self.upsample = UpSample1d(up_ratio, up_kernel_size)
@@ -184,13 +208,28 @@ class Activation1d(nn.Module):
 class AMPBlock1(nn.Module):
     """BigVGAN's anti-aliased multi-periodicity block: three residual (act, dilated conv, act, conv)."""
 
-    def __init__(self, channels: int, kernel_size: int = 3, dilation: tuple[int, ...] = (1, 3, 5), activation: str = "snake"):
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 3,
+        dilation: tuple[int, ...] = (1, 3, 5),
+        activation: str = "snake",
+    ):
         super().__init__()
         act_cls = SnakeBeta if activation == "snakebeta" else Snake
         self.convs1 = [
-            nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=get_padding(kernel_size, d)) for d in dilation[:3]
+            nn.Conv1d(
+                channels,
+                channels,
+                kernel_size,
+                dilation=d,
+                padding=get_padding(kernel_size, d),
+            )
+            for d in dilation[:3]
         ]
-        self.convs2 = [nn.Conv1d(channels, channels, kernel_size, padding=get_padding(kernel_size, 1)) for _ in range(3)]
+        self.convs2 = [
+            nn.Conv1d(channels, channels, kernel_size, padding=get_padding(kernel_size, 1)) for _ in range(3)
+        ]
         self.acts1 = [Activation1d(act_cls(channels)) for _ in range(3)]
         self.acts2 = [Activation1d(act_cls(channels)) for _ in range(3)]
 
@@ -228,13 +267,23 @@ class Vocoder(nn.Module):
         initial = config.upsample_initial_channel
         self.conv_pre = nn.Conv1d(128, initial, kernel_size=7, padding=3)
         self.ups = [
-            nn.ConvTranspose1d(initial // 2**i, initial // 2 ** (i + 1), k, stride=s, padding=(k - s) // 2)
+            nn.ConvTranspose1d(
+                initial // 2**i,
+                initial // 2 ** (i + 1),
+                k,
+                stride=s,
+                padding=(k - s) // 2,
+            )
             for i, (s, k) in enumerate(zip(config.upsample_rates, config.upsample_kernel_sizes, strict=True))
         ]
         self.resblocks = []
         for i in range(self.num_upsamples):
             ch = initial // 2 ** (i + 1)
-            for kernel_size, dilations in zip(config.resblock_kernel_sizes, config.resblock_dilation_sizes, strict=True):
+            for kernel_size, dilations in zip(
+                config.resblock_kernel_sizes,
+                config.resblock_dilation_sizes,
+                strict=True,
+            ):
                 if self.is_amp:
                     self.resblocks.append(AMPBlock1(ch, kernel_size, dilations, activation=config.activation))
                 else:
@@ -312,7 +361,13 @@ class VocoderWithBWE(nn.Module):
     """Vocoder at the low rate, then bandwidth extension: the BWE generator turns the causal mel
     of that waveform into a residual added to a sinc-upsampled copy, clipped to [-1, 1]."""
 
-    def __init__(self, vocoder: Vocoder, bwe_generator: Vocoder, mel_stft: MelSTFT, bwe: BandwidthExtensionConfig):
+    def __init__(
+        self,
+        vocoder: Vocoder,
+        bwe_generator: Vocoder,
+        mel_stft: MelSTFT,
+        bwe: BandwidthExtensionConfig,
+    ):
         super().__init__()
         self.vocoder = vocoder
         self.bwe_generator = bwe_generator
@@ -334,11 +389,15 @@ class VocoderWithBWE(nn.Module):
         per_channel = x.transpose(0, 2, 1).reshape(b * channels, -1)
         log_mel = self.mel_stft.log_mel(per_channel)  # (B·2, frames, n_mels)
         frames, n_mels = log_mel.shape[1:]
-        bwe_input = log_mel.reshape(b, channels, frames, n_mels).transpose(0, 2, 1, 3).reshape(b, frames, channels * n_mels)
+        bwe_input = (
+            log_mel.reshape(b, channels, frames, n_mels).transpose(0, 2, 1, 3).reshape(b, frames, channels * n_mels)
+        )
         residual = self.bwe_generator.generate(bwe_input)
         skip = self._resampler(x)
         if residual.shape != skip.shape:
-            raise ValueError(f"BWE residual {residual.shape} != upsampled skip {skip.shape}; check the vocoder.bwe config")
+            raise ValueError(
+                f"BWE residual {residual.shape} != upsampled skip {skip.shape}; check the vocoder.bwe config"
+            )
         return mx.clip(residual + skip, -1, 1)[:, :output_length].transpose(0, 2, 1)
 
 
