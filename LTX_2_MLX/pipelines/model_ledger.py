@@ -27,6 +27,14 @@ class ModelLedger:
     def has_audio(self) -> bool:
         return "audio_vae" in self.config and "vocoder" in self.config
 
+    @property
+    def audio_latent_channels(self) -> int:
+        """The audio VAE's latent channels (8 in LTX-2); audio tokens are these x mel bins."""
+        try:
+            return int(self.config["audio_vae"]["model"]["params"]["ddconfig"]["z_channels"])
+        except (KeyError, TypeError):
+            return 8
+
     def transformer(self):
         """The X0 (denoised-output) wrapper of the DiT, LoRAs fused and quantized as asked."""
         from LTX_2_MLX.loader import load_transformer
@@ -61,7 +69,8 @@ class ModelLedger:
 
         if not self.has_audio:
             raise CheckpointError(f"{self.checkpoint_path}: holds no audio VAE / vocoder; it cannot make audio.")
-        return load_audio_vae(self.checkpoint_path, dtype=self.dtype).decoder, load_vocoder(self.checkpoint_path)
+        decoder = load_audio_vae(self.checkpoint_path, dtype=self.dtype, encoder=False).decoder
+        return decoder, load_vocoder(self.checkpoint_path, dtype=self.dtype)
 
     def spatial_upscaler(self):
         from LTX_2_MLX.loader import load_upscaler

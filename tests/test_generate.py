@@ -1,0 +1,106 @@
+"""`ltx2-mlx generate` end to end on a tiny but complete LTX-2.3-layout checkpoint (DiT, video
+VAE, audio VAE, vocoder, text projection and connectors in one file) and a tiny Gemma 3
+directory: the whole composition runs and writes an mp4 with audio. The numbers of each part
+are checked against the reference by the component tests."""
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from reference import save_checkpoint, seed_module_
+from safetensors.torch import load_file
+from test_audio_vae import _audio_vae_checkpoint, _vocoder_checkpoint, tiny_audio_vae_config, tiny_hifigan_config
+from test_text_encoder import _image_processor, _tiny_gemma_config, _train_tokenizer
+from test_text_encoder_processor import official_tensors, reference_processor
+from test_video_vae import LATENT_CHANNELS, Reference, tiny_config
+from transformer_fixtures import build_reference_transformer, prefixed, tiny_transformer_config
+
+from LTX_2_MLX.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    from transformers import Gemma3ForConditionalGeneration
+
+    folder = tmp_path_factory.mktemp("generate")
+    gemma = folder / "gemma"
+    gemma.mkdir()
+    gemma_model = seed_module_(Gemma3ForConditionalGeneration(_tiny_gemma_config(_train_tokenizer(gemma))), 5)
+    gemma_model.save_pretrained(str(gemma), safe_serialization=True)
+    _image_processor().save_pretrained(str(gemma))
+
+    config = tiny_transformer_config("2.3")
+    config["transformer"].update(in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS)
+    processor, processor_config = reference_processor(True, "split", True, True, True, seed=3, gemma_width=64, num_states=4)
+    config["transformer"].update({k: v for k, v in processor_config.items() if k.startswith(("connector", "audio_connector", "caption"))})
+    tensors = official_tensors(processor, audio=True)
+    tensors.update(prefixed("model.diffusion_model.", build_reference_transformer(config, seed=2).state_dict()))
+    video_vae = Reference(tmp_path_factory, tiny_config("zeros"), seed=4)
+    tensors.update(video_vae.tensors)
+    config["vae"] = video_vae.config
+    audio_path, _, _ = _audio_vae_checkpoint(folder, tiny_audio_vae_config(), seed=6)
+    vocoder_path, _ = _vocoder_checkpoint(tmp_path_factory, tiny_hifigan_config(), "vocoder", seed=7)
+    tensors.update(load_file(audio_path))
+    tensors.update(load_file(vocoder_path))
+    audio_config = tiny_audio_vae_config()
+    # The vocoder takes 2 x 64 mel bins, as in LTX-2; the decoder zero-pads its 16 up to that.
+    audio_config["model"]["params"]["ddconfig"]["mel_bins"] = 64
+    config.update(audio_vae=audio_config, vocoder=tiny_hifigan_config())
+    checkpoint = save_checkpoint(folder / "ltx-tiny.safetensors", tensors, config)
+    image = folder / "first.png"
+    Image.fromarray(np.random.RandomState(0).randint(0, 255, (80, 70, 3)).astype(np.uint8)).save(image)
+    return checkpoint, gemma, image
+
+
+def _generate(model_files, output, *extra):
+    checkpoint, gemma, _ = model_files
+    args = ["generate", "--checkpoint-path", checkpoint, "--gemma-path", str(gemma), "--prompt", "a red fox runs",
+            "--output-path", str(output), "--height", "64", "--width", "64", "--num-frames", "9",
+            "--num-inference-steps", "2", "--dtype", "float32", "--no-tiled-decode", *extra]  # fmt: skip
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def test_generate_writes_video_with_audio(model_files, tmp_path):
+    import imageio_ffmpeg
+
+    output = tmp_path / "fox.mp4"
+    result = _generate(model_files, output, "--image", str(model_files[2]), "0", "1.0", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    reader = imageio_ffmpeg.read_frames(str(output))
+    meta = next(reader)
+    assert tuple(meta["size"]) == (64, 64) and meta["audio_codec"] == "aac"
+    frames = [np.frombuffer(f, np.uint8) for f in reader]
+    assert len(frames) == 9 and np.std(np.stack(frames)) > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fox.mp4"]
+
+
+def test_generate_is_deterministic_for_a_seed(model_files, tmp_path):
+    from LTX_2_MLX.pipelines.common import LTX_2_PARAMS
+    from LTX_2_MLX.pipelines.model_ledger import ModelLedger
+    from LTX_2_MLX.pipelines.ti2vid_one_stage import TI2VidOneStagePipeline
+
+    import mlx.core as mx
+
+    checkpoint, gemma, _ = model_files
+    pipeline = TI2VidOneStagePipeline(ModelLedger(checkpoint, gemma, dtype=mx.float32))
+    runs = [
+        pipeline("a red fox", "blurry", 7, 64, 64, 9, 24.0, 2, LTX_2_PARAMS.video_guider_params, LTX_2_PARAMS.audio_guider_params)
+        for _ in range(2)
+    ]
+    first, second = ([np.concatenate(list(r.frames)), r.audio[0]] for r in runs)
+    assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
+    assert first[0].shape == (9, 64, 64, 3) and first[1].ndim == 2
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--num-frames", "10", "num_frames=10 must be 8k+1, e.g. 9"),
+    ("--height", "100", "multiples of 32"),
+])  # fmt: skip
+def test_generate_refuses_bad_sizes_and_writes_nothing(model_files, tmp_path, option, value, message):
+    output = tmp_path / "bad.mp4"
+    result = _generate(model_files, output, option, value)
+    assert result.exit_code != 0 and message in result.output
+    assert not output.exists()
