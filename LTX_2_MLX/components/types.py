@@ -120,23 +120,9 @@ class AudioLatentShape(NamedTuple):
         )
 
     @staticmethod
-    def from_video_pixel_shape(
-        shape: VideoPixelShape,
-        channels: int = 8,
-        mel_bins: int = 16,
-        sample_rate: int = 16000,
-        hop_length: int = 160,
-        audio_latent_downsample_factor: int = 4,
-    ) -> "AudioLatentShape":
-        return AudioLatentShape.from_duration(
-            batch=shape.batch,
-            duration=float(shape.frames) / float(shape.fps),
-            channels=channels,
-            mel_bins=mel_bins,
-            sample_rate=sample_rate,
-            hop_length=hop_length,
-            audio_latent_downsample_factor=audio_latent_downsample_factor,
-        )
+    def from_video_pixel_shape(shape: VideoPixelShape, **layout) -> "AudioLatentShape":
+        """The audio latent lasting as long as the video; `layout` takes from_duration's options."""
+        return AudioLatentShape.from_duration(shape.batch, shape.frames / shape.fps, **layout)
 
 
 @dataclass(frozen=True)
