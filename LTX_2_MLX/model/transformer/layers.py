@@ -1,11 +1,9 @@
 """Small building blocks of the DiT: timestep AdaLN, feed-forward, caption projection."""
 
-import math
-
 import mlx.core as mx
 import mlx.nn as nn
 
-TIMESTEP_PROJECTION_CHANNELS = 256
+from LTX_2_MLX.model.common.timestep_embedding import PixArtAlphaCombinedTimestepSizeEmbeddings
 
 # AdaLN values per block: shift/scale/gate for self-attention and for the feed-forward,
 # plus shift/scale/gate for the text cross-attention when it is modulated too (LTX-2.3).
@@ -17,41 +15,12 @@ def adaln_embedding_coefficient(cross_attention_adaln: bool) -> int:
     return ADALN_NUM_BASE_PARAMS + (ADALN_NUM_CROSS_ATTN_PARAMS if cross_attention_adaln else 0)
 
 
-def timestep_embedding(timesteps: mx.array, dim: int = TIMESTEP_PROJECTION_CHANNELS, max_period: int = 10000):
-    """Sinusoidal embedding of 1-D timesteps, cosines first (flip_sin_to_cos, no shift)."""
-    half = dim // 2
-    exponent = -math.log(max_period) * mx.arange(half, dtype=mx.float32) / half
-    angles = timesteps.astype(mx.float32)[:, None] * mx.exp(exponent)[None, :]
-    return mx.concatenate([mx.cos(angles), mx.sin(angles)], axis=-1)
-
-
-class TimestepEmbedding(nn.Module):
-    def __init__(self, in_channels: int, time_embed_dim: int):
-        super().__init__()
-        self.linear_1 = nn.Linear(in_channels, time_embed_dim)
-        self.linear_2 = nn.Linear(time_embed_dim, time_embed_dim)
-
-    def __call__(self, x: mx.array) -> mx.array:
-        return self.linear_2(nn.silu(self.linear_1(x)))
-
-
-class CombinedTimestepEmbedding(nn.Module):
-    """Sinusoidal projection followed by a two-layer MLP (PixArt-alpha's timestep embedder)."""
-
-    def __init__(self, embedding_dim: int):
-        super().__init__()
-        self.timestep_embedder = TimestepEmbedding(TIMESTEP_PROJECTION_CHANNELS, embedding_dim)
-
-    def __call__(self, timesteps: mx.array, dtype: mx.Dtype) -> mx.array:
-        return self.timestep_embedder(timestep_embedding(timesteps).astype(dtype))
-
-
 class AdaLayerNormSingle(nn.Module):
     """Timestep -> `coefficient` modulation vectors per token, plus the embedding itself."""
 
     def __init__(self, embedding_dim: int, embedding_coefficient: int = 6):
         super().__init__()
-        self.emb = CombinedTimestepEmbedding(embedding_dim)
+        self.emb = PixArtAlphaCombinedTimestepSizeEmbeddings(embedding_dim)
         self.linear = nn.Linear(embedding_dim, embedding_coefficient * embedding_dim)
 
     def __call__(self, timesteps: mx.array, dtype: mx.Dtype) -> tuple[mx.array, mx.array]:

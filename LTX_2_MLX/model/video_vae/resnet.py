@@ -5,7 +5,7 @@ import mlx.nn as nn
 
 from LTX_2_MLX.model.video_vae.convolution import CausalConv3d, PointwiseConv3d
 from LTX_2_MLX.model.video_vae.ops import PixelNorm
-from LTX_2_MLX.model.video_vae.timestep_embedding import PixArtAlphaCombinedTimestepSizeEmbeddings
+from LTX_2_MLX.model.common.timestep_embedding import PixArtAlphaCombinedTimestepSizeEmbeddings
 
 NORM_GROUPS = 32
 RESNET_EPS = 1e-6

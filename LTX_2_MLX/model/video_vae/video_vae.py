@@ -21,7 +21,7 @@ from LTX_2_MLX.model.video_vae.tiling import (
     prepare_tiles_for_decoding,
     prepare_tiles_for_encoding,
 )
-from LTX_2_MLX.model.video_vae.timestep_embedding import PixArtAlphaCombinedTimestepSizeEmbeddings
+from LTX_2_MLX.model.common.timestep_embedding import PixArtAlphaCombinedTimestepSizeEmbeddings
 
 
 def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:

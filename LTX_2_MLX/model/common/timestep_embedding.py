@@ -1,5 +1,6 @@
-"""Timestep conditioning of the decoder: ltx-core's PixArtAlphaCombinedTimestepSizeEmbeddings
-(sinusoidal projection to 256 features, then Linear-SiLU-Linear) with size_emb_dim=0."""
+"""Timestep embedding shared by the DiT's AdaLN and the VAE decoder's conditioning: ltx-core's
+PixArtAlphaCombinedTimestepSizeEmbeddings (sinusoidal projection to 256 features, then
+Linear-SiLU-Linear)."""
 
 import math
 
