@@ -2,6 +2,7 @@
 official checkpoints and loaded through load_transformer."""
 
 import mlx.core as mx
+import numpy as np
 import pytest
 import torch
 from ltx_core.model.transformer.model import X0Model as ReferenceX0Model
@@ -102,3 +103,19 @@ def test_disabled_stream_is_passed_through(tiny_transformers):
     out_video, out_audio = load_transformer(path, dtype=mx.float32)(to_mlx_modality(video), to_mlx_modality(audio))
     assert_matches("transformer fp32 audio disabled: video", out_video, ref_video)
     assert_matches("transformer fp32 audio disabled: audio", out_audio, ref_audio)
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+@pytest.mark.parametrize(("num_dims", "dim"), [(3, 64), (1, 16), (1, 32), (3, 4096), (1, 2048), (1, 3840)])
+def test_rope_frequency_grid_matches_reference(precision, num_dims, dim):
+    """float64: the reference's numpy grid, exactly. float32: PyTorch's CPU linspace/pow, exact
+    for small grids; at real widths its vectorised pow differs by an ulp in a few entries."""
+    from ltx_core.model.transformer.rope import generate_freq_grid_np, generate_freq_grid_pytorch
+
+    from LTX_2_MLX.model.transformer.rope import frequency_grid
+
+    generator = generate_freq_grid_np if precision == "float64" else generate_freq_grid_pytorch
+    expected = generator(10000.0, num_dims, dim).numpy()
+    ours = frequency_grid(10000.0, num_dims, dim, precision == "float64")
+    exact = precision == "float64" or dim // (2 * num_dims) <= 16
+    np.testing.assert_allclose(ours, expected, rtol=0 if exact else 1e-6, atol=0)

@@ -2,23 +2,19 @@
 prompt tokens, with 1D RoPE, learnable registers in place of padding, and a final RMS norm.
 Weights: `model.diffusion_model.{video_,audio_,}embeddings_connector.*`."""
 
-import math
 from dataclasses import dataclass
-from enum import Enum
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
+
+from LTX_2_MLX.model.transformer.attention import Attention
+from LTX_2_MLX.model.transformer.layers import FeedForward
+from LTX_2_MLX.model.transformer.rope import LTXRopeType, precompute_freqs_cis
 
 # ltx-core's Embeddings1DConnector defaults, which its configurators never override.
 DEFAULT_THETA = 10000.0
 DEFAULT_NUM_LEARNABLE_REGISTERS = 128
 RMS_EPS = 1e-6
-
-
-class LTXRopeType(Enum):
-    INTERLEAVED = "interleaved"
-    SPLIT = "split"
 
 
 @dataclass
@@ -71,103 +67,13 @@ class EmbeddingsConnectorConfig:
         )
 
 
-def frequency_grid(theta: float, inner_dim: int, double_precision: bool) -> np.ndarray:
-    """theta^linspace(0, 1, inner_dim/2) · π/2, float32 (ltx-core generate_freq_grid_*, one
-    position axis). The float64 variant is exact; the float32 one is the correctly rounded
-    value, within a few ulp of PyTorch's float32 kernels (which differ between devices anyway)."""
-    count = inner_dim // 2
-    exponents = np.linspace(math.log(1, theta), math.log(theta, theta), count, dtype=np.float64)
-    if not double_precision:
-        exponents = exponents.astype(np.float32).astype(np.float64)
-    return (np.power(theta, exponents) * math.pi / 2).astype(np.float32)
-
-
 def connector_rope(length: int, config: EmbeddingsConnectorConfig, dtype: mx.Dtype) -> tuple[mx.array, mx.array]:
-    """cos/sin tables for positions 0..length-1: (1, length, inner_dim) for interleaved RoPE,
-    (1, heads, length, head_dim/2) for split RoPE."""
-    grid = frequency_grid(config.positional_embedding_theta, config.inner_dim, config.double_precision_rope)
-    # float32 arithmetic in the reference's order, so the angles are the reference's angles.
-    fractional = np.arange(length, dtype=np.float32) / np.float32(config.positional_embedding_max_pos[0])
-    angles = grid[None, :] * (fractional[:, None] * np.float32(2) - np.float32(1))  # (T, inner_dim/2)
-    cos = np.cos(angles.astype(np.float64)).astype(np.float32)
-    sin = np.sin(angles.astype(np.float64)).astype(np.float32)
-    if config.rope_type is LTXRopeType.INTERLEAVED:
-        cos, sin = np.repeat(cos, 2, axis=-1)[None], np.repeat(sin, 2, axis=-1)[None]
-    else:
-        heads = config.num_attention_heads
-        cos = cos.reshape(1, length, heads, -1).transpose(0, 2, 1, 3)
-        sin = sin.reshape(1, length, heads, -1).transpose(0, 2, 1, 3)
-    return mx.array(cos).astype(dtype), mx.array(sin).astype(dtype)
-
-
-def apply_interleaved_rotary_emb(x: mx.array, cos: mx.array, sin: mx.array) -> mx.array:
-    """x (B, T, inner_dim): channel pairs (2i, 2i+1) rotated."""
-    pairs = x.reshape(*x.shape[:-1], -1, 2)
-    rotated = mx.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(x.shape)
-    return x * cos + rotated * sin
-
-
-def apply_split_rotary_emb(x: mx.array, cos: mx.array, sin: mx.array) -> mx.array:
-    """x (B, T, heads·head_dim): within each head, the first half rotated against the second."""
-    b, t, _ = x.shape
-    heads = cos.shape[1]
-    x = x.reshape(b, t, heads, -1).transpose(0, 2, 1, 3)
-    half = x.shape[-1] // 2
-    first, second = x[..., :half], x[..., half:]
-    out = mx.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
-    return out.transpose(0, 2, 1, 3).reshape(b, t, -1)
-
-
-class Attention(nn.Module):
-    """ltx-core's transformer `Attention`, self-attention only: q/k RMS norms over the whole
-    inner width, RoPE on q and k, optional per-head gate 2·sigmoid(logits)."""
-
-    def __init__(self, dim: int, heads: int, dim_head: int, rope_type: LTXRopeType, apply_gated_attention: bool):
-        super().__init__()
-        inner_dim = heads * dim_head
-        self.heads, self.dim_head, self.rope_type = heads, dim_head, rope_type
-        self.q_norm = nn.RMSNorm(inner_dim, eps=RMS_EPS)
-        self.k_norm = nn.RMSNorm(inner_dim, eps=RMS_EPS)
-        self.to_q = nn.Linear(dim, inner_dim)
-        self.to_k = nn.Linear(dim, inner_dim)
-        self.to_v = nn.Linear(dim, inner_dim)
-        if apply_gated_attention:
-            self.to_gate_logits = nn.Linear(dim, heads)
-        self.apply_gated_attention = apply_gated_attention
-        self.to_out = [nn.Linear(inner_dim, dim)]
-
-    def __call__(self, x: mx.array, mask: mx.array | None, pe: tuple[mx.array, mx.array]) -> mx.array:
-        b, t, _ = x.shape
-        q, k, v = self.q_norm(self.to_q(x)), self.k_norm(self.to_k(x)), self.to_v(x)
-        rope = apply_interleaved_rotary_emb if self.rope_type is LTXRopeType.INTERLEAVED else apply_split_rotary_emb
-        q, k = rope(q, *pe), rope(k, *pe)
-        q, k, v = (y.reshape(b, t, self.heads, self.dim_head).transpose(0, 2, 1, 3) for y in (q, k, v))
-        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.dim_head**-0.5, mask=mask)
-        out = out.transpose(0, 2, 1, 3)  # (B, T, H, D)
-        if self.apply_gated_attention:
-            out = out * (2.0 * mx.sigmoid(self.to_gate_logits(x)))[..., None]
-        return self.to_out[0](out.reshape(b, t, -1))
-
-
-class GELUApprox(nn.Module):
-    def __init__(self, dim_in: int, dim_out: int):
-        super().__init__()
-        self.proj = nn.Linear(dim_in, dim_out)
-
-    def __call__(self, x: mx.array) -> mx.array:
-        return nn.gelu_approx(self.proj(x))
-
-
-class FeedForward(nn.Module):
-    def __init__(self, dim: int, mult: int = 4):
-        super().__init__()
-        # Indices as in ltx-core's nn.Sequential(GELUApprox, Identity, Linear): keys net.0 / net.2.
-        self.net = [GELUApprox(dim, dim * mult), nn.Identity(), nn.Linear(dim * mult, dim)]
-
-    def __call__(self, x: mx.array) -> mx.array:
-        for layer in self.net:
-            x = layer(x)
-        return x
+    """The DiT's RoPE tables over one axis: token positions 0..length-1, no interval midpoints."""
+    positions = mx.arange(length, dtype=mx.float32)[None, None, :]
+    return precompute_freqs_cis(
+        positions, config.inner_dim, dtype, config.positional_embedding_theta, config.positional_embedding_max_pos,
+        False, config.num_attention_heads, config.rope_type, config.double_precision_rope,
+    )  # fmt: skip
 
 
 def rms_norm(x: mx.array) -> mx.array:
@@ -178,11 +84,11 @@ def rms_norm(x: mx.array) -> mx.array:
 class BasicTransformerBlock1D(nn.Module):
     def __init__(self, dim: int, heads: int, dim_head: int, rope_type: LTXRopeType, apply_gated_attention: bool):
         super().__init__()
-        self.attn1 = Attention(dim, heads, dim_head, rope_type, apply_gated_attention)
-        self.ff = FeedForward(dim)
+        self.attn1 = Attention(dim, None, heads, dim_head, RMS_EPS, rope_type, apply_gated_attention)
+        self.ff = FeedForward(dim, dim)
 
     def __call__(self, x: mx.array, mask: mx.array | None, pe: tuple[mx.array, mx.array]) -> mx.array:
-        x = x + self.attn1(rms_norm(x), mask, pe)
+        x = x + self.attn1(rms_norm(x), mask=mask, pe=pe)
         return x + self.ff(rms_norm(x))
 
 
