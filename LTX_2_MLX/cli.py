@@ -118,6 +118,13 @@ def _check_memory(checkpoint: Path, dtype: mx.Dtype, quantization: str | None) -
               help="LTX-2 single-file checkpoint (e.g. weights/ltx-2-19b-dev.safetensors).")
 @click.option("--gemma-path", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Gemma 3 12B directory (Hugging Face layout).")
+@click.option("--pipeline", type=click.Choice(["one-stage", "two-stage", "distilled"]), default="one-stage",
+              show_default=True, help="one-stage: guided, at full size. two-stage: guided at half size, upscaled "
+              "and refined with the distilled LoRA. distilled: a distilled checkpoint, 8+3 unguided steps.")
+@click.option("--spatial-upscaler-path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Latent x2 upscaler file, for two-stage and distilled.")
+@click.option("--distilled-lora", type=(str, float), default=None, metavar="PATH STRENGTH",
+              help="The distilled LoRA fused in two-stage's second stage.")
 @click.option("--prompt", required=True)
 @click.option("--negative-prompt", default=None, help="Defaults to the reference's negative prompt.")
 @click.option("--output-path", required=True, type=click.Path(dir_okay=False, path_type=Path))
@@ -139,7 +146,7 @@ def _check_memory(checkpoint: Path, dtype: mx.Dtype, quantization: str | None) -
 @click.option("--tiled-decode/--no-tiled-decode", default=True, show_default=True,
               help="Decode the video in overlapping tiles, chunk by chunk (less memory).")
 @click.option("--skip-memory-check", is_flag=True)
-def generate(checkpoint_path, gemma_path, prompt, negative_prompt, output_path, height, width, num_frames, frame_rate,
+def generate(checkpoint_path, gemma_path, pipeline, spatial_upscaler_path, distilled_lora, prompt, negative_prompt, output_path, height, width, num_frames, frame_rate,
              num_inference_steps, seed, images, loras, enhance_prompt, dtype, quantization, text_encoder_bits,
              tiled_decode, skip_memory_check) -> None:  # fmt: skip
     """Generate a video (with audio) from a prompt, optionally conditioned on images."""
@@ -153,12 +160,17 @@ def generate(checkpoint_path, gemma_path, prompt, negative_prompt, output_path, 
     from LTX_2_MLX.pipelines.media_io import write_video
     from LTX_2_MLX.pipelines.model_ledger import ModelLedger
     from LTX_2_MLX.pipelines.ti2vid_one_stage import TI2VidOneStagePipeline
+    from LTX_2_MLX.pipelines.two_stage import DistilledPipeline, TI2VidTwoStagesPipeline
 
     try:
         defaults = detect_params(checkpoint_path)
         height, width = height or defaults.height, width or defaults.width
         num_frames, frame_rate = num_frames or defaults.num_frames, frame_rate or defaults.frame_rate
-        check_generation_size(height, width, num_frames)
+        check_generation_size(height, width, num_frames, divisor=32 if pipeline == "one-stage" else 64)
+        if pipeline != "one-stage" and spatial_upscaler_path is None:
+            raise click.ClickException(f"--pipeline {pipeline} needs --spatial-upscaler-path")
+        if pipeline == "two-stage" and distilled_lora is None:
+            raise click.ClickException("--pipeline two-stage needs --distilled-lora PATH STRENGTH")
         for path, frame, _ in images:
             if not Path(path).is_file():
                 raise click.ClickException(f"--image {path}: no such file")
@@ -171,19 +183,25 @@ def generate(checkpoint_path, gemma_path, prompt, negative_prompt, output_path, 
         ledger = ModelLedger(
             checkpoint_path, gemma_path, dtype=DTYPES[dtype], loras=list(loras),
             text_encoder_bits=int(text_encoder_bits) if text_encoder_bits else None, quantization=quantization,
+            spatial_upscaler_path=spatial_upscaler_path,
         )  # fmt: skip
-        pipeline = TI2VidOneStagePipeline(ledger, tiling=TilingConfig.default() if tiled_decode else None)
-        result = pipeline(
-            prompt=prompt,
-            negative_prompt=DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt,
-            seed=defaults.seed if seed is None else seed,
-            height=height, width=width, num_frames=num_frames, frame_rate=frame_rate,
-            num_inference_steps=num_inference_steps or defaults.num_inference_steps,
-            video_guider_params=defaults.video_guider_params,
-            audio_guider_params=defaults.audio_guider_params,
+        tiling = TilingConfig.default() if tiled_decode else None
+        shared = dict(
+            prompt=prompt, seed=defaults.seed if seed is None else seed, height=height, width=width,
+            num_frames=num_frames, frame_rate=frame_rate, enhance_prompt=enhance_prompt,
             images=[ImageConditioningInput(path, frame, strength) for path, frame, strength in images],
-            enhance_prompt=enhance_prompt,
         )  # fmt: skip
+        guided = dict(
+            negative_prompt=DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt,
+            num_inference_steps=num_inference_steps or defaults.num_inference_steps,
+            video_guider_params=defaults.video_guider_params, audio_guider_params=defaults.audio_guider_params,
+        )  # fmt: skip
+        if pipeline == "distilled":
+            result = DistilledPipeline(ledger, tiling)(**shared)
+        elif pipeline == "two-stage":
+            result = TI2VidTwoStagesPipeline(ledger, [distilled_lora], tiling)(**shared, **guided)
+        else:
+            result = TI2VidOneStagePipeline(ledger, tiling)(**shared, **guided)
         write_video(output_path, result.frames, result.fps, result.audio)
     except (CheckpointError, ValueError) as err:
         _fail(str(err))

@@ -13,6 +13,8 @@ from safetensors.torch import load_file
 from test_audio_vae import _audio_vae_checkpoint, _vocoder_checkpoint, tiny_audio_vae_config, tiny_hifigan_config
 from test_text_encoder import _image_processor, _tiny_gemma_config, _train_tokenizer
 from test_text_encoder_processor import official_tensors, reference_processor
+from test_upscaler import TINY as UPSCALER
+from test_upscaler import _reference_upsampler
 from test_video_vae import LATENT_CHANNELS, Reference, tiny_config
 from transformer_fixtures import build_reference_transformer, prefixed, tiny_transformer_config
 
@@ -52,11 +54,20 @@ def model_files(tmp_path_factory):
     checkpoint = save_checkpoint(folder / "ltx-tiny.safetensors", tensors, config)
     image = folder / "first.png"
     Image.fromarray(np.random.RandomState(0).randint(0, 255, (80, 70, 3)).astype(np.uint8)).save(image)
-    return checkpoint, gemma, image
+    upscaler_config = {**UPSCALER, "in_channels": LATENT_CHANNELS}
+    upscaler = _reference_upsampler(upscaler_config, seed=8)
+    upscaler_path = save_checkpoint(folder / "upscaler.safetensors", upscaler.state_dict(), upscaler_config)
+    gen = torch.Generator().manual_seed(9)
+    lora = {}
+    for layer, (out_dim, in_dim) in {"transformer_blocks.0.attn1.to_q": (32, 32), "transformer_blocks.1.ff.net.2": (32, 128)}.items():
+        lora[f"diffusion_model.{layer}.lora_A.weight"] = torch.randn(4, in_dim, generator=gen) * 0.1
+        lora[f"diffusion_model.{layer}.lora_B.weight"] = torch.randn(out_dim, 4, generator=gen) * 0.1
+    lora_path = save_checkpoint(folder / "distilled-lora.safetensors", lora, None)
+    return checkpoint, gemma, image, upscaler_path, lora_path
 
 
 def _generate(model_files, output, *extra):
-    checkpoint, gemma, _ = model_files
+    checkpoint, gemma = model_files[:2]
     args = ["generate", "--checkpoint-path", checkpoint, "--gemma-path", str(gemma), "--prompt", "a red fox runs",
             "--output-path", str(output), "--height", "64", "--width", "64", "--num-frames", "9",
             "--num-inference-steps", "2", "--dtype", "float32", "--no-tiled-decode", *extra]  # fmt: skip
@@ -84,7 +95,7 @@ def test_generate_is_deterministic_for_a_seed(model_files, tmp_path):
 
     import mlx.core as mx
 
-    checkpoint, gemma, _ = model_files
+    checkpoint, gemma = model_files[:2]
     pipeline = TI2VidOneStagePipeline(ModelLedger(checkpoint, gemma, dtype=mx.float32))
     runs = [
         pipeline("a red fox", "blurry", 7, 64, 64, 9, 24.0, 2, LTX_2_PARAMS.video_guider_params, LTX_2_PARAMS.audio_guider_params)
@@ -104,3 +115,28 @@ def test_generate_refuses_bad_sizes_and_writes_nothing(model_files, tmp_path, op
     result = _generate(model_files, output, option, value)
     assert result.exit_code != 0 and message in result.output
     assert not output.exists()
+
+
+@pytest.mark.parametrize("pipeline", ["two-stage", "distilled"])
+def test_two_stage_pipelines_write_full_size_video(model_files, tmp_path, pipeline):
+    import imageio_ffmpeg
+
+    _, _, image, upscaler, lora = model_files
+    output = tmp_path / f"{pipeline}.mp4"
+    extra = ["--pipeline", pipeline, "--spatial-upscaler-path", str(upscaler), "--height", "128", "--width", "128",
+             "--image", str(image), "0", "0.9"]  # fmt: skip
+    if pipeline == "two-stage":
+        extra += ["--distilled-lora", str(lora), "0.6"]
+    result = _generate(model_files, output, *extra)
+    assert result.exit_code == 0, result.output
+    reader = imageio_ffmpeg.read_frames(str(output))
+    meta = next(reader)
+    assert tuple(meta["size"]) == (128, 128) and meta["audio_codec"] == "aac"
+    assert sum(1 for _ in reader) == 9
+
+
+def test_two_stage_needs_its_files(model_files, tmp_path):
+    result = _generate(model_files, tmp_path / "x.mp4", "--pipeline", "distilled", "--height", "128", "--width", "128")
+    assert result.exit_code != 0 and "--spatial-upscaler-path" in result.output
+    result = _generate(model_files, tmp_path / "x.mp4", "--pipeline", "two-stage", "--height", "96", "--width", "128")
+    assert result.exit_code != 0 and "multiples of 64" in result.output
