@@ -118,9 +118,11 @@ def _check_memory(checkpoint: Path, dtype: mx.Dtype, quantization: str | None) -
               help="LTX-2 single-file checkpoint (e.g. weights/ltx-2-19b-dev.safetensors).")
 @click.option("--gemma-path", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Gemma 3 12B directory (Hugging Face layout).")
-@click.option("--pipeline", type=click.Choice(["one-stage", "two-stage", "distilled"]), default="one-stage",
-              show_default=True, help="one-stage: guided, at full size. two-stage: guided at half size, upscaled "
-              "and refined with the distilled LoRA. distilled: a distilled checkpoint, 8+3 unguided steps.")
+@click.option("--pipeline", type=click.Choice(["one-stage", "two-stage", "distilled", "keyframes"]),
+              default="one-stage", show_default=True,
+              help="one-stage: guided, at full size. two-stage: guided at half size, upscaled and refined with the "
+              "distilled LoRA. distilled: a distilled checkpoint, 8+3 unguided steps. keyframes: two-stage, every "
+              "--image guiding as a keyframe (interpolation between them).")
 @click.option("--spatial-upscaler-path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Latent x2 upscaler file, for two-stage and distilled.")
 @click.option("--distilled-lora", type=(str, float), default=None, metavar="PATH STRENGTH",
@@ -160,7 +162,7 @@ def generate(checkpoint_path, gemma_path, pipeline, spatial_upscaler_path, disti
     from LTX_2_MLX.pipelines.media_io import write_video
     from LTX_2_MLX.pipelines.model_ledger import ModelLedger
     from LTX_2_MLX.pipelines.ti2vid_one_stage import TI2VidOneStagePipeline
-    from LTX_2_MLX.pipelines.two_stage import DistilledPipeline, TI2VidTwoStagesPipeline
+    from LTX_2_MLX.pipelines.two_stage import DistilledPipeline, KeyframeInterpolationPipeline, TI2VidTwoStagesPipeline
 
     try:
         defaults = detect_params(checkpoint_path)
@@ -169,8 +171,10 @@ def generate(checkpoint_path, gemma_path, pipeline, spatial_upscaler_path, disti
         check_generation_size(height, width, num_frames, divisor=32 if pipeline == "one-stage" else 64)
         if pipeline != "one-stage" and spatial_upscaler_path is None:
             raise click.ClickException(f"--pipeline {pipeline} needs --spatial-upscaler-path")
-        if pipeline == "two-stage" and distilled_lora is None:
-            raise click.ClickException("--pipeline two-stage needs --distilled-lora PATH STRENGTH")
+        if pipeline in ("two-stage", "keyframes") and distilled_lora is None:
+            raise click.ClickException(f"--pipeline {pipeline} needs --distilled-lora PATH STRENGTH")
+        if pipeline == "keyframes" and len(images) < 2:
+            raise click.ClickException("--pipeline keyframes needs at least two --image PATH FRAME STRENGTH")
         for path, frame, _ in images:
             if not Path(path).is_file():
                 raise click.ClickException(f"--image {path}: no such file")
@@ -198,8 +202,9 @@ def generate(checkpoint_path, gemma_path, pipeline, spatial_upscaler_path, disti
         )  # fmt: skip
         if pipeline == "distilled":
             result = DistilledPipeline(ledger, tiling)(**shared)
-        elif pipeline == "two-stage":
-            result = TI2VidTwoStagesPipeline(ledger, [distilled_lora], tiling)(**shared, **guided)
+        elif pipeline in ("two-stage", "keyframes"):
+            kind = KeyframeInterpolationPipeline if pipeline == "keyframes" else TI2VidTwoStagesPipeline
+            result = kind(ledger, [distilled_lora], tiling)(**shared, **guided)
         else:
             result = TI2VidOneStagePipeline(ledger, tiling)(**shared, **guided)
         write_video(output_path, result.frames, result.fps, result.audio)

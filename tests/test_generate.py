@@ -117,7 +117,7 @@ def test_generate_refuses_bad_sizes_and_writes_nothing(model_files, tmp_path, op
     assert not output.exists()
 
 
-@pytest.mark.parametrize("pipeline", ["two-stage", "distilled"])
+@pytest.mark.parametrize("pipeline", ["two-stage", "distilled", "keyframes"])
 def test_two_stage_pipelines_write_full_size_video(model_files, tmp_path, pipeline):
     import imageio_ffmpeg
 
@@ -125,8 +125,10 @@ def test_two_stage_pipelines_write_full_size_video(model_files, tmp_path, pipeli
     output = tmp_path / f"{pipeline}.mp4"
     extra = ["--pipeline", pipeline, "--spatial-upscaler-path", str(upscaler), "--height", "128", "--width", "128",
              "--image", str(image), "0", "0.9"]  # fmt: skip
-    if pipeline == "two-stage":
+    if pipeline in ("two-stage", "keyframes"):
         extra += ["--distilled-lora", str(lora), "0.6"]
+    if pipeline == "keyframes":
+        extra += ["--image", str(image), "8", "1.0"]
     result = _generate(model_files, output, *extra)
     assert result.exit_code == 0, result.output
     reader = imageio_ffmpeg.read_frames(str(output))
@@ -140,3 +142,19 @@ def test_two_stage_needs_its_files(model_files, tmp_path):
     assert result.exit_code != 0 and "--spatial-upscaler-path" in result.output
     result = _generate(model_files, tmp_path / "x.mp4", "--pipeline", "two-stage", "--height", "96", "--width", "128")
     assert result.exit_code != 0 and "multiples of 64" in result.output
+
+
+def test_first_image_replaces_the_latent_unless_interpolating(model_files):
+    import mlx.core as mx
+
+    from LTX_2_MLX.conditioning import VideoConditionByKeyframeIndex, VideoConditionByLatentIndex
+    from LTX_2_MLX.pipelines.common import ImageConditioningInput, image_conditionings
+    from LTX_2_MLX.pipelines.model_ledger import ModelLedger
+
+    checkpoint, gemma, image = model_files[:3]
+    encoder = ModelLedger(checkpoint, gemma, dtype=mx.float32).video_encoder()
+    images = [ImageConditioningInput(str(image), 0), ImageConditioningInput(str(image), 8, 0.5)]
+    kinds = [type(c) for c in image_conditionings(images, 64, 64, encoder, mx.float32)]
+    assert kinds == [VideoConditionByLatentIndex, VideoConditionByKeyframeIndex]
+    kinds = [type(c) for c in image_conditionings(images, 64, 64, encoder, mx.float32, all_as_keyframes=True)]
+    assert kinds == [VideoConditionByKeyframeIndex, VideoConditionByKeyframeIndex]

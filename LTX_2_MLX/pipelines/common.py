@@ -80,13 +80,15 @@ def check_generation_size(height: int, width: int, num_frames: int, divisor: int
 
 
 def image_conditionings(
-    images: list[ImageConditioningInput], height: int, width: int, video_encoder, dtype: mx.Dtype
-) -> list:
-    """Encode each image and place it: frame 0 replaces the first latent, others become keyframes."""
+    images: list[ImageConditioningInput], height: int, width: int, video_encoder, dtype: mx.Dtype,
+    all_as_keyframes: bool = False,
+) -> list:  # fmt: skip
+    """Encode each image and place it: frame 0 replaces the first latent, others become
+    keyframe tokens; with all_as_keyframes every image guides as a keyframe (interpolation)."""
     conditionings = []
     for image in images:
         encoded = video_encoder(load_image_conditioning(image.path, height, width, image.crf).astype(dtype))
-        if image.frame_idx == 0:
+        if image.frame_idx == 0 and not all_as_keyframes:
             conditionings.append(VideoConditionByLatentIndex(latent=encoded, strength=image.strength, latent_idx=0))
         else:
             conditionings.append(

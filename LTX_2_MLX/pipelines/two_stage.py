@@ -33,13 +33,14 @@ def refine_upscaled(
     images: list[ImageConditioningInput],
     shape: VideoPixelShape,
     noiser: Noiser,
+    all_as_keyframes: bool = False,
 ) -> tuple:
     """Stage 2: upscale the half-size video latent x2, re-noise it to the first stage-2 sigma
     and denoise it (with the stage-1 audio) at full size, unguided."""
     video_state, audio_state = stage_1
     encoder = ledger.video_encoder()
     upscaled = upsample_latent(video_state.latent[:1], ledger.spatial_upscaler(), encoder.per_channel_statistics)
-    conditionings = image_conditionings(list(images), shape.height, shape.width, encoder, ledger.dtype)
+    conditionings = image_conditionings(list(images), shape.height, shape.width, encoder, ledger.dtype, all_as_keyframes)
     del encoder
     sigmas = mx.array(STAGE_2_DISTILLED_SIGMA_VALUES)
     return denoise_audio_video(
@@ -94,6 +95,8 @@ class TI2VidTwoStagesPipeline:
     """A full (dev) checkpoint: guided generation at half size with the LTX-2 schedule, then
     the stage-2 refinement with the distilled LoRA fused in."""
 
+    images_as_keyframes = False
+
     def __init__(self, ledger: ModelLedger, distilled_lora: list[tuple[str, float]], tiling: TilingConfig | None = None):
         self.ledger = ledger
         self.stage_2_ledger = replace(ledger, loras=[*ledger.loras, *distilled_lora])
@@ -112,7 +115,9 @@ class TI2VidTwoStagesPipeline:
             image=images[0].path if images else None, seed=seed,
         )  # fmt: skip
         encoder = ledger.video_encoder()
-        conditionings = image_conditionings(list(images), half.height, half.width, encoder, ledger.dtype)
+        conditionings = image_conditionings(
+            list(images), half.height, half.width, encoder, ledger.dtype, self.images_as_keyframes
+        )
         del encoder
         transformer = ledger.transformer()
         noiser = GaussianNoiser(seed)
@@ -128,9 +133,18 @@ class TI2VidTwoStagesPipeline:
         mx.clear_cache()
         transformer = self.stage_2_ledger.transformer()
         video_state, audio_state = refine_upscaled(
-            self.stage_2_ledger, transformer, stage_1, (video_context, audio_context), images, full, noiser
+            self.stage_2_ledger, transformer, stage_1, (video_context, audio_context), images, full, noiser,
+            self.images_as_keyframes,
         )
         mx.eval(video_state.latent, audio_state.latent)
         del transformer
         mx.clear_cache()
         return decode_outputs(ledger, video_state.latent, audio_state.latent, frame_rate, seed, self.tiling)
+
+
+class KeyframeInterpolationPipeline(TI2VidTwoStagesPipeline):
+    """Two-stage generation between keyframe images: every image, the first included, guides
+    as keyframe tokens at its frame instead of replacing latents (ltx-pipelines
+    `keyframe_interpolation.py`)."""
+
+    images_as_keyframes = True
