@@ -6,6 +6,7 @@ Arrays are channels-last inside, (B, samples, C); the public boundary keeps ltx-
 """
 
 import math
+from functools import cache, partial
 
 import mlx.core as mx
 import numpy as np
@@ -61,42 +62,61 @@ def hann_sinc_filter1d(ratio: int, lowpass_filter_width: int = 6, rolloff: float
 
 
 def depthwise_conv_transpose1d(x: mx.array, filter_: mx.array, stride: int) -> mx.array:
-    """torch conv_transpose1d(x, filter_ per channel, stride, groups=C) on (B, L, C):
-    (B, (L-1)·stride + K, C), computed polyphase (one stride-1 grouped conv, one tap per phase)."""
+    """torch conv_transpose1d(x, filter_ per channel, stride, groups=C) on (B, L, C) ->
+    (B, (L-1)·stride + K, C), in float32.
+
+    Polyphase: output sample q·stride + p is sum_j filter_[j·stride + p] · x[q - j], so each
+    phase is a short sum of shifted slices. One filter shared by all channels makes this an
+    element-wise chain that mx.compile fuses; MLX's grouped convolutions are far slower here.
+    """
     b, length, c = x.shape
     k = filter_.shape[0]
     taps = -(-k // stride)
-    padded = mx.pad(filter_, [(0, taps * stride - k)]).reshape(taps, stride)  # [j, phase] = f[j·stride + phase]
-    # out[q·stride + phase] = sum_j f[j·stride + phase] · x[q - j]: a full convolution per phase.
-    weight = padded[::-1].T  # (stride, taps), taps reversed for cross-correlation
-    weight = mx.broadcast_to(weight[None], (c, stride, taps)).reshape(c * stride, taps, 1).astype(x.dtype)
-    x = mx.pad(x, [(0, 0), (taps - 1, taps - 1), (0, 0)])
-    out = mx.conv1d(x, weight, groups=c)  # (B, L + taps - 1, C·stride)
-    out = out.reshape(b, -1, c, stride).transpose(0, 1, 3, 2).reshape(b, -1, c)
+    f = mx.pad(filter_.astype(mx.float32), [(0, taps * stride - k)])
+    padded = mx.pad(x.astype(mx.float32), [(0, 0), (taps - 1, taps - 1), (0, 0)])
+    span = length + taps - 1
+    phases = []
+    for phase in range(stride):
+        terms = [f[j * stride + phase] * padded[:, taps - 1 - j : taps - 1 - j + span] for j in range(taps)]
+        phases.append(sum(terms[1:], terms[0]))
+    out = mx.stack(phases, axis=2).reshape(b, span * stride, c)
     return out[:, : (length - 1) * stride + k]
 
 
 def depthwise_conv1d(x: mx.array, filter_: mx.array, stride: int = 1) -> mx.array:
-    """torch conv1d(x, filter_ per channel, stride, groups=C) on (B, L, C), no padding."""
-    c = x.shape[-1]
-    weight = mx.broadcast_to(filter_[None, :, None], (c, filter_.shape[0], 1)).astype(x.dtype)
-    return mx.conv1d(x, weight, stride=stride, groups=c)
+    """torch conv1d(x, filter_ per channel, stride, groups=C) on (B, L, C), no padding, in
+    float32: the sum over taps of strided slices (see depthwise_conv_transpose1d)."""
+    k = filter_.shape[0]
+    span = stride * ((x.shape[1] - k) // stride) + 1
+    f, x = filter_.astype(mx.float32), x.astype(mx.float32)
+    terms = [f[tap] * x[:, tap : tap + span : stride] for tap in range(k)]
+    return sum(terms[1:], terms[0])
 
 
 def _replicate_pad(x: mx.array, left: int, right: int) -> mx.array:
     return mx.pad(x, [(0, 0), (left, right), (0, 0)], mode="edge")
 
 
+def lowpass1d(x: mx.array, filter_: mx.array, *, stride: int, pad_left: int, pad_right: int) -> mx.array:
+    """LowPassFilter1d: replicate padding, then the depthwise filter with `stride` (float32 out)."""
+    return depthwise_conv1d(_replicate_pad(x, pad_left, pad_right), filter_, stride)
+
+
+def upsample1d(x: mx.array, filter_: mx.array, *, ratio: int, pad: int, pad_left: int, pad_right: int) -> mx.array:
+    """UpSample1d: replicate padding, transposed depthwise filter, gain `ratio`, crop (float32 out)."""
+    x = ratio * depthwise_conv_transpose1d(_replicate_pad(x, pad, pad), filter_, ratio)
+    return x[:, pad_left : x.shape[1] - pad_right]
+
+
+def snake(x: mx.array, alpha: mx.array, inverse_beta: mx.array) -> mx.array:
+    """x + sin²(αx)/β, per channel (the last axis)."""
+    return x + inverse_beta * mx.square(mx.sin(x * alpha))
+
+
 class LowPassFilter1d(nn.Module):
     """Replicate-padded depthwise low-pass filter; `filter` is a checkpoint buffer."""
 
-    def __init__(
-        self,
-        cutoff: float = 0.5,
-        half_width: float = 0.6,
-        stride: int = 1,
-        kernel_size: int = 12,
-    ):
+    def __init__(self, cutoff: float = 0.5, half_width: float = 0.6, stride: int = 1, kernel_size: int = 12):
         super().__init__()
         if cutoff < 0:
             raise ValueError("Minimum cutoff must be larger than zero.")
@@ -108,19 +128,17 @@ class LowPassFilter1d(nn.Module):
         self.stride = stride
         self.filter = mx.array(kaiser_sinc_filter1d(cutoff, half_width, kernel_size))
 
+    def geometry(self) -> dict:
+        return {"stride": self.stride, "pad_left": self.pad_left, "pad_right": self.pad_right}
+
     def __call__(self, x: mx.array) -> mx.array:
-        return depthwise_conv1d(_replicate_pad(x, self.pad_left, self.pad_right), self.filter, self.stride)
+        return lowpass1d(x, self.filter, **self.geometry()).astype(x.dtype)
 
 
 class UpSample1d(nn.Module):
     """Sinc-interpolating upsampler by an integer ratio (kaiser: BigVGAN; hann: torchaudio's)."""
 
-    def __init__(
-        self,
-        ratio: int = 2,
-        kernel_size: int | None = None,
-        window_type: str = "kaiser",
-    ):
+    def __init__(self, ratio: int = 2, kernel_size: int | None = None, window_type: str = "kaiser"):
         super().__init__()
         self.ratio = ratio
         if window_type == "hann":
@@ -136,11 +154,13 @@ class UpSample1d(nn.Module):
             self.pad_right = self.pad * ratio + (self.kernel_size - ratio + 1) // 2
             filter_ = kaiser_sinc_filter1d(0.5 / ratio, 0.6 / ratio, self.kernel_size)
         self.filter = mx.array(filter_)
+        self._compiled = _compiled_upsample1d(tuple(self.geometry().items()))
+
+    def geometry(self) -> dict:
+        return {"ratio": self.ratio, "pad": self.pad, "pad_left": self.pad_left, "pad_right": self.pad_right}
 
     def __call__(self, x: mx.array) -> mx.array:
-        x = _replicate_pad(x, self.pad, self.pad)
-        x = self.ratio * depthwise_conv_transpose1d(x, self.filter, self.ratio)
-        return x[:, self.pad_left : x.shape[1] - self.pad_right]
+        return self._compiled(x, self.filter).astype(x.dtype)
 
 
 class DownSample1d(nn.Module):
@@ -153,11 +173,6 @@ class DownSample1d(nn.Module):
         return self.lowpass(x)
 
 
-@mx.compile
-def _snake(x: mx.array, alpha: mx.array, inverse_beta: mx.array) -> mx.array:
-    return x + inverse_beta * mx.square(mx.sin(x * alpha))
-
-
 class Snake(nn.Module):
     """x + sin²(αx)/α per channel, α stored as log α."""
 
@@ -166,9 +181,14 @@ class Snake(nn.Module):
         self.alpha_logscale = alpha_logscale
         self.alpha = mx.zeros((in_features,)) if alpha_logscale else mx.ones((in_features,))
 
+    def coefficients(self) -> tuple[mx.array, mx.array]:
+        """(α, 1/(α + eps)) in float32."""
+        alpha = self.alpha.astype(mx.float32)
+        alpha = mx.exp(alpha) if self.alpha_logscale else alpha
+        return alpha, 1.0 / (alpha + 1e-9)
+
     def __call__(self, x: mx.array) -> mx.array:
-        alpha = mx.exp(self.alpha) if self.alpha_logscale else self.alpha
-        return _snake(x, alpha.astype(x.dtype), (1.0 / (alpha + 1e-9)).astype(x.dtype))
+        return snake(x, *self.coefficients()).astype(x.dtype)
 
 
 class SnakeBeta(nn.Module):
@@ -180,13 +200,39 @@ class SnakeBeta(nn.Module):
         self.alpha = mx.zeros((in_features,)) if alpha_logscale else mx.ones((in_features,))
         self.beta = mx.zeros((in_features,)) if alpha_logscale else mx.ones((in_features,))
 
+    def coefficients(self) -> tuple[mx.array, mx.array]:
+        """(α, 1/(β + eps)) in float32."""
+        alpha, beta = self.alpha.astype(mx.float32), self.beta.astype(mx.float32)
+        if self.alpha_logscale:
+            alpha, beta = mx.exp(alpha), mx.exp(beta)
+        return alpha, 1.0 / (beta + 1e-9)
+
     def __call__(self, x: mx.array) -> mx.array:
-        alpha, beta = (mx.exp(self.alpha), mx.exp(self.beta)) if self.alpha_logscale else (self.alpha, self.beta)
-        return _snake(x, alpha.astype(x.dtype), (1.0 / (beta + 1e-9)).astype(x.dtype))
+        return snake(x, *self.coefficients()).astype(x.dtype)
+
+
+def _activation1d(x, up_filter, alpha, inverse_beta, down_filter, *, up: dict, down: dict):
+    x = upsample1d(x, up_filter, **up)
+    return lowpass1d(snake(x, alpha, inverse_beta), down_filter, **down)
+
+
+@cache
+def _compiled_activation1d(up: tuple, down: tuple):
+    """One compiled function per filter geometry, shared by all activations that have it."""
+    return mx.compile(partial(_activation1d, up=dict(up), down=dict(down)))
+
+
+@cache
+def _compiled_upsample1d(geometry: tuple):
+    return mx.compile(partial(upsample1d, **dict(geometry)))
 
 
 class Activation1d(nn.Module):
-    """Activation at twice the rate: upsample 2x, activate, low-pass and downsample 2x."""
+    """Activation at twice the rate: upsample 2x, activate, low-pass and downsample 2x.
+
+    The three steps run as one compiled function, in float32 inside (the reference rounds to the
+    working dtype after each step).
+    """
 
     def __init__(
         self,
@@ -200,9 +246,14 @@ class Activation1d(nn.Module):
         self.act = activation
         self.upsample = UpSample1d(up_ratio, up_kernel_size)
         self.downsample = DownSample1d(down_ratio, down_kernel_size)
+        self._compiled = _compiled_activation1d(
+            tuple(self.upsample.geometry().items()), tuple(self.downsample.lowpass.geometry().items())
+        )
 
     def __call__(self, x: mx.array) -> mx.array:
-        return self.downsample(self.act(self.upsample(x)))
+        alpha, inverse_beta = self.act.coefficients()
+        out = self._compiled(x, self.upsample.filter, alpha, inverse_beta, self.downsample.lowpass.filter)
+        return out.astype(x.dtype)
 
 
 class AMPBlock1(nn.Module):
@@ -333,10 +384,17 @@ class STFTFn(nn.Module):
         self.inverse_basis = mx.zeros((2 * n_freqs, filter_length, 1))
 
     def magnitude(self, y: mx.array) -> mx.array:
-        """Waveforms (N, samples) -> |STFT| (N, frames, n_freqs), left padding only (no lookahead)."""
+        """Waveforms (N, samples) -> |STFT| (N, frames, n_freqs), left padding only (no lookahead).
+
+        The strided one-channel convolution of the reference, as frames @ basis (a matmul).
+        """
         left_pad = max(0, self.win_length - self.hop_length)
-        y = mx.pad(y, [(0, 0), (left_pad, 0)])[..., None]
-        spec = mx.conv1d(y, self.forward_basis.astype(y.dtype), stride=self.hop_length)
+        y = mx.pad(y, [(0, 0), (left_pad, 0)])
+        filter_length = self.forward_basis.shape[1]
+        n_frames = (y.shape[-1] - filter_length) // self.hop_length + 1
+        index = mx.arange(n_frames)[:, None] * self.hop_length + mx.arange(filter_length)[None, :]
+        frames = mx.take(y, index, axis=-1)  # (N, frames, filter_length)
+        spec = frames @ self.forward_basis[..., 0].astype(y.dtype).T
         n_freqs = spec.shape[-1] // 2
         real, imag = spec[..., :n_freqs], spec[..., n_freqs:]
         return mx.sqrt(real * real + imag * imag)
