@@ -7,7 +7,6 @@ Arrays are channels-last inside, (B, T, F, C); `__call__` takes and returns ltx-
 import mlx.core as mx
 from mlx import nn
 
-from LTX_2_MLX.components.patchifiers import AudioPatchifier
 from LTX_2_MLX.model.audio_vae.attention import AttentionType, make_attn
 from LTX_2_MLX.model.audio_vae.causal_conv_2d import make_conv2d
 from LTX_2_MLX.model.audio_vae.causality_axis import CausalityAxis
@@ -93,13 +92,6 @@ class AudioEncoder(nn.Module):
         self.z_channels = config.z_channels
         self.double_z = config.double_z
         self.per_channel_statistics = PerChannelStatistics(latent_channels=config.ch)
-        self.patchifier = AudioPatchifier(
-            patch_size=1,
-            audio_latent_downsample_factor=LATENT_DOWNSAMPLE_FACTOR,
-            sample_rate=config.sample_rate,
-            hop_length=config.mel_hop_length,
-            is_causal=config.is_causal,
-        )
         norm_type, axis, attn_type = config.norm, config.causality, config.attention
         self.conv_in = make_conv2d(config.in_channels, config.ch, kernel_size=3, stride=1, causality_axis=axis)
         self.down, block_in = build_downsampling_path(
@@ -142,6 +134,7 @@ class AudioEncoder(nn.Module):
             )
         h = self.encode_features(_to_channels_last(spectrogram))
         # double_z: the first half of the channels are the means, the rest the log-variances.
+        # The statistics apply per (channel, mel bin), as on ltx-core's patchified latent.
         means = h[..., : h.shape[-1] // 2] if self.double_z else h
         return _to_channels_first(self.per_channel_statistics.normalize(means))
 
@@ -161,13 +154,6 @@ class AudioDecoder(nn.Module):
         self.z_channels = config.z_channels
         self.causality_axis = config.causality
         self.per_channel_statistics = PerChannelStatistics(latent_channels=config.ch)
-        self.patchifier = AudioPatchifier(
-            patch_size=1,
-            audio_latent_downsample_factor=LATENT_DOWNSAMPLE_FACTOR,
-            sample_rate=config.sample_rate,
-            hop_length=config.mel_hop_length,
-            is_causal=config.is_causal,
-        )
         # The decoder always uses vanilla attention, whatever the config says (as ltx-core).
         norm_type, axis, attn_type = (
             config.norm,
