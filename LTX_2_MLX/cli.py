@@ -118,11 +118,16 @@ def _check_memory(checkpoint: Path, dtype: mx.Dtype, quantization: str | None) -
               help="LTX-2 single-file checkpoint (e.g. weights/ltx-2-19b-dev.safetensors).")
 @click.option("--gemma-path", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Gemma 3 12B directory (Hugging Face layout).")
-@click.option("--pipeline", type=click.Choice(["one-stage", "two-stage", "distilled", "keyframes"]),
+@click.option("--pipeline", type=click.Choice(["one-stage", "two-stage", "distilled", "keyframes", "ic-lora"]),
               default="one-stage", show_default=True,
               help="one-stage: guided, at full size. two-stage: guided at half size, upscaled and refined with the "
               "distilled LoRA. distilled: a distilled checkpoint, 8+3 unguided steps. keyframes: two-stage, every "
-              "--image guiding as a keyframe (interpolation between them).")
+              "--image guiding as a keyframe (interpolation between them). ic-lora: a distilled checkpoint steered "
+              "by --video-conditioning through the IC-LoRA given with --lora.")
+@click.option("--video-conditioning", type=(str, float), multiple=True, metavar="PATH STRENGTH",
+              help="ic-lora: a reference video (depth, pose, edges...); repeatable.")
+@click.option("--conditioning-attention-strength", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True,
+              help="ic-lora: how strongly the generated tokens attend to the reference video.")
 @click.option("--spatial-upscaler-path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Latent x2 upscaler file, for two-stage and distilled.")
 @click.option("--distilled-lora", type=(str, float), default=None, metavar="PATH STRENGTH",
@@ -148,11 +153,13 @@ def _check_memory(checkpoint: Path, dtype: mx.Dtype, quantization: str | None) -
 @click.option("--tiled-decode/--no-tiled-decode", default=True, show_default=True,
               help="Decode the video in overlapping tiles, chunk by chunk (less memory).")
 @click.option("--skip-memory-check", is_flag=True)
-def generate(checkpoint_path, gemma_path, pipeline, spatial_upscaler_path, distilled_lora, prompt, negative_prompt, output_path, height, width, num_frames, frame_rate,
+def generate(checkpoint_path, gemma_path, pipeline, video_conditioning, conditioning_attention_strength,
+             spatial_upscaler_path, distilled_lora, prompt, negative_prompt, output_path, height, width, num_frames, frame_rate,
              num_inference_steps, seed, images, loras, enhance_prompt, dtype, quantization, text_encoder_bits,
              tiled_decode, skip_memory_check) -> None:  # fmt: skip
     """Generate a video (with audio) from a prompt, optionally conditioned on images."""
     from LTX_2_MLX.model.video_vae import TilingConfig
+    from LTX_2_MLX.pipelines.ic_lora import ICLoraPipeline
     from LTX_2_MLX.pipelines.common import (
         DEFAULT_NEGATIVE_PROMPT,
         ImageConditioningInput,
@@ -173,6 +180,11 @@ def generate(checkpoint_path, gemma_path, pipeline, spatial_upscaler_path, disti
             raise click.ClickException(f"--pipeline {pipeline} needs --spatial-upscaler-path")
         if pipeline in ("two-stage", "keyframes") and distilled_lora is None:
             raise click.ClickException(f"--pipeline {pipeline} needs --distilled-lora PATH STRENGTH")
+        if pipeline == "ic-lora" and not (video_conditioning and loras):
+            raise click.ClickException("--pipeline ic-lora needs --video-conditioning PATH STRENGTH and the IC-LoRA (--lora)")
+        for path, _ in video_conditioning:
+            if not Path(path).is_file():
+                raise click.ClickException(f"--video-conditioning {path}: no such file")
         if pipeline == "keyframes" and len(images) < 2:
             raise click.ClickException("--pipeline keyframes needs at least two --image PATH FRAME STRENGTH")
         for path, frame, _ in images:
@@ -202,6 +214,11 @@ def generate(checkpoint_path, gemma_path, pipeline, spatial_upscaler_path, disti
         )  # fmt: skip
         if pipeline == "distilled":
             result = DistilledPipeline(ledger, tiling)(**shared)
+        elif pipeline == "ic-lora":
+            result = ICLoraPipeline(ledger, tiling)(
+                **shared, video_conditioning=list(video_conditioning),
+                conditioning_attention_strength=conditioning_attention_strength,
+            )  # fmt: skip
         elif pipeline in ("two-stage", "keyframes"):
             kind = KeyframeInterpolationPipeline if pipeline == "keyframes" else TI2VidTwoStagesPipeline
             result = kind(ledger, [distilled_lora], tiling)(**shared, **guided)

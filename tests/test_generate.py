@@ -63,7 +63,7 @@ def model_files(tmp_path_factory):
         lora[f"diffusion_model.{layer}.lora_A.weight"] = torch.randn(4, in_dim, generator=gen) * 0.1
         lora[f"diffusion_model.{layer}.lora_B.weight"] = torch.randn(out_dim, 4, generator=gen) * 0.1
     lora_path = save_checkpoint(folder / "distilled-lora.safetensors", lora, None)
-    return checkpoint, gemma, image, upscaler_path, lora_path
+    return checkpoint, gemma, image, upscaler_path, lora_path, folder
 
 
 def _generate(model_files, output, *extra):
@@ -121,7 +121,7 @@ def test_generate_refuses_bad_sizes_and_writes_nothing(model_files, tmp_path, op
 def test_two_stage_pipelines_write_full_size_video(model_files, tmp_path, pipeline):
     import imageio_ffmpeg
 
-    _, _, image, upscaler, lora = model_files
+    image, upscaler, lora = model_files[2:5]
     output = tmp_path / f"{pipeline}.mp4"
     extra = ["--pipeline", pipeline, "--spatial-upscaler-path", str(upscaler), "--height", "128", "--width", "128",
              "--image", str(image), "0", "0.9"]  # fmt: skip
@@ -158,3 +158,34 @@ def test_first_image_replaces_the_latent_unless_interpolating(model_files):
     assert kinds == [VideoConditionByLatentIndex, VideoConditionByKeyframeIndex]
     kinds = [type(c) for c in image_conditionings(images, 64, 64, encoder, mx.float32, all_as_keyframes=True)]
     assert kinds == [VideoConditionByKeyframeIndex, VideoConditionByKeyframeIndex]
+
+
+def test_ic_lora_pipeline_follows_a_reference_video(model_files, tmp_path):
+    """The IC-LoRA's metadata halves the reference: at 128x128 output, stage 1 runs at 64x64
+    and the reference video is encoded at 32x32."""
+    from safetensors.torch import save_file
+
+    import imageio_ffmpeg
+
+    from LTX_2_MLX.pipelines.media_io import write_video
+
+    _, _, _, upscaler, lora, folder = model_files
+    reference = write_video(tmp_path / "pose.mp4", [np.random.RandomState(1).randint(0, 255, (12, 48, 40, 3), np.uint8)], 24)
+    ic_lora = tmp_path / "ic-lora.safetensors"
+    save_file(load_file(lora), str(ic_lora), metadata={"reference_downscale_factor": "2"})
+    output = tmp_path / "ic.mp4"
+    result = _generate(model_files, output, "--pipeline", "ic-lora", "--spatial-upscaler-path", str(upscaler),
+                       "--height", "128", "--width", "128", "--lora", str(ic_lora), "1.0",
+                       "--video-conditioning", str(reference), "1.0", "--conditioning-attention-strength", "0.5")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    meta = next(imageio_ffmpeg.read_frames(str(output)))
+    assert tuple(meta["size"]) == (128, 128)
+
+
+def test_conditioning_video_is_cut_to_8k_plus_1_frames(tmp_path):
+    from LTX_2_MLX.pipelines.media_io import load_video_conditioning, write_video
+
+    clip = write_video(tmp_path / "c.mp4", [np.full((12, 32, 48, 3), 255, np.uint8)], 24)
+    video = load_video_conditioning(clip, 32, 32, frame_cap=100)
+    assert video.shape == (1, 3, 9, 32, 32) and float(video.min()) > 0.9
+    assert load_video_conditioning(clip, 32, 32, frame_cap=1).shape[2] == 1

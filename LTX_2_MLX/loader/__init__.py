@@ -11,6 +11,8 @@ _LOADERS = {
     "load_text_encoder": "text_encoder",
     "load_embeddings_processor": "text_encoder",
     "load_upscaler": "upscaler",
+    "load_audio_vae": "audio_vae",
+    "load_vocoder": "audio_vae",
 }
 
 __all__ = ["CheckpointError", "load_tensors", "read_config", *_LOADERS]

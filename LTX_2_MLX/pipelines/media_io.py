@@ -148,3 +148,28 @@ def write_video(
 def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
     yield first
     yield from rest
+
+
+def load_video_conditioning(path: str | Path, height: int, width: int, frame_cap: int) -> mx.array:
+    """A video file's first frames as the VAE encoder's input, (1, 3, F, height, width) in [-1, 1].
+
+    At most `frame_cap` frames are read, then cut to the longest 8k+1 run the causal VAE takes.
+    """
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path))
+        source_width, source_height = next(reader)["size"]
+    except (OSError, RuntimeError, StopIteration) as err:
+        raise ValueError(f"{path}: cannot read the conditioning video ({err}).") from None
+    frames = []
+    try:
+        for raw in reader:
+            frames.append(np.frombuffer(raw, np.uint8).reshape(source_height, source_width, 3))
+            if len(frames) == frame_cap:
+                break
+    finally:
+        reader.close()
+    if not frames:
+        raise ValueError(f"{path}: the conditioning video has no frames.")
+    frames = frames[: (len(frames) - 1) // 8 * 8 + 1]
+    resized = resize_and_center_crop(np.stack(frames), height, width)
+    return mx.array(resized / 127.5 - 1.0).transpose(3, 0, 1, 2)[None]

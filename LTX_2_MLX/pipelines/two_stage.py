@@ -19,7 +19,7 @@ from LTX_2_MLX.pipelines.model_ledger import ModelLedger
 from LTX_2_MLX.pipelines.ti2vid_one_stage import decode_outputs
 
 
-def _components(ledger: ModelLedger, transformer) -> PipelineComponents:
+def pipeline_components(ledger: ModelLedger, transformer) -> PipelineComponents:
     return PipelineComponents.for_transformer(
         transformer.velocity_model.config, audio_latent_channels=ledger.audio_latent_channels
     )
@@ -45,12 +45,12 @@ def refine_upscaled(
     sigmas = mx.array(STAGE_2_DISTILLED_SIGMA_VALUES)
     return denoise_audio_video(
         shape, transformer, *contexts, sigmas, EulerDiffusionStep(), noiser,
-        conditionings=conditionings, components=_components(ledger, transformer), dtype=ledger.dtype,
+        conditionings=conditionings, components=pipeline_components(ledger, transformer), dtype=ledger.dtype,
         noise_scale=sigmas[0], initial_video_latent=upscaled, initial_audio_latent=audio_state.latent,
     )  # fmt: skip
 
 
-def _half_size(height: int, width: int, num_frames: int, frame_rate: float) -> tuple[VideoPixelShape, VideoPixelShape]:
+def half_and_full_shapes(height: int, width: int, num_frames: int, frame_rate: float) -> tuple[VideoPixelShape, VideoPixelShape]:
     check_generation_size(height, width, num_frames, divisor=64)
     full = VideoPixelShape(batch=1, frames=num_frames, height=height, width=width, fps=frame_rate)
     return full._replace(height=height // 2, width=width // 2), full
@@ -69,7 +69,7 @@ class DistilledPipeline:
         images: list[ImageConditioningInput] = (), enhance_prompt: bool = False,
     ) -> GeneratedVideo:  # fmt: skip
         ledger = self.ledger
-        half, full = _half_size(height, width, num_frames, frame_rate)
+        half, full = half_and_full_shapes(height, width, num_frames, frame_rate)
         ((video_context, audio_context, _),) = ledger.encode_prompts(
             [prompt], enhance_first_prompt=enhance_prompt, image=images[0].path if images else None, seed=seed
         )
@@ -80,7 +80,7 @@ class DistilledPipeline:
         noiser = GaussianNoiser(seed)
         stage_1 = denoise_audio_video(
             half, transformer, video_context, audio_context, mx.array(DISTILLED_SIGMA_VALUES), EulerDiffusionStep(),
-            noiser, conditionings=conditionings, components=_components(ledger, transformer), dtype=ledger.dtype,
+            noiser, conditionings=conditionings, components=pipeline_components(ledger, transformer), dtype=ledger.dtype,
         )  # fmt: skip
         video_state, audio_state = refine_upscaled(
             ledger, transformer, stage_1, (video_context, audio_context), images, full, noiser
@@ -109,7 +109,7 @@ class TI2VidTwoStagesPipeline:
         enhance_prompt: bool = False,
     ) -> GeneratedVideo:  # fmt: skip
         ledger = self.ledger
-        half, full = _half_size(height, width, num_frames, frame_rate)
+        half, full = half_and_full_shapes(height, width, num_frames, frame_rate)
         (video_context, audio_context, _), (negative_video, negative_audio, _) = ledger.encode_prompts(
             [prompt, negative_prompt], enhance_first_prompt=enhance_prompt,
             image=images[0].path if images else None, seed=seed,
@@ -126,7 +126,7 @@ class TI2VidTwoStagesPipeline:
             EulerDiffusionStep(), noiser, conditionings=conditionings,
             video_guider=create_multimodal_guider_factory(video_guider_params, negative_video),
             audio_guider=create_multimodal_guider_factory(audio_guider_params, negative_audio),
-            components=_components(ledger, transformer), dtype=ledger.dtype,
+            components=pipeline_components(ledger, transformer), dtype=ledger.dtype,
         )  # fmt: skip
         mx.eval(stage_1[0].latent, stage_1[1].latent)
         del transformer
