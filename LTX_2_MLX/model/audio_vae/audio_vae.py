@@ -97,10 +97,8 @@ class AudioEncoder(nn.Module):
         self.down, block_in = build_downsampling_path(
             ch=config.ch,
             ch_mult=config.ch_mult,
-            num_resolutions=len(config.ch_mult),
             num_res_blocks=config.num_res_blocks,
             resolution=config.resolution,
-            temb_channels=0,
             dropout=config.dropout,
             norm_type=norm_type,
             causality_axis=axis,
@@ -116,13 +114,8 @@ class AudioEncoder(nn.Module):
     def encode_features(self, h: mx.array) -> mx.array:
         """Channels-last (B, T, F, in_channels) -> un-normalised (B, T', F', out) features."""
         h = self.conv_in(h)
-        for level, stage in enumerate(self.down):
-            for index, block in enumerate(stage.block):
-                h = block(h)
-                if stage.attn:
-                    h = stage.attn[index](h)
-            if level != len(self.down) - 1:
-                h = stage.downsample(h)
+        for level in self.down:
+            h = level(h)
         h = self.mid(h)
         return self.conv_out(nn.silu(self.norm_out(h)))
 
@@ -178,10 +171,8 @@ class AudioDecoder(nn.Module):
         self.up, final_block_channels = build_upsampling_path(
             ch=config.ch,
             ch_mult=config.ch_mult,
-            num_resolutions=len(config.ch_mult),
             num_res_blocks=config.num_res_blocks,
             resolution=config.resolution,
-            temb_channels=0,
             dropout=config.dropout,
             norm_type=norm_type,
             causality_axis=axis,
@@ -209,14 +200,8 @@ class AudioDecoder(nn.Module):
     def decode_features(self, h: mx.array) -> mx.array:
         """Channels-last de-normalised latent (B, T', F', z) -> (B, T, F, out_ch), uncropped."""
         h = self.mid(self.conv_in(h))
-        for level in reversed(range(len(self.up))):
-            stage = self.up[level]
-            for index, block in enumerate(stage.block):
-                h = block(h)
-                if stage.attn:
-                    h = stage.attn[index](h)
-            if level != 0:
-                h = stage.upsample(h)
+        for level in reversed(self.up):
+            h = level(h)
         return self.conv_out(nn.silu(self.norm_out(h)))
 
     def __call__(self, sample: mx.array) -> mx.array:

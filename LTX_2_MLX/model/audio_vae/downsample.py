@@ -1,10 +1,10 @@
 import mlx.core as mx
 from mlx import nn
 
-from LTX_2_MLX.model.audio_vae.attention import AttentionType, make_attn
+from LTX_2_MLX.model.audio_vae.attention import AttentionType
 from LTX_2_MLX.model.audio_vae.causality_axis import CausalityAxis, pad_spatial
 from LTX_2_MLX.model.audio_vae.ops import NormType
-from LTX_2_MLX.model.audio_vae.resnet import ResnetBlock
+from LTX_2_MLX.model.audio_vae.resnet import ResolutionLevel
 
 # (left, right, top, bottom) zero padding before the 3x3 stride-2 convolution.
 _DOWNSAMPLE_PADDING = {
@@ -42,57 +42,22 @@ class Downsample(nn.Module):
         return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
 
 
-class DownStage(nn.Module):
-    """One resolution level of the encoder: residual blocks (+ attention), then a Downsample."""
-
-    def __init__(self, block: list, attn: list, downsample: Downsample | None):
-        super().__init__()
-        self.block = block
-        self.attn = attn
-        if downsample is not None:
-            self.downsample = downsample
-
-
 def build_downsampling_path(
-    *,
-    ch: int,
-    ch_mult: tuple[int, ...],
-    num_resolutions: int,
-    num_res_blocks: int,
-    resolution: int,
-    temb_channels: int,
-    dropout: float,
-    norm_type: NormType,
-    causality_axis: CausalityAxis,
-    attn_type: AttentionType,
-    attn_resolutions: set[int],
-    resamp_with_conv: bool,
-) -> tuple[list[DownStage], int]:
-    stages = []
-    curr_res = resolution
-    in_ch_mult = (1, *ch_mult)
-    block_in = ch
-    for i_level in range(num_resolutions):
-        block, attn = [], []
-        block_in = ch * in_ch_mult[i_level]
-        block_out = ch * ch_mult[i_level]
-        for _ in range(num_res_blocks):
-            block.append(
-                ResnetBlock(
-                    in_channels=block_in,
-                    out_channels=block_out,
-                    temb_channels=temb_channels,
-                    dropout=dropout,
-                    norm_type=norm_type,
-                    causality_axis=causality_axis,
-                )
-            )
-            block_in = block_out
-            if curr_res in attn_resolutions:
-                attn.append(make_attn(block_in, attn_type=attn_type, norm_type=norm_type))
-        downsample = None
-        if i_level != num_resolutions - 1:
-            downsample = Downsample(block_in, resamp_with_conv, causality_axis=causality_axis)
-            curr_res = curr_res // 2
-        stages.append(DownStage(block, attn, downsample))
-    return stages, block_in
+    *, ch: int, ch_mult: tuple[int, ...], num_res_blocks: int, resolution: int, norm_type: NormType,
+    causality_axis: CausalityAxis, attn_type: AttentionType, attn_resolutions: set[int], resamp_with_conv: bool,
+    dropout: float = 0.0,
+) -> tuple[list[ResolutionLevel], int]:  # fmt: skip
+    """The encoder's levels, finest first: level i widens to ch * ch_mult[i] and, except the
+    last, halves the resolution at its end. Returns them and the final width."""
+    block_options = dict(temb_channels=0, dropout=dropout, norm_type=norm_type, causality_axis=causality_axis)
+    attention_options = dict(attn_type=attn_type, norm_type=norm_type)
+    levels, width, size = [], ch, resolution
+    for index, multiplier in enumerate(ch_mult):
+        is_last = index == len(ch_mult) - 1
+        resampler = None if is_last else Downsample(ch * multiplier, resamp_with_conv, causality_axis=causality_axis)
+        levels.append(
+            ResolutionLevel(width, ch * multiplier, num_res_blocks, size in attn_resolutions, block_options,
+                            attention_options, "downsample", resampler)  # fmt: skip
+        )
+        width, size = ch * multiplier, size if is_last else size // 2
+    return levels, width

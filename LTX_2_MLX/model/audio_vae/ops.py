@@ -13,23 +13,14 @@ import mlx.core as mx
 import numpy as np
 from mlx import nn
 
+from LTX_2_MLX.model.common.normalization import PixelNorm
+
 
 class NormType(Enum):
     """GROUP (GroupNorm, 32 groups) or PIXEL (RMS over channels at each location)."""
 
     GROUP = "group"
     PIXEL = "pixel"
-
-
-class PixelNorm(nn.Module):
-    """x / sqrt(mean(x², channels) + eps) over the last (channel) axis."""
-
-    def __init__(self, eps: float = 1e-6):
-        super().__init__()
-        self.eps = eps
-
-    def __call__(self, x: mx.array) -> mx.array:
-        return mx.fast.rms_norm(x, None, self.eps)
 
 
 def build_normalization_layer(in_channels: int, *, num_groups: int = 32, normtype: NormType = NormType.GROUP):

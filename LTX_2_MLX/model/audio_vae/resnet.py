@@ -3,6 +3,7 @@
 import mlx.core as mx
 from mlx import nn
 
+from LTX_2_MLX.model.audio_vae.attention import make_attn
 from LTX_2_MLX.model.audio_vae.causal_conv_2d import make_conv2d
 from LTX_2_MLX.model.audio_vae.causality_axis import CausalityAxis
 from LTX_2_MLX.model.audio_vae.ops import NormType, build_normalization_layer
@@ -113,3 +114,31 @@ class ResnetBlock(nn.Module):
         if self.in_channels != self.out_channels:
             x = self.conv_shortcut(x) if self.use_conv_shortcut else self.nin_shortcut(x)
         return x + h
+
+
+class ResolutionLevel(nn.Module):
+    """Residual blocks at one resolution of the encoder or decoder, each followed by attention
+    when this resolution has it, then the level's resampler if any.
+
+    Keys: `block.<i>`, `attn.<i>` and the resampler under its checkpoint name
+    (`downsample` / `upsample`).
+    """
+
+    def __init__(
+        self, channels_in: int, channels_out: int, num_blocks: int, with_attention: bool, block_options: dict,
+        attention_options: dict, resampler_name: str, resampler: nn.Module | None,
+    ):  # fmt: skip
+        super().__init__()
+        widths = [channels_in] + [channels_out] * (num_blocks - 1)
+        self.block = [ResnetBlock(in_channels=w, out_channels=channels_out, **block_options) for w in widths]
+        self.attn = [make_attn(channels_out, **attention_options) for _ in widths] if with_attention else []
+        self.resampler_name = resampler_name
+        if resampler is not None:
+            self[resampler_name] = resampler
+
+    def __call__(self, h: mx.array) -> mx.array:
+        for index, block in enumerate(self.block):
+            h = block(h)
+            if self.attn:
+                h = self.attn[index](h)
+        return self[self.resampler_name](h) if self.resampler_name in self else h

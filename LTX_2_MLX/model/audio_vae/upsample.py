@@ -1,11 +1,11 @@
 import mlx.core as mx
 from mlx import nn
 
-from LTX_2_MLX.model.audio_vae.attention import AttentionType, make_attn
+from LTX_2_MLX.model.audio_vae.attention import AttentionType
 from LTX_2_MLX.model.audio_vae.causal_conv_2d import make_conv2d
 from LTX_2_MLX.model.audio_vae.causality_axis import CausalityAxis
 from LTX_2_MLX.model.audio_vae.ops import NormType
-from LTX_2_MLX.model.audio_vae.resnet import ResnetBlock
+from LTX_2_MLX.model.audio_vae.resnet import ResolutionLevel
 
 
 class Upsample(nn.Module):
@@ -51,57 +51,24 @@ class Upsample(nn.Module):
         return x
 
 
-class UpStage(nn.Module):
-    """One resolution level of the decoder: residual blocks (+ attention), then an Upsample."""
-
-    def __init__(self, block: list, attn: list, upsample: Upsample | None):
-        super().__init__()
-        self.block = block
-        self.attn = attn
-        if upsample is not None:
-            self.upsample = upsample
-
-
 def build_upsampling_path(
-    *,
-    ch: int,
-    ch_mult: tuple[int, ...],
-    num_resolutions: int,
-    num_res_blocks: int,
-    resolution: int,
-    temb_channels: int,
-    dropout: float,
-    norm_type: NormType,
-    causality_axis: CausalityAxis,
-    attn_type: AttentionType,
-    attn_resolutions: set[int],
-    resamp_with_conv: bool,
-    initial_block_channels: int,
-) -> tuple[list[UpStage], int]:
-    """Stages indexed by level (0 = finest), built coarsest first as ltx-core does."""
-    stages = [None] * num_resolutions
-    block_in = initial_block_channels
-    curr_res = resolution // (2 ** (num_resolutions - 1))
-    for level in reversed(range(num_resolutions)):
-        block, attn = [], []
-        block_out = ch * ch_mult[level]
-        for _ in range(num_res_blocks + 1):
-            block.append(
-                ResnetBlock(
-                    in_channels=block_in,
-                    out_channels=block_out,
-                    temb_channels=temb_channels,
-                    dropout=dropout,
-                    norm_type=norm_type,
-                    causality_axis=causality_axis,
-                )
-            )
-            block_in = block_out
-            if curr_res in attn_resolutions:
-                attn.append(make_attn(block_in, attn_type=attn_type, norm_type=norm_type))
-        upsample = None
-        if level != 0:
-            upsample = Upsample(block_in, resamp_with_conv, causality_axis=causality_axis)
-            curr_res *= 2
-        stages[level] = UpStage(block, attn, upsample)
-    return stages, block_in
+    *, ch: int, ch_mult: tuple[int, ...], num_res_blocks: int, resolution: int, norm_type: NormType,
+    causality_axis: CausalityAxis, attn_type: AttentionType, attn_resolutions: set[int], resamp_with_conv: bool,
+    initial_block_channels: int, dropout: float = 0.0,
+) -> tuple[list[ResolutionLevel], int]:  # fmt: skip
+    """The decoder's levels indexed as the encoder's (0 = finest) but run coarsest first: level
+    i narrows to ch * ch_mult[i] with one block more than the encoder and, except level 0,
+    doubles the resolution at its end. Returns them and the final width."""
+    block_options = dict(temb_channels=0, dropout=dropout, norm_type=norm_type, causality_axis=causality_axis)
+    attention_options = dict(attn_type=attn_type, norm_type=norm_type)
+    levels: list = [None] * len(ch_mult)
+    width, size = initial_block_channels, resolution // 2 ** (len(ch_mult) - 1)
+    for index in reversed(range(len(ch_mult))):
+        out = ch * ch_mult[index]
+        resampler = Upsample(out, resamp_with_conv, causality_axis=causality_axis) if index else None
+        levels[index] = ResolutionLevel(
+            width, out, num_res_blocks + 1, size in attn_resolutions, block_options, attention_options, "upsample",
+            resampler,
+        )  # fmt: skip
+        width, size = out, size * 2
+    return levels, width

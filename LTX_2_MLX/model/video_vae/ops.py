@@ -51,17 +51,6 @@ def depth_to_space(x: mx.array, stride: tuple[int, int, int]) -> mx.array:
     return x.reshape(b, f * s0, h * s1, w * s2, c)
 
 
-class PixelNorm(nn.Module):
-    """x / sqrt(mean(x², channels) + eps): an RMS norm over the channel (last) axis."""
-
-    def __init__(self, eps: float = 1e-8):
-        super().__init__()
-        self.eps = eps
-
-    def __call__(self, x: mx.array) -> mx.array:
-        return mx.fast.rms_norm(x, None, self.eps)
-
-
 class PerChannelStatistics(nn.Module):
     """Dataset statistics of the latent means, stored with the VAE (`vae.per_channel_statistics`).
 

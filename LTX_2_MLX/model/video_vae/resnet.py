@@ -3,9 +3,9 @@
 import mlx.core as mx
 import mlx.nn as nn
 
-from LTX_2_MLX.model.video_vae.convolution import CausalConv3d, PointwiseConv3d
-from LTX_2_MLX.model.video_vae.ops import PixelNorm
+from LTX_2_MLX.model.common.normalization import PixelNorm
 from LTX_2_MLX.model.common.timestep_embedding import PixArtAlphaCombinedTimestepSizeEmbeddings
+from LTX_2_MLX.model.video_vae.convolution import CausalConv3d, PointwiseConv3d
 
 NORM_GROUPS = 32
 RESNET_EPS = 1e-6
@@ -21,7 +21,7 @@ def _modulated_silu(x: mx.array, scale: mx.array, shift: mx.array) -> mx.array:
 def make_norm(norm_layer: str, channels: int) -> nn.Module:
     if norm_layer == "group_norm":
         return nn.GroupNorm(NORM_GROUPS, channels, eps=RESNET_EPS, pytorch_compatible=True)
-    return PixelNorm()
+    return PixelNorm(eps=1e-8)
 
 
 class ResnetBlock3D(nn.Module):
