@@ -17,12 +17,11 @@ import time
 from pathlib import Path
 
 import mlx.core as mx
-from mlx.utils import tree_flatten, tree_unflatten
 
 sys.path.insert(0, str(Path(__file__).parent))
 from transformer_step import CONFIG, positions_numpy, random_mlx_model, small_config, token_layout
 
-from LTX_2_MLX.model.transformer import LTXModel, LTXModelConfig, LTXModelType, Modality
+from LTX_2_MLX.model.transformer import LTXModel, Modality
 from LTX_2_MLX.quantization import MODES, parameter_bytes, quantize_transformer, quantized_layers
 
 

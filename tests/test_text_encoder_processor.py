@@ -3,7 +3,6 @@ ltx-core's `EmbeddingsProcessor.process_hidden_states`, built directly with tiny
 configurators hard-code the 12B ones) and loaded from an official-layout checkpoint."""
 
 import mlx.core as mx
-import numpy as np
 import pytest
 import torch
 from reference import assert_cosine, assert_matches, prefixed, save_checkpoint, seed_module_, to_mx

@@ -9,10 +9,16 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from LTX_2_MLX.components.guiders import MultiModalGuiderParams
+from LTX_2_MLX.components.diffusion_steps import EulerDiffusionStep
+from LTX_2_MLX.components.guiders import MultiModalGuiderFactory, MultiModalGuiderParams
+from LTX_2_MLX.components.noisers import Noiser
+from LTX_2_MLX.components.types import LatentState, VideoPixelShape
 from LTX_2_MLX.conditioning import VideoConditionByKeyframeIndex, VideoConditionByLatentIndex
 from LTX_2_MLX.loader.checkpoint import read_metadata
+from LTX_2_MLX.model.video_vae import TilingConfig, decode_video
+from LTX_2_MLX.pipelines.denoising import PipelineComponents, denoise_audio_video
 from LTX_2_MLX.pipelines.media_io import DEFAULT_IMAGE_CRF, load_image_conditioning
+from LTX_2_MLX.pipelines.model_ledger import ModelLedger
 
 DEFAULT_NEGATIVE_PROMPT = json.loads((Path(__file__).parent / "default_negative_prompt.json").read_text())[
     "negative_prompt"
@@ -107,3 +113,54 @@ class GeneratedVideo:
     fps: float
     audio: tuple[np.ndarray, int] | None
     chunks: int = 1
+
+
+def encode_images(
+    ledger: ModelLedger, images: list[ImageConditioningInput], shape: VideoPixelShape, all_as_keyframes: bool = False
+) -> list:
+    """The images' conditioning items at `shape`'s size; the VAE encoder is loaded only when
+    there are images, and dropped after."""
+    if not images:
+        return []
+    return image_conditionings(list(images), shape.height, shape.width, ledger.video_encoder(), ledger.dtype,
+                               all_as_keyframes)  # fmt: skip
+
+
+def pipeline_components(ledger: ModelLedger, transformer) -> PipelineComponents:
+    return PipelineComponents.for_transformer(
+        transformer.velocity_model.config, audio_latent_channels=ledger.audio_latent_channels
+    )
+
+
+def denoise_stage(
+    ledger: ModelLedger, transformer, shape: VideoPixelShape, contexts: tuple[mx.array, mx.array], sigmas: mx.array,
+    noiser: Noiser, conditionings: list = (), guiders: tuple[MultiModalGuiderFactory | None, ...] = (None, None),
+    **refinement,
+) -> tuple[LatentState, LatentState]:  # fmt: skip
+    """One Euler pass of the shared loop, evaluated. `refinement`: noise_scale and the
+    initial latents when refining instead of starting from noise."""
+    states = denoise_audio_video(
+        shape, transformer, *contexts, sigmas, EulerDiffusionStep(), noiser, conditionings=conditionings,
+        video_guider=guiders[0], audio_guider=guiders[1], components=pipeline_components(ledger, transformer),
+        dtype=ledger.dtype, **refinement,
+    )  # fmt: skip
+    mx.eval(states[0].latent, states[1].latent)
+    return states
+
+
+def decode_outputs(
+    ledger: ModelLedger, video_latent: mx.array, audio_latent: mx.array | None, fps: float, seed: int,
+    tiling: TilingConfig | None,
+) -> GeneratedVideo:  # fmt: skip
+    """Audio is decoded first (small), then video frames are decoded lazily, chunk by chunk."""
+    mx.clear_cache()
+    audio = None
+    if audio_latent is not None and ledger.has_audio:
+        from LTX_2_MLX.model.audio_vae import decode_audio
+
+        decoder, vocoder = ledger.audio_decoder_and_vocoder()
+        decoded = decode_audio(audio_latent, decoder, vocoder)
+        audio = (np.array(decoded.waveform), decoded.sampling_rate)
+        del decoder, vocoder
+    frames = (np.array(chunk) for chunk in decode_video(video_latent, ledger.video_decoder(), tiling, mx.random.key(seed)))
+    return GeneratedVideo(frames=frames, fps=fps, audio=audio)

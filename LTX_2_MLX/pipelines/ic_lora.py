@@ -6,18 +6,21 @@ from dataclasses import replace
 
 import mlx.core as mx
 
-from LTX_2_MLX.components.diffusion_steps import EulerDiffusionStep
 from LTX_2_MLX.components.noisers import GaussianNoiser
 from LTX_2_MLX.components.schedulers import DISTILLED_SIGMA_VALUES
 from LTX_2_MLX.conditioning import ConditioningItemAttentionStrengthWrapper, VideoConditionByReferenceLatent
 from LTX_2_MLX.loader.checkpoint import read_metadata
 from LTX_2_MLX.model.video_vae import TilingConfig
-from LTX_2_MLX.pipelines.common import GeneratedVideo, ImageConditioningInput, image_conditionings
-from LTX_2_MLX.pipelines.denoising import denoise_audio_video
+from LTX_2_MLX.pipelines.common import (
+    GeneratedVideo,
+    ImageConditioningInput,
+    decode_outputs,
+    denoise_stage,
+    image_conditionings,
+)
 from LTX_2_MLX.pipelines.media_io import load_video_conditioning
 from LTX_2_MLX.pipelines.model_ledger import ModelLedger
-from LTX_2_MLX.pipelines.ti2vid_one_stage import decode_outputs
-from LTX_2_MLX.pipelines.two_stage import half_and_full_shapes, pipeline_components, refine_upscaled
+from LTX_2_MLX.pipelines.two_stage import half_and_full_shapes, refine_upscaled
 
 
 def reference_downscale_factor(lora_paths: list[str]) -> int:
@@ -65,6 +68,7 @@ class ICLoraPipeline:
         ((video_context, audio_context, _),) = ledger.encode_prompts(
             [prompt], enhance_first_prompt=enhance_prompt, image=images[0].path if images else None, seed=seed
         )
+        contexts, noiser = (video_context, audio_context), GaussianNoiser(seed)
         encoder = ledger.video_encoder()
         conditionings = image_conditionings(list(images), half.height, half.width, encoder, ledger.dtype)
         conditionings += self.reference_conditionings(
@@ -72,21 +76,11 @@ class ICLoraPipeline:
         )
         del encoder
         transformer = ledger.transformer()
-        noiser = GaussianNoiser(seed)
-        stage_1 = denoise_audio_video(
-            half, transformer, video_context, audio_context, mx.array(DISTILLED_SIGMA_VALUES), EulerDiffusionStep(),
-            noiser, conditionings=conditionings, components=pipeline_components(ledger, transformer), dtype=ledger.dtype,
-        )  # fmt: skip
-        mx.eval(stage_1[0].latent, stage_1[1].latent)
+        stage_1 = denoise_stage(ledger, transformer, half, contexts, mx.array(DISTILLED_SIGMA_VALUES), noiser, conditionings)
         del transformer
-        mx.clear_cache()
         if skip_stage_2:
             return decode_outputs(ledger, stage_1[0].latent, stage_1[1].latent, frame_rate, seed, self.tiling)
         transformer = self.stage_2_ledger.transformer()
-        video_state, audio_state = refine_upscaled(
-            self.stage_2_ledger, transformer, stage_1, (video_context, audio_context), images, full, noiser
-        )
-        mx.eval(video_state.latent, audio_state.latent)
+        video_state, audio_state = refine_upscaled(self.stage_2_ledger, transformer, stage_1, contexts, images, full, noiser)
         del transformer
-        mx.clear_cache()
         return decode_outputs(ledger, video_state.latent, audio_state.latent, frame_rate, seed, self.tiling)

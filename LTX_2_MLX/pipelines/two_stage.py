@@ -1,64 +1,53 @@
 """Two-stage generation: the video is made at half size, its latent upscaled x2 with the
 spatial upscaler, then refined at full size with the short stage-2 distilled schedule
-(ltx-pipelines `distilled.py` and `ti2vid_two_stages.py`)."""
+(ltx-pipelines `distilled.py`, `ti2vid_two_stages.py`, `keyframe_interpolation.py`)."""
 
 from dataclasses import replace
 
 import mlx.core as mx
 
-from LTX_2_MLX.components.diffusion_steps import EulerDiffusionStep
 from LTX_2_MLX.components.guiders import MultiModalGuiderParams, create_multimodal_guider_factory
 from LTX_2_MLX.components.noisers import GaussianNoiser, Noiser
 from LTX_2_MLX.components.schedulers import DISTILLED_SIGMA_VALUES, STAGE_2_DISTILLED_SIGMA_VALUES, LTX2Scheduler
-from LTX_2_MLX.components.types import VideoPixelShape
+from LTX_2_MLX.components.types import LatentState, VideoPixelShape
 from LTX_2_MLX.model.upscaler import upsample_latent
 from LTX_2_MLX.model.video_vae import TilingConfig
-from LTX_2_MLX.pipelines.common import GeneratedVideo, ImageConditioningInput, check_generation_size, image_conditionings
-from LTX_2_MLX.pipelines.denoising import PipelineComponents, denoise_audio_video
+from LTX_2_MLX.pipelines.common import (
+    GeneratedVideo,
+    ImageConditioningInput,
+    check_generation_size,
+    decode_outputs,
+    denoise_stage,
+    encode_images,
+)
 from LTX_2_MLX.pipelines.model_ledger import ModelLedger
-from LTX_2_MLX.pipelines.ti2vid_one_stage import decode_outputs
 
 
-def pipeline_components(ledger: ModelLedger, transformer) -> PipelineComponents:
-    return PipelineComponents.for_transformer(
-        transformer.velocity_model.config, audio_latent_channels=ledger.audio_latent_channels
-    )
-
-
-def refine_upscaled(
-    ledger: ModelLedger,
-    transformer,
-    stage_1: tuple,
-    contexts: tuple[mx.array, mx.array],
-    images: list[ImageConditioningInput],
-    shape: VideoPixelShape,
-    noiser: Noiser,
-    all_as_keyframes: bool = False,
-) -> tuple:
-    """Stage 2: upscale the half-size video latent x2, re-noise it to the first stage-2 sigma
-    and denoise it (with the stage-1 audio) at full size, unguided."""
-    video_state, audio_state = stage_1
-    encoder = ledger.video_encoder()
-    upscaled = upsample_latent(video_state.latent[:1], ledger.spatial_upscaler(), encoder.per_channel_statistics)
-    conditionings = image_conditionings(list(images), shape.height, shape.width, encoder, ledger.dtype, all_as_keyframes)
-    del encoder
-    sigmas = mx.array(STAGE_2_DISTILLED_SIGMA_VALUES)
-    return denoise_audio_video(
-        shape, transformer, *contexts, sigmas, EulerDiffusionStep(), noiser,
-        conditionings=conditionings, components=pipeline_components(ledger, transformer), dtype=ledger.dtype,
-        noise_scale=sigmas[0], initial_video_latent=upscaled, initial_audio_latent=audio_state.latent,
-    )  # fmt: skip
-
-
-def half_and_full_shapes(height: int, width: int, num_frames: int, frame_rate: float) -> tuple[VideoPixelShape, VideoPixelShape]:
+def half_and_full_shapes(height: int, width: int, num_frames: int, frame_rate: float) -> tuple[VideoPixelShape, ...]:
     check_generation_size(height, width, num_frames, divisor=64)
     full = VideoPixelShape(batch=1, frames=num_frames, height=height, width=width, fps=frame_rate)
     return full._replace(height=height // 2, width=width // 2), full
 
 
+def refine_upscaled(
+    ledger: ModelLedger, transformer, stage_1: tuple[LatentState, LatentState], contexts: tuple[mx.array, mx.array],
+    images: list[ImageConditioningInput], shape: VideoPixelShape, noiser: Noiser, all_as_keyframes: bool = False,
+) -> tuple[LatentState, LatentState]:  # fmt: skip
+    """Stage 2: upscale the half-size video latent x2, re-noise it to the first stage-2 sigma
+    and denoise it (with the stage-1 audio) at full size, unguided."""
+    video_state, audio_state = stage_1
+    statistics = ledger.video_encoder().per_channel_statistics
+    upscaled = upsample_latent(video_state.latent[:1], ledger.spatial_upscaler(), statistics)
+    sigmas = mx.array(STAGE_2_DISTILLED_SIGMA_VALUES)
+    return denoise_stage(
+        ledger, transformer, shape, contexts, sigmas, noiser, encode_images(ledger, images, shape, all_as_keyframes),
+        noise_scale=sigmas[0], initial_video_latent=upscaled, initial_audio_latent=audio_state.latent,
+    )  # fmt: skip
+
+
 class DistilledPipeline:
-    """A distilled checkpoint: 8 fixed-sigma steps at half size, then the stage-2 refinement,
-    no guidance."""
+    """A distilled checkpoint: 8 fixed-sigma steps at half size, then the stage-2 refinement
+    with the same model, no guidance."""
 
     def __init__(self, ledger: ModelLedger, tiling: TilingConfig | None = None):
         self.ledger = ledger
@@ -73,21 +62,12 @@ class DistilledPipeline:
         ((video_context, audio_context, _),) = ledger.encode_prompts(
             [prompt], enhance_first_prompt=enhance_prompt, image=images[0].path if images else None, seed=seed
         )
-        encoder = ledger.video_encoder()
-        conditionings = image_conditionings(list(images), half.height, half.width, encoder, ledger.dtype)
-        del encoder
+        contexts, noiser = (video_context, audio_context), GaussianNoiser(seed)
+        conditionings = encode_images(ledger, images, half)
         transformer = ledger.transformer()
-        noiser = GaussianNoiser(seed)
-        stage_1 = denoise_audio_video(
-            half, transformer, video_context, audio_context, mx.array(DISTILLED_SIGMA_VALUES), EulerDiffusionStep(),
-            noiser, conditionings=conditionings, components=pipeline_components(ledger, transformer), dtype=ledger.dtype,
-        )  # fmt: skip
-        video_state, audio_state = refine_upscaled(
-            ledger, transformer, stage_1, (video_context, audio_context), images, full, noiser
-        )
-        mx.eval(video_state.latent, audio_state.latent)
+        stage_1 = denoise_stage(ledger, transformer, half, contexts, mx.array(DISTILLED_SIGMA_VALUES), noiser, conditionings)
+        video_state, audio_state = refine_upscaled(ledger, transformer, stage_1, contexts, images, full, noiser)
         del transformer
-        mx.clear_cache()
         return decode_outputs(ledger, video_state.latent, audio_state.latent, frame_rate, seed, self.tiling)
 
 
@@ -114,31 +94,21 @@ class TI2VidTwoStagesPipeline:
             [prompt, negative_prompt], enhance_first_prompt=enhance_prompt,
             image=images[0].path if images else None, seed=seed,
         )  # fmt: skip
-        encoder = ledger.video_encoder()
-        conditionings = image_conditionings(
-            list(images), half.height, half.width, encoder, ledger.dtype, self.images_as_keyframes
+        contexts, noiser = (video_context, audio_context), GaussianNoiser(seed)
+        conditionings = encode_images(ledger, images, half, self.images_as_keyframes)
+        guiders = (
+            create_multimodal_guider_factory(video_guider_params, negative_video),
+            create_multimodal_guider_factory(audio_guider_params, negative_audio),
         )
-        del encoder
         transformer = ledger.transformer()
-        noiser = GaussianNoiser(seed)
-        stage_1 = denoise_audio_video(
-            half, transformer, video_context, audio_context, LTX2Scheduler().execute(steps=num_inference_steps),
-            EulerDiffusionStep(), noiser, conditionings=conditionings,
-            video_guider=create_multimodal_guider_factory(video_guider_params, negative_video),
-            audio_guider=create_multimodal_guider_factory(audio_guider_params, negative_audio),
-            components=pipeline_components(ledger, transformer), dtype=ledger.dtype,
-        )  # fmt: skip
-        mx.eval(stage_1[0].latent, stage_1[1].latent)
+        sigmas = LTX2Scheduler().execute(steps=num_inference_steps)
+        stage_1 = denoise_stage(ledger, transformer, half, contexts, sigmas, noiser, conditionings, guiders)
         del transformer
-        mx.clear_cache()
         transformer = self.stage_2_ledger.transformer()
         video_state, audio_state = refine_upscaled(
-            self.stage_2_ledger, transformer, stage_1, (video_context, audio_context), images, full, noiser,
-            self.images_as_keyframes,
+            self.stage_2_ledger, transformer, stage_1, contexts, images, full, noiser, self.images_as_keyframes
         )
-        mx.eval(video_state.latent, audio_state.latent)
         del transformer
-        mx.clear_cache()
         return decode_outputs(ledger, video_state.latent, audio_state.latent, frame_rate, seed, self.tiling)
 
 
