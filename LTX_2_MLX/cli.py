@@ -84,6 +84,30 @@ def quantize(source: Path, destination: Path, mode: str, loras) -> None:
     click.echo(f"wrote {destination} ({mode})")
 
 
+@main.command("encode-prompt")
+@click.option("--checkpoint-path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--gemma-path", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--prompt", required=True)
+@click.option("--output-path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--text-encoder-bits", type=click.Choice(["8", "4"]), default=None)
+@click.option("--dtype", type=click.Choice(sorted(DTYPES)), default="bfloat16", show_default=True,
+              help="The dtype `generate` will run in.")
+def encode_prompt(checkpoint_path, gemma_path, prompt, output_path, text_encoder_bits, dtype) -> None:
+    """Encode a prompt once (Gemma + the checkpoint's connectors) for `generate --embedding`."""
+    from LTX_2_MLX.loader.text_encoder import encode_prompts
+    from LTX_2_MLX.model.text_encoder import save_prompt_embeddings
+
+    try:
+        bits = int(text_encoder_bits) if text_encoder_bits else None
+        ((video_context, audio_context, mask),) = encode_prompts(
+            [prompt], gemma_path, checkpoint_path, quantize_bits=bits, dtype=DTYPES[dtype]
+        )
+        save_prompt_embeddings(output_path, video_context, audio_context, mask, prompt)
+    except (CheckpointError, ValueError) as err:
+        _fail(str(err))
+    click.echo(f"wrote {output_path}")
+
+
 def _memory_budget_bytes() -> int:
     """What MLX may use: Metal's recommended working set on a Mac, physical memory elsewhere."""
     try:
@@ -132,8 +156,12 @@ def _check_memory(checkpoint: Path, dtype: mx.Dtype, quantization: str | None) -
               help="Latent x2 upscaler file, for two-stage and distilled.")
 @click.option("--distilled-lora", type=(str, float), default=None, metavar="PATH STRENGTH",
               help="The distilled LoRA fused in two-stage's second stage.")
-@click.option("--prompt", required=True)
+@click.option("--prompt", default=None, help="What to generate (or give --embedding).")
 @click.option("--negative-prompt", default=None, help="Defaults to the reference's negative prompt.")
+@click.option("--embedding", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Prompt embeddings written by `ltx2-mlx encode-prompt`, used instead of --prompt.")
+@click.option("--negative-embedding", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Negative-prompt embeddings from `ltx2-mlx encode-prompt`.")
 @click.option("--output-path", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--height", type=int, default=None, help="Multiple of 32 (default from the checkpoint's version).")
 @click.option("--width", type=int, default=None, help="Multiple of 32.")
@@ -154,7 +182,7 @@ def _check_memory(checkpoint: Path, dtype: mx.Dtype, quantization: str | None) -
               help="Decode the video in overlapping tiles, chunk by chunk (less memory).")
 @click.option("--skip-memory-check", is_flag=True)
 def generate(checkpoint_path, gemma_path, pipeline, video_conditioning, conditioning_attention_strength,
-             spatial_upscaler_path, distilled_lora, prompt, negative_prompt, output_path, height, width, num_frames, frame_rate,
+             spatial_upscaler_path, distilled_lora, prompt, negative_prompt, embedding, negative_embedding, output_path, height, width, num_frames, frame_rate,
              num_inference_steps, seed, images, loras, enhance_prompt, dtype, quantization, text_encoder_bits,
              tiled_decode, skip_memory_check) -> None:  # fmt: skip
     """Generate a video (with audio) from a prompt, optionally conditioned on images."""
@@ -192,22 +220,28 @@ def generate(checkpoint_path, gemma_path, pipeline, video_conditioning, conditio
                 raise click.ClickException(f"--image {path}: no such file")
             if not 0 <= frame < num_frames:
                 raise click.ClickException(f"--image {path} {frame}: the frame must be in [0, {num_frames - 1}]")
-        if gemma_path is None:
-            raise click.ClickException("--gemma-path is required to encode the prompt (the Gemma 3 12B directory)")
+        if prompt is None and embedding is None:
+            raise click.ClickException("give --prompt TEXT, or --embedding FILE from `ltx2-mlx encode-prompt`")
+        guided = pipeline not in ("distilled", "ic-lora")
+        if gemma_path is None and (embedding is None or (guided and negative_embedding is None)):
+            raise click.ClickException(
+                "--gemma-path is required to encode the prompts (the Gemma 3 12B directory), "
+                "unless --embedding" + (" and --negative-embedding are" if guided else " is") + " given"
+            )
         if not skip_memory_check:
             _check_memory(checkpoint_path, DTYPES[dtype], quantization)
         ledger = ModelLedger(
             checkpoint_path, gemma_path, dtype=DTYPES[dtype], loras=list(loras),
             text_encoder_bits=int(text_encoder_bits) if text_encoder_bits else None, quantization=quantization,
-            spatial_upscaler_path=spatial_upscaler_path,
+            spatial_upscaler_path=spatial_upscaler_path, precomputed_embeddings=(embedding, negative_embedding),
         )  # fmt: skip
         tiling = TilingConfig.default() if tiled_decode else None
         shared = dict(
-            prompt=prompt, seed=defaults.seed if seed is None else seed, height=height, width=width,
+            prompt=prompt or "", seed=defaults.seed if seed is None else seed, height=height, width=width,
             num_frames=num_frames, frame_rate=frame_rate, enhance_prompt=enhance_prompt,
             images=[ImageConditioningInput(path, frame, strength) for path, frame, strength in images],
         )  # fmt: skip
-        guided = dict(
+        guidance = dict(
             negative_prompt=DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt,
             num_inference_steps=num_inference_steps or defaults.num_inference_steps,
             video_guider_params=defaults.video_guider_params, audio_guider_params=defaults.audio_guider_params,
@@ -221,9 +255,9 @@ def generate(checkpoint_path, gemma_path, pipeline, video_conditioning, conditio
             )  # fmt: skip
         elif pipeline in ("two-stage", "keyframes"):
             kind = KeyframeInterpolationPipeline if pipeline == "keyframes" else TI2VidTwoStagesPipeline
-            result = kind(ledger, [distilled_lora], tiling)(**shared, **guided)
+            result = kind(ledger, [distilled_lora], tiling)(**shared, **guidance)
         else:
-            result = TI2VidOneStagePipeline(ledger, tiling)(**shared, **guided)
+            result = TI2VidOneStagePipeline(ledger, tiling)(**shared, **guidance)
         write_video(output_path, result.frames, result.fps, result.audio)
     except (CheckpointError, ValueError) as err:
         _fail(str(err))

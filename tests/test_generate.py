@@ -189,3 +189,31 @@ def test_conditioning_video_is_cut_to_8k_plus_1_frames(tmp_path):
     video = load_video_conditioning(clip, 32, 32, frame_cap=100)
     assert video.shape == (1, 3, 9, 32, 32) and float(video.min()) > 0.9
     assert load_video_conditioning(clip, 32, 32, frame_cap=1).shape[2] == 1
+
+
+def test_generate_from_saved_embeddings_equals_generate_with_gemma(model_files, tmp_path):
+    import imageio_ffmpeg
+
+    checkpoint, gemma = model_files[:2]
+    files = {}
+    for name, text in (("prompt", "a red fox runs"), ("negative", "blurry")):
+        files[name] = tmp_path / f"{name}.safetensors"
+        result = CliRunner().invoke(main, ["encode-prompt", "--checkpoint-path", checkpoint, "--gemma-path", str(gemma),
+                                           "--prompt", text, "--output-path", str(files[name]), "--dtype", "float32"])
+        assert result.exit_code == 0, result.output
+    with_gemma, stored = tmp_path / "gemma.mp4", tmp_path / "stored.mp4"
+    assert _generate(model_files, with_gemma, "--negative-prompt", "blurry", "--seed", "5").exit_code == 0
+    args = ["generate", "--checkpoint-path", checkpoint, "--embedding", str(files["prompt"]),
+            "--negative-embedding", str(files["negative"]), "--output-path", str(stored), "--height", "64", "--width",
+            "64", "--num-frames", "9", "--num-inference-steps", "2", "--dtype", "float32", "--no-tiled-decode",
+            "--seed", "5"]  # fmt: skip
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    frames = [list(imageio_ffmpeg.read_frames(str(path)))[1:] for path in (with_gemma, stored)]
+    assert frames[0] == frames[1]
+
+
+def test_generate_without_gemma_needs_both_embeddings(model_files, tmp_path):
+    result = CliRunner().invoke(main, ["generate", "--checkpoint-path", model_files[0], "--prompt", "x",
+                                       "--output-path", str(tmp_path / "x.mp4")])  # fmt: skip
+    assert result.exit_code != 0 and "--gemma-path is required" in result.output

@@ -19,6 +19,9 @@ class ModelLedger:
     loras: list[tuple[str, float]] = field(default_factory=list)
     text_encoder_bits: int | None = None
     quantization: str | None = None  # "fp8", "int8" or "int4" for the DiT
+    # Prompt-embedding files standing in for the pipeline's prompts by position
+    # (0: the prompt, 1: the negative prompt); None or missing entries are encoded with Gemma.
+    precomputed_embeddings: tuple[str | Path | None, ...] = ()
 
     def __post_init__(self):
         self.config = read_config(self.checkpoint_path, section="transformer", what="LTX-2 transformer")
@@ -44,15 +47,28 @@ class ModelLedger:
         return X0Model(prepare_transformer(model, self.loras, self.quantization))
 
     def encode_prompts(self, prompts: list[str], enhance_first_prompt: bool = False, image=None, seed: int = 42):
-        """[(video_context, audio_context, mask)] per prompt; Gemma is freed before returning."""
+        """[(video_context, audio_context, mask)] per prompt; Gemma runs only for prompts with
+        no precomputed embeddings, and is freed before returning."""
         from LTX_2_MLX.loader.text_encoder import encode_prompts
+        from LTX_2_MLX.model.text_encoder import load_prompt_embeddings
 
+        files = [*self.precomputed_embeddings, *[None] * len(prompts)][: len(prompts)]
+        results = [load_prompt_embeddings(f) if f is not None else None for f in files]
+        missing = [prompt for prompt, result in zip(prompts, results) if result is None]
+        if not missing:
+            if enhance_first_prompt:
+                raise ValueError("--enhance-prompt rewrites the prompt before encoding: it cannot apply to --embedding")
+            return results
         if self.gemma_path is None:
-            raise ValueError("encoding a prompt needs the Gemma 3 directory: pass --gemma-path (or --embedding)")
-        return encode_prompts(
-            prompts, self.gemma_path, self.checkpoint_path, enhance_first_prompt=enhance_first_prompt,
-            enhance_prompt_image=image, enhance_prompt_seed=seed, quantize_bits=self.text_encoder_bits,
+            raise ValueError("encoding a prompt needs the Gemma 3 directory: pass --gemma-path (or --embedding files)")
+        encoded = iter(
+            encode_prompts(
+                missing, self.gemma_path, self.checkpoint_path, dtype=self.dtype, quantize_bits=self.text_encoder_bits,
+                enhance_first_prompt=enhance_first_prompt and results[0] is None, enhance_prompt_image=image,
+                enhance_prompt_seed=seed,
+            )
         )  # fmt: skip
+        return [result if result is not None else next(encoded) for result in results]
 
     def video_encoder(self):
         from LTX_2_MLX.loader import load_video_vae

@@ -148,10 +148,10 @@ def save_prompt_embeddings(
 def load_prompt_embeddings(path: str | Path) -> tuple[mx.array, mx.array | None, mx.array]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such prompt-embeddings file; write one with --save-embedding.")
+        raise FileNotFoundError(f"{path}: no such prompt-embeddings file; write one with `ltx2-mlx encode-prompt`.")
     arrays, metadata = mx.load(str(path), return_metadata=True)
     if metadata.get("format") != "ltx2-mlx-prompt-embeddings" or "video_context" not in arrays:
         raise ValueError(
-            f"{path}: not a prompt-embeddings file (it holds {sorted(arrays)}); write one with --save-embedding."
+            f"{path}: not a prompt-embeddings file (it holds {sorted(arrays)}); write one with `ltx2-mlx encode-prompt`."
         )
     return arrays["video_context"], arrays.get("audio_context"), arrays["mask"]
