@@ -55,14 +55,15 @@ class DistilledPipeline:
 
     def __call__(
         self, prompt: str, seed: int, height: int, width: int, num_frames: int, frame_rate: float,
-        images: list[ImageConditioningInput] = (), enhance_prompt: bool = False,
+        images: list[ImageConditioningInput] = (), enhance_prompt: bool = False, noiser: Noiser | None = None,
     ) -> GeneratedVideo:  # fmt: skip
+        """`noiser` replaces the seed's Gaussian noise (both stages draw from it)."""
         ledger = self.ledger
         half, full = half_and_full_shapes(height, width, num_frames, frame_rate)
         ((video_context, audio_context, _),) = ledger.encode_prompts(
             [prompt], enhance_first_prompt=enhance_prompt, image=images[0].path if images else None, seed=seed
         )
-        contexts, noiser = (video_context, audio_context), GaussianNoiser(seed)
+        contexts, noiser = (video_context, audio_context), noiser or GaussianNoiser(seed)
         conditionings = encode_images(ledger, images, half)
         transformer = ledger.transformer()
         stage_1 = denoise_stage(ledger, transformer, half, contexts, mx.array(DISTILLED_SIGMA_VALUES), noiser, conditionings)
@@ -86,7 +87,7 @@ class TI2VidTwoStagesPipeline:
         self, prompt: str, negative_prompt: str, seed: int, height: int, width: int, num_frames: int,
         frame_rate: float, num_inference_steps: int, video_guider_params: MultiModalGuiderParams,
         audio_guider_params: MultiModalGuiderParams, images: list[ImageConditioningInput] = (),
-        enhance_prompt: bool = False,
+        enhance_prompt: bool = False, noiser: Noiser | None = None,
     ) -> GeneratedVideo:  # fmt: skip
         ledger = self.ledger
         half, full = half_and_full_shapes(height, width, num_frames, frame_rate)
@@ -94,7 +95,7 @@ class TI2VidTwoStagesPipeline:
             [prompt, negative_prompt], enhance_first_prompt=enhance_prompt,
             image=images[0].path if images else None, seed=seed,
         )  # fmt: skip
-        contexts, noiser = (video_context, audio_context), GaussianNoiser(seed)
+        contexts, noiser = (video_context, audio_context), noiser or GaussianNoiser(seed)
         conditionings = encode_images(ledger, images, half, self.images_as_keyframes)
         guiders = (
             create_multimodal_guider_factory(video_guider_params, negative_video),
