@@ -217,3 +217,15 @@ def test_generate_without_gemma_needs_both_embeddings(model_files, tmp_path):
     result = CliRunner().invoke(main, ["generate", "--checkpoint-path", model_files[0], "--prompt", "x",
                                        "--output-path", str(tmp_path / "x.mp4")])  # fmt: skip
     assert result.exit_code != 0 and "--gemma-path is required" in result.output
+
+
+def test_generate_refuses_a_model_that_would_not_fit(model_files, tmp_path, monkeypatch):
+    import LTX_2_MLX.cli as cli
+
+    monkeypatch.setattr(cli, "_memory_budget_bytes", lambda: 1024)
+    output = tmp_path / "big.mp4"
+    result = _generate(model_files, output)
+    assert result.exit_code != 0 and "--quantization" in result.output and "GiB" in result.output
+    assert not output.exists()
+    monkeypatch.setattr(cli, "_memory_budget_bytes", lambda: 1024**3)  # 1 GiB: enough for the tiny DiT
+    assert _generate(model_files, output).exit_code == 0
