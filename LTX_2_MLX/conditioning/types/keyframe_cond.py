@@ -9,12 +9,23 @@ from LTX_2_MLX.conditioning.mask_utils import update_attention_mask
 
 def append_tokens(
     latent_state: LatentState,
+    latent_tools: VideoLatentTools,
     tokens: mx.array,
     positions: mx.array,
-    denoise_mask: mx.array,
-    attention_mask: mx.array | None,
+    strength: float,
+    dtype: mx.Dtype,
 ) -> LatentState:
-    """The state with conditioning tokens appended at the end of the sequence."""
+    """The state with conditioning tokens appended at the end of the sequence, denoised at
+    1 - strength, the self-attention mask grown to cover them."""
+    denoise_mask = mx.full((*tokens.shape[:2], 1), 1.0 - strength, dtype=dtype)
+    attention_mask = update_attention_mask(
+        latent_state=latent_state,
+        attention_mask=None,
+        num_noisy_tokens=latent_tools.target_shape.token_count(),
+        num_new_tokens=tokens.shape[1],
+        batch_size=tokens.shape[0],
+        dtype=dtype,
+    )
     return LatentState(
         latent=mx.concatenate([latent_state.latent, tokens.astype(latent_state.latent.dtype)], axis=1),
         denoise_mask=mx.concatenate([latent_state.denoise_mask, denoise_mask], axis=1),
@@ -50,13 +61,4 @@ class VideoConditionByKeyframeIndex(ConditioningItem):
         time = (positions[:, :1] + self.frame_idx).astype(mx.float32) / latent_tools.fps
         positions = mx.concatenate([time, positions[:, 1:].astype(mx.float32)], axis=1)
 
-        denoise_mask = mx.full((*tokens.shape[:2], 1), 1.0 - self.strength, dtype=self.keyframes.dtype)
-        attention_mask = update_attention_mask(
-            latent_state=latent_state,
-            attention_mask=None,
-            num_noisy_tokens=latent_tools.target_shape.token_count(),
-            num_new_tokens=tokens.shape[1],
-            batch_size=tokens.shape[0],
-            dtype=self.keyframes.dtype,
-        )
-        return append_tokens(latent_state, tokens, positions, denoise_mask, attention_mask)
+        return append_tokens(latent_state, latent_tools, tokens, positions, self.strength, self.keyframes.dtype)

@@ -6,7 +6,6 @@ from LTX_2_MLX.components.patchifiers import get_pixel_coords
 from LTX_2_MLX.components.tools import VideoLatentTools
 from LTX_2_MLX.components.types import LatentState, VideoLatentShape
 from LTX_2_MLX.conditioning.item import ConditioningItem
-from LTX_2_MLX.conditioning.mask_utils import update_attention_mask
 from LTX_2_MLX.conditioning.types.keyframe_cond import append_tokens
 
 
@@ -35,13 +34,4 @@ class VideoConditionByReferenceLatent(ConditioningItem):
         space = positions[:, 1:] * self.downscale_factor if self.downscale_factor != 1 else positions[:, 1:]
         positions = mx.concatenate([time, space], axis=1)
 
-        denoise_mask = mx.full((*tokens.shape[:2], 1), 1.0 - self.strength, dtype=self.latent.dtype)
-        attention_mask = update_attention_mask(
-            latent_state=latent_state,
-            attention_mask=None,
-            num_noisy_tokens=latent_tools.target_shape.token_count(),
-            num_new_tokens=tokens.shape[1],
-            batch_size=tokens.shape[0],
-            dtype=self.latent.dtype,
-        )
-        return append_tokens(latent_state, tokens, positions, denoise_mask, attention_mask)
+        return append_tokens(latent_state, latent_tools, tokens, positions, self.strength, self.latent.dtype)
