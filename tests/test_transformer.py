@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from ltx_core.model.transformer.model import X0Model as ReferenceX0Model
-from reference import assert_cosine, assert_matches
+from reference import PARITY_FIGURES, assert_cosine, assert_matches
 from transformer_fixtures import (
     ALL_ROWS_STG,
     MIXED_STG,
@@ -108,14 +108,16 @@ def test_disabled_stream_is_passed_through(tiny_transformers):
 @pytest.mark.parametrize("precision", ["float64", "float32"])
 @pytest.mark.parametrize(("num_dims", "dim"), [(3, 64), (1, 16), (1, 32), (3, 4096), (1, 2048), (1, 3840)])
 def test_rope_frequency_grid_matches_reference(precision, num_dims, dim):
-    """float64: the reference's numpy grid, exactly. float32: PyTorch's CPU linspace/pow, exact
-    for small grids; at real widths its vectorised pow differs by an ulp in a few entries."""
+    """Within two ulps of the reference's grid (numpy's in float64, PyTorch's CPU linspace/pow in
+    float32). Bit equality is not asked for: float32 `pow` differs by an ulp between CPUs
+    (numpy's AVX-512 kernels vs torch's), and a parity test must hold on every CPU."""
     from ltx_core.model.transformer.rope import generate_freq_grid_np, generate_freq_grid_pytorch
 
     from LTX_2_MLX.model.transformer.rope import frequency_grid
 
     generator = generate_freq_grid_np if precision == "float64" else generate_freq_grid_pytorch
     expected = generator(10000.0, num_dims, dim).numpy()
-    ours = frequency_grid(10000.0, num_dims, dim, precision == "float64")
-    exact = precision == "float64" or dim // (2 * num_dims) <= 16
-    np.testing.assert_allclose(ours, expected, rtol=0 if exact else 1e-6, atol=0)
+    ours = np.asarray(frequency_grid(10000.0, num_dims, dim, precision == "float64"), dtype=expected.dtype)
+    ulps = float(np.max(np.abs(ours - expected) / np.spacing(np.abs(expected))))
+    PARITY_FIGURES.append((f"rope frequency grid {precision} dims={num_dims} dim={dim}", "max ulps", ulps))
+    assert ulps <= 2.0, f"{ulps} ulps from the reference's grid"
