@@ -1,8 +1,12 @@
-"""Download LTX-2 model files from the Hugging Face Hub into weights/.
+"""Fetch LTX-2 model files from the Hugging Face Hub into the Hugging Face cache ahead of time.
 
-    python scripts/download_weights.py --model ltx-2-dev --upscaler spatial-x2 --gemma
+    python scripts/download_weights.py --default        # what `ltx2-mlx generate` uses given no paths
+    python scripts/download_weights.py --model ltx-2-dev --upscaler spatial-x2 --gemma --dest weights
 
-Gemma 3 is gated: accept its licence on huggingface.co and run `huggingface-cli login` first.
+Files go to the Hugging Face cache (HF_HUB_CACHE, ~/.cache/huggingface/hub), where `generate`
+finds the default model; their paths are printed, and --dest links them into a folder too.
+Files already there are not fetched again; an interrupted download resumes. Gemma 3 is gated:
+accept its licence on huggingface.co and run `hf auth login` first.
 """
 
 import sys
@@ -10,63 +14,57 @@ from pathlib import Path
 
 import click
 
-# name -> (repository, file)
-CHECKPOINTS = {
-    "ltx-2-dev": ("Lightricks/LTX-2", "ltx-2-19b-dev.safetensors"),
-    "ltx-2-dev-fp8": ("Lightricks/LTX-2", "ltx-2-19b-dev-fp8.safetensors"),
-    "ltx-2-distilled": ("Lightricks/LTX-2", "ltx-2-19b-distilled.safetensors"),
-    "ltx-2-distilled-fp8": ("Lightricks/LTX-2", "ltx-2-19b-distilled-fp8.safetensors"),
-    "ltx-2.3-dev": ("Lightricks/LTX-2.3", "ltx-2.3-22b-dev.safetensors"),
-    "ltx-2.3-distilled": ("Lightricks/LTX-2.3", "ltx-2.3-22b-distilled-1.1.safetensors"),
-}
-UPSCALERS = {
-    "spatial-x2": ("Lightricks/LTX-2", "ltx-2-spatial-upscaler-x2-1.0.safetensors"),
-    "temporal-x2": ("Lightricks/LTX-2", "ltx-2-temporal-upscaler-x2-1.0.safetensors"),
-    "ltx-2.3-spatial-x2": ("Lightricks/LTX-2.3", "ltx-2.3-spatial-upscaler-x2-1.1.safetensors"),
-}
-LORAS = {"ltx-2-distilled-lora": ("Lightricks/LTX-2", "ltx-2-19b-distilled-lora-384.safetensors")}
-GEMMA = "google/gemma-3-12b-it"
+from LTX_2_MLX.loader.hub import CHECKPOINTS, DEFAULT_MODEL, GEMMAS, LORAS, UPSCALERS, HubError, fetch
+
+DEFAULT_GEMMA = next(name for name, folder in GEMMAS.items() if folder == DEFAULT_MODEL.gemma)
 
 
-def _download_file(repo: str, filename: str, destination: Path) -> Path:
-    from huggingface_hub import hf_hub_download
-
-    click.echo(f"{repo}/{filename} -> {destination}")
-    return Path(hf_hub_download(repo_id=repo, filename=filename, local_dir=destination))
+def _link(name: str, path: Path, dest: Path) -> Path:
+    """A symlink dest/<name> to the cached file or folder (an existing non-link is kept)."""
+    link = dest / name
+    if link.is_symlink():
+        link.unlink()
+    if not link.exists():
+        link.symlink_to(path, target_is_directory=path.is_dir())
+    return link
 
 
 @click.command()
+@click.option(
+    "--default", "default_model", is_flag=True,
+    help=f"Exactly what `ltx2-mlx generate` fetches given no paths: {DEFAULT_MODEL.checkpoint.filename}, "
+    f"{DEFAULT_MODEL.spatial_upscaler.filename} and {DEFAULT_MODEL.gemma.repo}.",
+)  # fmt: skip
 @click.option("--model", "models", type=click.Choice(sorted(CHECKPOINTS)), multiple=True, help="LTX checkpoint(s).")
 @click.option("--upscaler", "upscalers", type=click.Choice(sorted(UPSCALERS)), multiple=True)
 @click.option("--lora", "loras", type=click.Choice(sorted(LORAS)), multiple=True)
-@click.option("--gemma", is_flag=True, help=f"The Gemma 3 12B text encoder ({GEMMA}), about 24 GB.")
-@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=Path("weights"), show_default=True)
-def main(models, upscalers, loras, gemma, dest: Path) -> None:
-    """Fetch the chosen files; already-complete files are not downloaded again."""
-    if not (models or upscalers or loras or gemma):
-        raise click.UsageError("choose something to download: --model, --upscaler, --lora and/or --gemma")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    dest.mkdir(parents=True, exist_ok=True)
+@click.option(
+    "--gemma", type=click.Choice(sorted(GEMMAS)), is_flag=False, flag_value=DEFAULT_GEMMA, default=None,
+    help=f"The Gemma 3 12B text encoder, about 24 GB; `--gemma` alone is {DEFAULT_GEMMA} ({DEFAULT_MODEL.gemma.repo}).",
+)  # fmt: skip
+@click.option(
+    "--dest", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Also link the fetched files into this folder (e.g. weights).",
+)  # fmt: skip
+def main(default_model, models, upscalers, loras, gemma, dest: Path | None) -> None:
+    """Fetch the chosen files into the Hugging Face cache and print where they are."""
+    items = [CHECKPOINTS[name] for name in models] + [UPSCALERS[name] for name in upscalers]
+    items += [LORAS[name] for name in loras] + ([GEMMAS[gemma]] if gemma else [])
+    if default_model:
+        items += [DEFAULT_MODEL.checkpoint, DEFAULT_MODEL.spatial_upscaler, DEFAULT_MODEL.gemma]
+    items = list(dict.fromkeys(items))
+    if not items:
+        raise click.UsageError("choose something to download: --default, --model, --upscaler, --lora and/or --gemma")
     try:
-        for table, names in ((CHECKPOINTS, models), (UPSCALERS, upscalers), (LORAS, loras)):
-            for name in names:
-                _download_file(*table[name], dest)
-        if gemma:
-            target = dest / GEMMA.split("/")[1]
-            click.echo(f"{GEMMA} -> {target}")
-            snapshot_download(
-                repo_id=GEMMA, local_dir=target,
-                allow_patterns=["*.json", "*.safetensors", "tokenizer.model"],
-            )  # fmt: skip
-    except LocalEntryNotFoundError:
-        click.echo("error: cannot reach huggingface.co (offline?); connect and run this again.", err=True)
+        paths = fetch(items)
+    except HubError as err:
+        click.echo(f"error: {err}", err=True)
         sys.exit(1)
-    except HfHubHTTPError as err:
-        hint = " For Gemma: accept its licence on huggingface.co, then `huggingface-cli login`." if gemma else ""
-        click.echo(f"error: download failed: {err}.{hint}", err=True)
-        sys.exit(1)
+    if dest is not None:
+        dest.mkdir(parents=True, exist_ok=True)
+        paths = [_link(Path(item.name).name, path, dest) for item, path in zip(items, paths)]
+    for item, path in zip(items, paths):
+        click.echo(f"{item.name}: {path}")
 
 
 if __name__ == "__main__":
