@@ -1,6 +1,11 @@
 """LoRA fusion against ltx-core's SingleGPUModelBuilder + apply_loras: two seeded ComfyUI-style
 LoRAs of different ranks and strengths on a tiny bf16 checkpoint, fused in float32, bfloat16
-and into fp8_cast weights; and the refusals for LoRAs that do not fit the model."""
+and into fp8_cast weights; every accepted key layout (with and without alpha) against deltas
+built by hand; and the refusals, by apply_loras and by the header-only check_lora_file, for
+files that are not LoRAs or do not fit the model."""
+
+import json
+import time
 
 import mlx.core as mx
 import numpy as np
@@ -15,6 +20,7 @@ from ltx_core.model.transformer.model_configurator import LTXV_MODEL_COMFY_RENAM
 from ltx_core.quantization import QuantizationPolicy
 from mlx.utils import tree_flatten
 from reference import assert_cosine, assert_matches, prefixed, save_checkpoint
+from safetensors.torch import load_file, save_file
 from transformer_fixtures import (
     MIXED_STG,
     build_reference_transformer,
@@ -24,8 +30,11 @@ from transformer_fixtures import (
     to_mlx_modality,
 )
 
+import LTX_2_MLX.loader.lora as lora_module
 from LTX_2_MLX.loader import CheckpointError, load_transformer
-from LTX_2_MLX.loader.lora import apply_loras
+from LTX_2_MLX.loader.lora import apply_loras, check_lora_file
+from LTX_2_MLX.loader.transformer import transformer_config
+from LTX_2_MLX.model.transformer import LTXModelConfig, LTXModelType
 from LTX_2_MLX.quantization import Fp8Linear, load_fp8_transformer, quantize_transformer
 
 # module -> rank, per LoRA; both cover attention (video, audio, cross-modal) and feed-forward
@@ -47,7 +56,9 @@ STRENGTHS = [0.8, -0.6]
 PREFIX = "model.diffusion_model."
 
 
-def make_lora(reference_state: dict, modules: dict, seed: int, dtype=torch.float32, alpha: bool = False) -> dict:
+def make_lora(reference_state: dict, modules: dict, seed: int, dtype=torch.float32) -> dict:
+    """A LoRA as Lightricks' trainer writes it: ComfyUI keys, no alpha (the reference ignores
+    alpha; ours scales by it, see the layout tests)."""
     gen = torch.Generator().manual_seed(seed)
     tensors = {}
     for module, rank in modules.items():
@@ -56,8 +67,6 @@ def make_lora(reference_state: dict, modules: dict, seed: int, dtype=torch.float
         tensors[f"diffusion_model.{module}.lora_B.weight"] = (torch.randn(out_dims, rank, generator=gen) * 0.3).to(
             dtype
         )
-        if alpha:  # ignored by the reference's fusion, so by ours
-            tensors[f"diffusion_model.{module}.alpha"] = torch.tensor(float(rank * 4))
     return tensors
 
 
@@ -77,9 +86,7 @@ def setup(tmp_path_factory):
     loras = {}
     for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
         loras[name] = [
-            save_checkpoint(
-                folder / f"lora{i}-{name}.safetensors", make_lora(state, modules, 100 + i, dtype, i == 0), None
-            )
+            save_checkpoint(folder / f"lora{i}-{name}.safetensors", make_lora(state, modules, 100 + i, dtype), None)
             for i, modules in enumerate(LORA_MODULES)
         ]
     return {"config": config, "state": state, "checkpoint": checkpoint, "checkpoint_fp32": checkpoint_fp32,
@@ -200,12 +207,16 @@ def test_lora_with_wrong_shapes_is_refused(setup):
 def test_lora_malformed_files_are_refused(setup):
     tensors = make_lora(setup["state"], {"transformer_blocks.1.ff.net.2": 3}, 3)
     unpaired = {k: v for k, v in tensors.items() if "lora_B" not in k}
-    other_format = {k.replace("lora_A", "lora_down").replace("lora_B", "lora_up"): v for k, v in tensors.items()}
+    loha = {"diffusion_model.transformer_blocks.1.ff.net.2.hada_w1_a": torch.zeros(32, 3), **tensors}
     model = load_transformer(setup["checkpoint"], dtype=mx.float32)
-    with pytest.raises(CheckpointError, match=r"only one of lora_A/lora_B: transformer_blocks\.1\.ff\.net\.2"):
+    with pytest.raises(
+        CheckpointError, match=r"without both lora_A/lora_B.*: diffusion_model\.transformer_blocks\.1\.ff"
+    ):
         apply_loras(model, [(save_lora(setup, "unpaired", unpaired), 1.0)])
-    with pytest.raises(CheckpointError, match=r"not LoRA A/B matrices: transformer_blocks\.1\.ff\.net\.2\.lora_down"):
-        apply_loras(model, [(save_lora(setup, "lora_down", other_format), 1.0)])
+    with pytest.raises(
+        CheckpointError, match=r"no known LoRA layout: diffusion_model\.transformer_blocks\.1\.ff\.net\.2\.hada"
+    ):
+        apply_loras(model, [(save_lora(setup, "loha", loha), 1.0)])
 
 
 def test_lora_text_connector_keys_are_skipped_like_the_reference(setup):
@@ -263,3 +274,215 @@ def test_lora_fusion_into_scaled_fp8_matches_reference(setup):
             ours.dequantized_weight(mx.float32),
             fused[f"{layer}.weight"].t().float() * fused[f"{layer}.weight_scale"],
         )
+
+
+# ---- community layouts -------------------------------------------------------------------
+
+# module -> rank: names whose underscores a flattened kohya name must not split wrongly
+# (audio_attn1, audio_to_video_attn, ff.net.0.proj, audio_ff), and top-level modules that
+# diffusers renames.
+LAYOUT_MODULES = {
+    "patchify_proj": 2, "adaln_single.linear": 3, "audio_adaln_single.emb.timestep_embedder.linear_1": 2,
+    "av_ca_a2v_gate_adaln_single.linear": 2, "caption_projection.linear_2": 2,
+    "transformer_blocks.0.audio_attn1.to_q": 4, "transformer_blocks.0.attn1.to_out.0": 3,
+    "transformer_blocks.1.audio_to_video_attn.to_k": 2, "transformer_blocks.1.video_to_audio_attn.to_out.0": 4,
+    "transformer_blocks.0.ff.net.0.proj": 3, "transformer_blocks.1.audio_ff.net.2": 2,
+}  # fmt: skip
+# The same modules as diffusers' LTX2VideoTransformer3DModel names them (its
+# scripts/convert_ltx2_to_diffusers.py); the others are spelled alike.
+DIFFUSERS_SPELLING = {
+    "patchify_proj": "proj_in", "adaln_single.linear": "time_embed.linear",
+    "audio_adaln_single.emb.timestep_embedder.linear_1": "audio_time_embed.emb.timestep_embedder.linear_1",
+    "av_ca_a2v_gate_adaln_single.linear": "av_cross_attn_video_a2v_gate.linear",
+}  # fmt: skip
+# layout -> (how a module's key starts, A's suffix, B's suffix)
+LAYOUTS = {
+    "comfyui lora_A/lora_B": (lambda m: f"diffusion_model.{m}", "lora_A", "lora_B"),
+    "comfyui lora_down/lora_up": (lambda m: f"diffusion_model.{m}", "lora_down", "lora_up"),
+    "checkpoint prefix": (lambda m: f"model.diffusion_model.{m}", "lora_A", "lora_B"),
+    "no prefix": (lambda m: m, "lora_down", "lora_up"),
+    "diffusers": (lambda m: f"transformer.{DIFFUSERS_SPELLING.get(m, m)}", "lora_A", "lora_B"),
+    "kohya flattened": (lambda m: "lora_unet_" + m.replace(".", "_"), "lora_down", "lora_up"),
+    "musubi-tuner training": (lambda m: "lora_unet_model_" + m.replace(".", "_"), "lora_down", "lora_up"),
+}
+LAYOUT_STRENGTH = 0.7
+
+
+def layout_lora(state: dict, layout: str, modules: dict, seed: int, with_alpha: bool) -> tuple[dict, dict]:
+    """A LoRA in `layout`, and each module's expected fused weight W + strength*(alpha/rank)*(B@A)
+    computed by hand in float64 (alpha/rank = 1 without alpha)."""
+    name, down_suffix, up_suffix = LAYOUTS[layout]
+    gen = torch.Generator().manual_seed(seed)
+    tensors, expected = {}, {}
+    for module, rank in modules.items():
+        weight = state[f"{module}.weight"]
+        down = torch.randn(rank, weight.shape[1], generator=gen) * 0.3
+        up = torch.randn(weight.shape[0], rank, generator=gen) * 0.3
+        tensors[f"{name(module)}.{down_suffix}.weight"], tensors[f"{name(module)}.{up_suffix}.weight"] = down, up
+        scale = 1.0
+        if with_alpha:
+            alpha = 1.5 * rank + 1  # exact in bfloat16, as kohya trainers often store it
+            tensors[f"{name(module)}.alpha"] = torch.tensor(alpha, dtype=torch.bfloat16)
+            scale = alpha / rank
+        expected[module] = weight.double().numpy() + LAYOUT_STRENGTH * scale * (up.double() @ down.double()).numpy()
+    return tensors, expected
+
+
+@pytest.mark.parametrize("with_alpha", [False, True], ids=["no alpha", "alpha"])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_lora_layouts_fuse_strength_times_alpha_over_rank(setup, layout, with_alpha):
+    tensors, expected = layout_lora(setup["state"], layout, LAYOUT_MODULES, 7, with_alpha)
+    path = save_lora(setup, f"layout-{layout}-{with_alpha}".replace(" ", "-").replace("/", "-"), tensors)
+    check_lora_file(path)
+    check_lora_file(path, transformer_config(setup["checkpoint_fp32"]))
+    unfused = dict(tree_flatten(load_transformer(setup["checkpoint_fp32"], dtype=mx.float32).parameters()))
+    model = apply_loras(load_transformer(setup["checkpoint_fp32"], dtype=mx.float32), [(path, LAYOUT_STRENGTH)])
+    params = dict(tree_flatten(model.parameters()))
+    for module, weight in expected.items():
+        np.testing.assert_allclose(np.array(params[f"{module}.weight"]), weight, rtol=1e-5, atol=1e-6, err_msg=module)
+    for key, value in unfused.items():
+        if key.removesuffix(".weight") not in expected:
+            np.testing.assert_array_equal(np.array(params[key]), np.array(value), err_msg=key)
+
+
+def test_lora_alpha_equal_to_rank_fuses_bit_exact_like_no_alpha(setup):
+    """alpha = rank scales by exactly 1: such a file fuses as the reference fuses it without alpha."""
+    plain = setup["loras"]["bf16"][0]
+    tensors = load_file(plain)
+    for key, value in list(tensors.items()):
+        if key.endswith(".lora_A.weight"):
+            tensors[key.replace(".lora_A.weight", ".alpha")] = torch.tensor(float(value.shape[0]))
+    with_alpha = save_lora(setup, "alpha-equals-rank", tensors)
+    fused = [
+        dict(tree_flatten(apply_loras(load_transformer(setup["checkpoint"], mx.bfloat16), [(p, 0.8)]).parameters()))
+        for p in (plain, with_alpha)
+    ]
+    for key, value in fused[0].items():
+        np.testing.assert_array_equal(np.array(fused[1][key].astype(mx.float32)), np.array(value.astype(mx.float32)))
+
+
+def test_diffusers_lora_takes_alpha_from_its_peft_metadata(setup):
+    """diffusers keeps lora_alpha in the PEFT config it saves as metadata, not as .alpha keys."""
+    modules = {"patchify_proj": 2, "transformer_blocks.0.attn1.to_q": 4}
+    tensors, unscaled = layout_lora(setup["state"], "diffusers", modules, 9, with_alpha=False)
+    peft_config = {"transformer.r": 4, "transformer.lora_alpha": 6, "transformer.rank_pattern": {"proj_in": 2}}
+    path = str(setup["folder"] / "diffusers-metadata.safetensors")
+    save_file(tensors, path, metadata={"format": "pt", "lora_adapter_metadata": json.dumps(peft_config)})
+    model = apply_loras(load_transformer(setup["checkpoint_fp32"], dtype=mx.float32), [(path, LAYOUT_STRENGTH)])
+    params = dict(tree_flatten(model.parameters()))
+    for module, rank in modules.items():
+        weight = setup["state"][f"{module}.weight"].double().numpy()
+        expected = weight + (unscaled[module] - weight) * (6 / rank)  # alpha / that module's rank
+        np.testing.assert_allclose(np.array(params[f"{module}.weight"]), expected, rtol=1e-5, atol=1e-6)
+    peft_config["transformer.alpha_pattern"] = {"proj_in": 3}
+    save_file(tensors, path, metadata={"lora_adapter_metadata": json.dumps(peft_config)})
+    with pytest.raises(CheckpointError, match="sets alpha_pattern.*with an .alpha per module"):
+        check_lora_file(path)
+
+
+def test_lora_text_encoder_side_keys_are_skipped_in_every_layout(setup):
+    """The text connectors and the feature extractor's projection, however a layout spells them
+    (kohya flattened, diffusers' `connectors.`, unprefixed), are dropped as the reference drops
+    `diffusion_model.*_embeddings_connector.*` (it fuses LoRAs into the DiT only)."""
+    tensors, expected = layout_lora(setup["state"], "kohya flattened", {"transformer_blocks.0.attn1.to_q": 2}, 4, True)
+    for stem in (
+        "lora_unet_video_embeddings_connector_transformer_1d_blocks_0_attn1_to_q",
+        "lora_unet_text_embedding_projection_aggregate_embed",
+    ):
+        tensors[f"{stem}.lora_down.weight"], tensors[f"{stem}.lora_up.weight"] = torch.ones(2, 7), torch.ones(7, 2)
+    for stem in (
+        "connectors.video_connector.transformer_blocks.0.attn1.to_q",
+        "text_embedding_projection.aggregate_embed",
+    ):
+        tensors[f"{stem}.lora_A.weight"], tensors[f"{stem}.lora_B.weight"] = torch.ones(2, 7), torch.ones(7, 2)
+    path = save_lora(setup, "text-encoder-side", tensors)
+    check_lora_file(path, transformer_config(setup["checkpoint_fp32"]))
+    model = apply_loras(load_transformer(setup["checkpoint_fp32"], dtype=mx.float32), [(path, LAYOUT_STRENGTH)])
+    np.testing.assert_allclose(
+        np.array(model.transformer_blocks[0].attn1.to_q.weight), expected["transformer_blocks.0.attn1.to_q"], rtol=1e-5
+    )
+
+
+def test_lora_keys_in_any_layout_that_map_to_nothing_are_refused_naming_them(setup):
+    good, _ = layout_lora(setup["state"], "kohya flattened", {"transformer_blocks.0.attn1.to_q": 2}, 5, True)
+    foreign = {
+        **good,
+        "lora_unet_transformer_blocks_0_attn1_to_qkv.lora_down.weight": torch.zeros(2, 32),
+        "lora_unet_transformer_blocks_0_attn1_to_qkv.lora_up.weight": torch.zeros(96, 2),
+        "transformer.norm_out.linear.lora_A.weight": torch.zeros(2, 32),
+        "transformer.norm_out.linear.lora_B.weight": torch.zeros(64, 2),
+    }
+    path = save_lora(setup, "kohya-foreign", foreign)
+    check_lora_file(path)  # the layouts are known; only the model can tell the names are not its own
+    missing = (
+        r"modules the model does not have: lora_unet_transformer_blocks_0_attn1_to_qkv, transformer\.norm_out\.linear\."
+    )
+    with pytest.raises(CheckpointError, match=missing):
+        check_lora_file(path, transformer_config(setup["checkpoint"]))
+    model = load_transformer(setup["checkpoint"], dtype=mx.float32)
+    before = np.array(model.transformer_blocks[0].attn1.to_q.weight)
+    with pytest.raises(CheckpointError, match=missing):
+        apply_loras(model, [(path, 1.0)])
+    np.testing.assert_array_equal(np.array(model.transformer_blocks[0].attn1.to_q.weight), before)
+
+
+def refusal_cases(setup) -> dict:
+    """name -> (file, config or None, what the one-line message must say)."""
+    state = setup["state"]
+    comfy = make_lora(state, {"transformer_blocks.0.attn1.to_q": 2, "transformer_blocks.1.audio_attn2.to_k": 2}, 6)
+    kohya, _ = layout_lora(state, "kohya flattened", {"transformer_blocks.1.audio_attn2.to_k": 2}, 6, True)
+    base = transformer_config(setup["checkpoint"])
+    narrower = tiny_transformer_config("2.0")
+    narrower["transformer"]["attention_head_dim"] = 8
+    video_only = LTXModelConfig.from_checkpoint_config(tiny_transformer_config("2.0"), LTXModelType.VideoOnly)
+    narrow = LTXModelConfig.from_checkpoint_config(narrower, LTXModelType.AudioVideo)
+    rank_mismatch = {**comfy, "diffusion_model.transformer_blocks.0.attn1.to_q.lora_B.weight": torch.zeros(32, 3)}
+    return {
+        "the DiT checkpoint": (setup["checkpoint"], base, "not a LoRA file. Pass the LoRA's .safetensors"),
+        "LoHa keys": ({**comfy, "diffusion_model.patchify_proj.hada_w1_a": torch.zeros(2, 2)}, None,
+                      "no known LoRA layout: diffusion_model.patchify_proj.hada_w1_a"),
+        "unpaired": ({k: v for k, v in comfy.items() if "attn2.to_k.lora_B" not in k}, None,
+                     "without both lora_A/lora_B"),
+        "rank mismatch": (rank_mismatch, None, "do not fit together"),
+        "video-only model": (kohya, video_only,
+                             "modules the model does not have: lora_unet_transformer_blocks_1_audio_attn2_to_k"),
+        "other widths": (comfy, narrow, "wrong shapes: diffusion_model.transformer_blocks.0.attn1.to_q"),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "case", ["the DiT checkpoint", "LoHa keys", "unpaired", "rank mismatch", "video-only model", "other widths"]
+)
+def test_check_lora_file_refuses_with_one_line_message(setup, case):
+    file, config, message = refusal_cases(setup)[case]
+    path = file if isinstance(file, str) else save_lora(setup, f"refused-{case.replace(' ', '-')}", file)
+    with pytest.raises(CheckpointError) as refused:
+        check_lora_file(path, config)
+    assert message in str(refused.value) and "\n" not in str(refused.value), str(refused.value)
+
+
+def test_check_lora_file_reads_only_the_header(setup, monkeypatch):
+    tensors, _ = layout_lora(setup["state"], "musubi-tuner training", LAYOUT_MODULES, 8, True)
+    path = save_lora(setup, "header-only", tensors)
+
+    def no_tensors(*args, **kwargs):
+        raise AssertionError("check_lora_file loaded tensors")
+
+    monkeypatch.setattr(lora_module, "load_tensors", no_tensors)
+    check_lora_file(path, transformer_config(setup["checkpoint"]))
+
+
+def test_check_lora_file_against_the_full_size_dit_allocates_nothing(setup):
+    """The 48-layer, 4096-wide audio-video DiT is built only for its module names and shapes:
+    MLX initialises parameters lazily and nothing evaluates them."""
+    module = "transformer_blocks.47.audio_to_video_attn.to_q"  # (2048 out, 4096 in) in the full model
+    path = save_lora(setup, "full-size", {
+        f"lora_unet_{module.replace('.', '_')}.lora_down.weight": torch.zeros(1, 4096),
+        f"lora_unet_{module.replace('.', '_')}.lora_up.weight": torch.zeros(2048, 1),
+    })  # fmt: skip
+    active = mx.get_active_memory()
+    mx.reset_peak_memory()
+    start = time.perf_counter()
+    check_lora_file(path, LTXModelConfig())
+    seconds = time.perf_counter() - start
+    assert mx.get_peak_memory() - active < 2**20 and seconds < 5, (mx.get_peak_memory() - active, seconds)
