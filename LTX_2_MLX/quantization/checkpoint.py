@@ -100,20 +100,110 @@ def load_quantized_transformer(path: str | Path, model_type: LTXModelType | None
     return model
 
 
+# Official fp8 files (Lightricks' ltx-2-19b-{dev,distilled}-fp8: blocks 1-42 in fp8, blocks 0
+# and 43-47 and everything outside the blocks in bf16) and ComfyUI's scaled-fp8 layout store
+# these per-layer companions beside an F8_E4M3 Linear weight:
+#   .weight_scale  F32 scalar, the true weight being e4m3 value x weight_scale: applied;
+#   .input_scale   F32 scalar, a calibrated activation scale that only ltx-core's TensorRT-LLM
+#                  fp8 x fp8 matmul (fp8_scaled_mm) reads: dropped, activations stay in the
+#                  compute dtype as in ltx-core's fp8_cast, which folds weight_scale alone;
+#   .comfy_quant   U8 JSON bytes, ComfyUI's per-layer format marker: checked, then dropped.
+# The metadata key FP8_METADATA_KEY ({"format_version", "layers": {name: {"format"}}}) lists
+# the quantized layers; it is checked against the tensors and otherwise bookkeeping.
+FP8_FORMAT = "float8_e4m3fn"
+FP8_COMPANIONS = (".weight_scale", ".input_scale", ".comfy_quant")
+FP8_DROPPED_COMPANIONS = (".input_scale", ".comfy_quant")
+FP8_METADATA_KEY = "_quantization_metadata"
+_USE_BF16 = "Load the bf16 checkpoint (e.g. ltx-2-19b-dev.safetensors) instead."
+
+
+def _listed(keys) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
+
+
+def _refuse_other_formats(path: Path, formats: dict[str, object], source: str) -> None:
+    other = {layer: fmt for layer, fmt in formats.items() if fmt != FP8_FORMAT}
+    if other:
+        shown = _listed(f"{layer} is {fmt!r}" for layer, fmt in other.items())
+        raise CheckpointError(f"{path}: {shown} (per {source}); only {FP8_FORMAT!r} layers are read. {_USE_BF16}")
+
+
+def _check_fp8_companions(path: Path, tensors: dict[str, mx.array], fp8_layers: set[str], parameters: set[str]) -> None:
+    """Refuse any transformer tensor that is neither a model parameter nor a per-tensor
+    companion (FP8_COMPANIONS) of an F8_E4M3 Linear weight, naming it."""
+    companions = {key for key in tensors if key.endswith(FP8_COMPANIONS)}
+    unknown = set(tensors) - parameters - companions
+    if unknown:
+        raise CheckpointError(
+            f"{path}: tensors {_listed(unknown)} are neither weights of the transformer its config describes nor "
+            f"fp8 companions ({', '.join(FP8_COMPANIONS)}); this layout is not supported. {_USE_BF16}"
+        )
+    orphans = {key for key in companions if key.rsplit(".", 1)[0] not in fp8_layers}
+    if orphans:
+        raise CheckpointError(
+            f"{path}: tensors {_listed(orphans)} accompany weights not stored as F8_E4M3, a quantization this "
+            f"loader does not read. {_USE_BF16}"
+        )
+    markers = {}
+    for key in sorted(companions):
+        value = tensors[key]
+        if key.endswith(".comfy_quant"):
+            try:
+                markers[key.removesuffix(".comfy_quant")] = json.loads(bytes(value.tolist()))["format"]
+            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+                raise CheckpointError(
+                    f"{path}: {key} is not a JSON layer marker ({err!r}). Re-download the file."
+                ) from None
+        elif value.size != 1 or not mx.issubdtype(value.dtype, mx.floating):
+            raise CheckpointError(
+                f"{path}: {key} is {str(value.dtype).removeprefix('mlx.core.')} of shape {tuple(value.shape)}; "
+                f"only per-tensor fp8 scales (one float) are read, not per-channel or block scales. {_USE_BF16}"
+            )
+    _refuse_other_formats(path, markers, "its .comfy_quant tensors")
+
+
+def _check_fp8_metadata(path: Path, stored: dict[str, str], fp8_layers: set[str]) -> None:
+    """The metadata's transformer layers must all be F8_E4M3 layers marked float8_e4m3fn; the
+    names of other parts of the file are for their own loaders."""
+    raw = read_metadata(path).get(FP8_METADATA_KEY)
+    if raw is None:
+        return
+    try:
+        layers = json.loads(raw)["layers"]
+        formats = {name.removeprefix(TRANSFORMER_PREFIX): conf["format"] for name, conf in layers.items()}
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(
+            f"{path}: unreadable '{FP8_METADATA_KEY}' metadata ({err!r}). Re-download the file."
+        ) from None
+    formats = {name: fmt for name, fmt in formats.items() if f"{name}.weight" in stored}
+    _refuse_other_formats(path, formats, f"its '{FP8_METADATA_KEY}' metadata")
+    not_fp8 = {name for name in formats if name not in fp8_layers}
+    if not_fp8:
+        raise CheckpointError(
+            f"{path}: its '{FP8_METADATA_KEY}' metadata lists {_listed(not_fp8)} as {FP8_FORMAT} but their "
+            "weights are not stored as F8_E4M3; the file is inconsistent. Re-download it."
+        )
+
+
 def load_fp8_transformer(
     path: str | Path, dtype: mx.Dtype = mx.bfloat16, model_type: LTXModelType | None = None
 ) -> LTXModel:
-    """Load a checkpoint whose Linear weights are (partly) float8_e4m3fn, keeping them in fp8.
+    """Load a checkpoint whose Linear weights are (partly) float8_e4m3fn, keeping them in fp8:
+    the official ltx-2-19b-*-fp8 files, ComfyUI scaled-fp8 files, and unscaled fp8_cast files.
 
     Every Linear whose weight the file stores as F8_E4M3 becomes an Fp8Linear holding the
     file's bytes (its bias too when that is fp8); nothing is decoded to `dtype` on the way.
-    A `weight_scale` beside the weight (scaled fp8 files) is kept in float32 and applied;
-    `input_scale` is dropped: activations stay in `dtype` (weight-only fp8, like fp8_cast).
-    All other tensors are cast to `dtype`.
+    Of the companions beside such a weight (FP8_COMPANIONS), `weight_scale` is kept in float32
+    and applied; `input_scale` and `comfy_quant` are dropped: weight-only fp8 with activations
+    in `dtype`, like ltx-core's fp8_cast. Any other tensor the model does not have is refused
+    by name. All other tensors are cast to `dtype`.
     """
     path = Path(path)
     stored = {
-        key[len(TRANSFORMER_PREFIX) :]: code for key, code in tensor_dtypes(path).items() if key.startswith(TRANSFORMER_PREFIX)
+        key[len(TRANSFORMER_PREFIX) :]: code
+        for key, code in tensor_dtypes(path).items()
+        if key.startswith(TRANSFORMER_PREFIX) and not key[len(TRANSFORMER_PREFIX) :].startswith(CONNECTOR_PREFIXES)
     }
     model = LTXModel(transformer_config(path, model_type))
     fp8_layers = []
@@ -131,20 +221,29 @@ def load_fp8_transformer(
             f"{path}: no Linear weight of its transformer is stored as F8_E4M3; "
             "load it with load_transformer (and quantize_transformer(model, 'fp8') if you want fp8)."
         )
+    tensors = {
+        key: value
+        for key, value in load_tensors(path, TRANSFORMER_PREFIX, decode_fp8=False).items()
+        if not key.startswith(CONNECTOR_PREFIXES)
+    }
+    parameters = {key for key, _ in tree_flatten(model.parameters())}
+    _check_fp8_companions(path, tensors, set(fp8_layers), parameters)
+    _check_fp8_metadata(path, stored, set(fp8_layers))
     fp8_keys = {f"{layer}.{name}" for layer in fp8_layers for name in ("weight", "bias")}
     weights = {}
-    for key, value in load_tensors(path, TRANSFORMER_PREFIX, decode_fp8=False).items():
-        if key.startswith(CONNECTOR_PREFIXES) or key.endswith(".input_scale"):
+    for key, value in tensors.items():
+        if key.endswith(FP8_DROPPED_COMPANIONS):
             continue
         if key in fp8_keys and stored[key] == "F8_E4M3":
             pass  # the raw e4m3 bytes, as Fp8Linear holds them
         elif stored[key] == "F8_E4M3":
             value = mx.from_fp8(value, dtype=dtype)
         elif key.endswith(".weight_scale"):
-            value = value.astype(mx.float32)
+            value = value.astype(mx.float32).reshape(())
         elif mx.issubdtype(value.dtype, mx.floating):
             value = value.astype(dtype)
         weights[key] = value
+    del tensors
     load_module_weights(model, weights, path, "fp8 transformer")
     del weights
     for _, parameter in tree_flatten(model.parameters()):
