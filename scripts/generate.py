@@ -1,7 +1,8 @@
-"""Generate a video with audio: `python scripts/generate.py --checkpoint-path ... --gemma-path ... --prompt ...`
-(the same as the installed `ltx2-mlx generate`)."""
+"""Generate a video with audio: `python scripts/generate.py --prompt ...` is `ltx2-mlx generate --prompt ...`."""
 
-from LTX_2_MLX.cli import generate
+import sys
+
+from LTX_2_MLX.cli import main
 
 if __name__ == "__main__":
-    generate()
+    main(["generate", *sys.argv[1:]], prog_name="ltx2-mlx")

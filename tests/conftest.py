@@ -64,3 +64,11 @@ def pytest_terminal_summary(terminalreporter):
     for name, measure, value in PARITY_FIGURES:
         shown = f"{value:.6f}" if measure == "cosine" else f"{value:.3e}"
         terminalreporter.write_line(f"{name:<70} {measure:<18} {shown}")
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory):
+    """(checkpoint, gemma dir, image, upscaler, LoRA, folder): tiny, complete, official layout."""
+    from generate_fixtures import build_model_files
+
+    return build_model_files(tmp_path_factory)

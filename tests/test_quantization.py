@@ -213,7 +213,7 @@ def test_fp8_memory_is_one_byte_per_quantized_element(affine_setup):
 def test_quantized_checkpoint_reloads_identically(affine_setup, mode):
     model = quantize_transformer(load_transformer(affine_setup["checkpoint"], dtype=mx.bfloat16), mode)
     path = affine_setup["folder"] / f"dit-{mode}.safetensors"
-    save_quantized_transformer(model, path, read_config(affine_setup["checkpoint"]))
+    save_quantized_transformer(model, path, affine_setup["checkpoint"])
     assert read_config(path) == affine_setup["config"]
     reloaded = load_quantized_transformer(path)
     assert quantized_layers(reloaded) == quantized_layers(model)
@@ -234,7 +234,7 @@ def test_quantization_refusals(affine_setup):
     with pytest.raises(ValueError, match=r"'int3' is not one of fp8, int8, int4"):
         quantize_transformer(model, "int3")
     with pytest.raises(ValueError, match="not quantized"):
-        save_quantized_transformer(model, affine_setup["folder"] / "x.safetensors", affine_setup["config"])
+        save_quantized_transformer(model, affine_setup["folder"] / "x.safetensors", affine_setup["checkpoint"])
     quantize_transformer(model, "int8")
     with pytest.raises(ValueError, match="already quantized"):
         quantize_transformer(model, "int4")

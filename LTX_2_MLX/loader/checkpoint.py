@@ -2,6 +2,7 @@
 and strict loading of converted weights into MLX modules."""
 
 import json
+import math
 import struct
 from pathlib import Path
 from typing import Callable
@@ -58,7 +59,7 @@ def read_config(path: str | Path, section: str | None = None, what: str = "model
     if "config" not in metadata:
         raise CheckpointError(
             f"{path}: no 'config' in the safetensors metadata, so the {what} cannot be built. "
-            "Use an official Lightricks checkpoint or one written by scripts/convert_weights.py."
+            "Use an official Lightricks checkpoint, or one written by `ltx2-mlx convert` / `ltx2-mlx quantize`."
         )
     try:
         config = json.loads(metadata["config"])
@@ -85,6 +86,32 @@ def tensor_shapes(path: str | Path) -> dict[str, list[int]]:
 def tensor_dtypes(path: str | Path) -> dict[str, str]:
     """Each tensor's stored safetensors dtype code (e.g. "BF16", "F8_E4M3")."""
     return {k: t["dtype"] for k, t in _read_header(Path(path)).items() if k != "__metadata__"}
+
+
+_DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2}
+
+
+def stored_bytes(path: str | Path, prefix: str = "") -> int:
+    """Bytes of the tensors under `prefix` as stored in the file (from the header alone)."""
+    total = 0
+    for key, entry in _read_header(Path(path)).items():
+        if key != "__metadata__" and key.startswith(prefix):
+            total += math.prod(entry["shape"]) * _DTYPE_BYTES.get(entry["dtype"], 1)
+    return total
+
+
+def evaluate_parameters(module: nn.Module, description: str, progress_above: int = 2**30) -> None:
+    """Materialise a lazily loaded module one parameter at a time (the peak stays at the model
+    plus one tensor), with a progress bar when it holds more than `progress_above` bytes."""
+    from tqdm import tqdm
+
+    parameters = [p for _, p in tree_flatten(module.parameters())]
+    total = sum(p.nbytes for p in parameters)
+    with tqdm(total=total, desc=description, unit="B", unit_scale=True, leave=False,
+              disable=total <= progress_above) as progress:  # fmt: skip
+        for parameter in parameters:
+            mx.eval(parameter)
+            progress.update(parameter.nbytes)
 
 
 def load_tensors(path: str | Path, prefix: str = "", decode_fp8: bool = True) -> dict[str, mx.array]:

@@ -7,6 +7,7 @@ the original. Tensors are streamed: peak memory is one tensor, not the 40 GB fil
 import json
 import os
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 
 import mlx.core as mx
@@ -18,6 +19,36 @@ _SAFETENSORS_DTYPES = {
     mx.float32: "F32", mx.float16: "F16", mx.bfloat16: "BF16", mx.int64: "I64", mx.int32: "I32",
     mx.int16: "I16", mx.int8: "I8", mx.uint8: "U8", mx.uint32: "U32", mx.bool_: "BOOL",
 }  # fmt: skip
+
+
+def check_output_path(
+    path: str | Path, inputs: Sequence[str | Path] = (), suffixes: Sequence[str] = (".safetensors",), what: str = "output"
+) -> Path:
+    """Refuse, before any work, an output that could not be written or would replace an input:
+    a wrong extension, a missing or read-only directory, a directory, or the same file as one of
+    `inputs` (by resolved path or by inode, so links count)."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise CheckpointError(f"{path}: the {what} must end in {' or '.join(suffixes)}, e.g. {path.with_suffix(suffixes[0])}")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory; give a file name for the {what}, e.g. {path / ('out' + suffixes[0])}")
+    folder = path.parent
+    if not folder.is_dir():
+        raise CheckpointError(f"{path}: the directory {folder} does not exist; create it first (mkdir -p {folder}).")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CheckpointError(f"{path}: the directory {folder} is not writable; choose another place for the {what}.")
+    for source in inputs:
+        source = Path(source)
+        if path.resolve() == source.resolve() or _same_file(path, source):
+            raise CheckpointError(f"{path}: is the input {source}; refusing to overwrite it. Choose another {what} path.")
+    return path
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return first.samefile(second)
+    except OSError:
+        return False
 
 
 def _tensor_bytes(array: mx.array) -> bytes:
@@ -57,9 +88,7 @@ def write_safetensors(path: str | Path, tensors: dict[str, mx.array], metadata: 
 
 def convert_checkpoint(source: str | Path, destination: str | Path, dtype: mx.Dtype) -> int:
     """Cast every floating tensor of `source` to `dtype`; returns the number of tensors."""
-    source, destination = Path(source), Path(destination)
-    if source.resolve() == destination.resolve():
-        raise CheckpointError(f"{destination}: refusing to overwrite the source checkpoint; choose another path.")
+    source, destination = Path(source), check_output_path(destination, [source])
     metadata = read_metadata(source)
     if "config" not in metadata:
         raise CheckpointError(

@@ -12,7 +12,9 @@ from LTX_2_MLX.loader.checkpoint import (
     load_module_weights,
     load_tensors,
     read_config,
+    read_metadata,
     tensor_names,
+    tensor_shapes,
 )
 from LTX_2_MLX.model.text_encoder.embeddings_connector import EmbeddingsConnectorConfig
 from LTX_2_MLX.model.text_encoder.embeddings_processor import (
@@ -20,14 +22,15 @@ from LTX_2_MLX.model.text_encoder.embeddings_processor import (
     EmbeddingsProcessorConfig,
     feature_extractor_version,
 )
-from LTX_2_MLX.model.text_encoder.encoder import GemmaTextEncoder
+from LTX_2_MLX.model.text_encoder.encoder import PROMPT_EMBEDDINGS_FORMAT, GemmaTextEncoder
 from LTX_2_MLX.model.text_encoder.gemma import Gemma3TextConfig, Gemma3TextModel, language_model_prefix
 from LTX_2_MLX.model.text_encoder.prompt_enhancement import clean_response
 from LTX_2_MLX.model.text_encoder.tokenizer import DEFAULT_MAX_LENGTH, GemmaTokenizer
 from LTX_2_MLX.model.text_encoder.vision import Gemma3Vision, VisionConfig, sanitize_vision
 
 _DOWNLOAD_HINT = (
-    "Download it with: huggingface-cli download google/gemma-3-12b-it --local-dir <dir> (then --gemma-path <dir>)."
+    "Download it with: hf download google/gemma-3-12b-it --local-dir <dir> (then --gemma-path <dir>), "
+    "after accepting its licence on huggingface.co and `hf auth login`."
 )
 
 
@@ -66,6 +69,54 @@ def _quantizable(group_size: int):
     return predicate
 
 
+def _read_gemma_dir(gemma_dir: Path) -> tuple[dict, Gemma3TextConfig, list[Path], dict, str]:
+    """The directory's raw config, its parsed text config, its shards, their tensor names and
+    the language model's key prefix: everything but the weights."""
+    if not gemma_dir.is_dir():
+        raise CheckpointError(f"{gemma_dir}: no such directory. {_DOWNLOAD_HINT}")
+    config_path = gemma_dir / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{gemma_dir}: no config.json. {_DOWNLOAD_HINT}")
+    try:
+        raw_config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{config_path}: not valid JSON ({err}). {_DOWNLOAD_HINT}") from None
+    config = Gemma3TextConfig.from_dict(raw_config, str(config_path))
+    shards = _gemma_shards(gemma_dir)
+    names = {shard: tensor_names(shard) for shard in shards}
+    prefix = language_model_prefix(name for shard_names in names.values() for name in shard_names)
+    if prefix is None:
+        raise CheckpointError(
+            f"{gemma_dir}: no Gemma language model in its safetensors (looked for "
+            "language_model.model.embed_tokens.weight and its variants). Is this a Gemma 3 directory?"
+        )
+    return raw_config, config, shards, names, prefix
+
+
+def check_text_encoder_dir(gemma_dir: str | Path) -> None:
+    """Refuse a Gemma directory load_text_encoder could not use, from its files' headers alone."""
+    gemma_dir = Path(gemma_dir)
+    _read_gemma_dir(gemma_dir)
+    _find_tokenizer_dir(gemma_dir)
+
+
+def check_prompt_embeddings(path: str | Path, checkpoint_path: str | Path | None = None) -> None:
+    """Refuse, from its header alone, a file that is not prompt embeddings from `ltx2-mlx
+    encode-prompt`, or (given the checkpoint) one without the audio context the model needs."""
+    path = Path(path)
+    shapes = tensor_shapes(path)
+    if read_metadata(path).get("format") != PROMPT_EMBEDDINGS_FORMAT or not {"video_context", "mask"} <= set(shapes):
+        raise CheckpointError(
+            f"{path}: not a prompt-embeddings file (it holds {sorted(shapes)[:4]}); write one with `ltx2-mlx encode-prompt`."
+        )
+    if checkpoint_path is not None and "audio_context" not in shapes:
+        if any(name.startswith("model.diffusion_model.audio_") for name in tensor_names(checkpoint_path)):
+            raise CheckpointError(
+                f"{path}: has no audio context, but {Path(checkpoint_path).name} makes audio; "
+                "encode the prompt again with `ltx2-mlx encode-prompt --checkpoint-path` that checkpoint."
+            )
+
+
 def load_text_encoder(
     gemma_dir: str | Path,
     dtype: mx.Dtype = mx.bfloat16,
@@ -78,28 +129,10 @@ def load_text_encoder(
     model-*.safetensors, tokenizer files). With `quantize_bits` (8 or 4) the weights are
     quantized layer by layer as they are loaded. The vision tower (~0.4B parameters) is read
     only `with_vision`, which image-to-video prompt enhancement needs."""
-    gemma_dir = Path(gemma_dir)
-    if not gemma_dir.is_dir():
-        raise CheckpointError(f"{gemma_dir}: no such directory. {_DOWNLOAD_HINT}")
     if quantize_bits not in (None, 4, 8):
         raise ValueError(f"quantize_bits={quantize_bits} must be None, 8 or 4.")
-    config_path = gemma_dir / "config.json"
-    if not config_path.is_file():
-        raise CheckpointError(f"{gemma_dir}: no config.json. {_DOWNLOAD_HINT}")
-    try:
-        raw_config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{config_path}: not valid JSON ({err}). {_DOWNLOAD_HINT}") from None
-    config = Gemma3TextConfig.from_dict(raw_config, str(config_path))
-
-    shards = _gemma_shards(gemma_dir)
-    names = {shard: tensor_names(shard) for shard in shards}
-    prefix = language_model_prefix(name for shard_names in names.values() for name in shard_names)
-    if prefix is None:
-        raise CheckpointError(
-            f"{gemma_dir}: no Gemma language model in its safetensors (looked for "
-            "language_model.model.embed_tokens.weight and its variants). Is this a Gemma 3 directory?"
-        )
+    gemma_dir = Path(gemma_dir)
+    raw_config, config, shards, names, prefix = _read_gemma_dir(gemma_dir)
     weights = {}
     for shard in shards:
         if any(name.startswith(prefix) for name in names[shard]):

@@ -3,10 +3,10 @@
 from pathlib import Path
 
 import mlx.core as mx
-from mlx.utils import tree_flatten
 
 from LTX_2_MLX.loader.checkpoint import (
     CheckpointError,
+    evaluate_parameters,
     load_module_weights,
     load_tensors,
     read_config,
@@ -63,9 +63,6 @@ def load_transformer(
     }
     load_module_weights(model, weights, path, "transformer", dtype=dtype)
     del weights
-    # The file is mapped lazily: evaluating one parameter at a time keeps the peak at the
-    # size of the model plus one tensor, not the model twice.
-    for _, parameter in tree_flatten(model.parameters()):
-        mx.eval(parameter)
+    evaluate_parameters(model, "loading the transformer")
     model.eval()
     return model

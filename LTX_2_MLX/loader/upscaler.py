@@ -11,16 +11,23 @@ from LTX_2_MLX.model.upscaler import LatentUpsampler, LatentUpsamplerConfig
 WHAT = "latent upscaler"
 
 
+def check_upscaler_file(path: str | Path) -> LatentUpsamplerConfig:
+    """The upscaler config of a file, read from its header alone (refused if it has none)."""
+    raw_config = read_config(path, what=WHAT)
+    if "transformer" in raw_config or "vae" in raw_config:
+        raise CheckpointError(f"{path}: is an LTX-2 model checkpoint, not a {WHAT}; pass the upscaler file.")
+    try:
+        return LatentUpsamplerConfig.from_dict(raw_config)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{path}: its {WHAT} config is not usable: {err}.") from None
+
+
 def load_upscaler(path: str | Path, dtype: mx.Dtype | None = None) -> LatentUpsampler:
     """Build the upsampler the file's config describes and load its weights strictly.
 
     dtype: cast floating weights to it (e.g. mx.bfloat16); None keeps the file's dtype.
     """
-    raw_config = read_config(path, what=WHAT)
-    try:
-        config = LatentUpsamplerConfig.from_dict(raw_config)
-    except ValueError as err:
-        raise CheckpointError(f"{path}: its {WHAT} config is not usable: {err}.") from None
+    config = check_upscaler_file(path)
     upscaler = LatentUpsampler(config)
     weights = LatentUpsampler.sanitize(load_tensors(path))
     load_module_weights(upscaler, weights, path, WHAT, dtype)

@@ -28,6 +28,23 @@ def load_image(path: str | Path) -> np.ndarray:
         raise ValueError(f"{path}: cannot read the conditioning image ({err}); give a PNG or JPEG file.") from None
 
 
+def check_image_file(path: str | Path) -> None:
+    """Refuse a conditioning image that cannot be decoded (before any model loads)."""
+    load_image(path)
+
+
+def check_video_file(path: str | Path) -> None:
+    """Refuse a conditioning video that cannot be decoded or has no frames."""
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path))
+        next(reader)
+        next(reader)
+        reader.close()
+    except (OSError, RuntimeError, StopIteration) as err:
+        detail = f" ({' '.join(str(err).split())[:160]})" if str(err) else ""
+        raise ValueError(f"{path}: cannot read it as a video{detail}; give an mp4, mov or webm file.") from None
+
+
 def compress_like_video(image: np.ndarray, crf: float = DEFAULT_IMAGE_CRF) -> np.ndarray:
     """Encode one frame with libx264 at `crf` (veryfast, yuv420p) and decode it back."""
     if crf == 0:
@@ -126,7 +143,7 @@ def write_video(
         writer = imageio_ffmpeg.write_frames(
             str(partial), (width, height), fps=fps, codec="libx264", quality=None, macro_block_size=1,
             output_params=["-crf", "18", "-preset", "medium"], audio_path=audio_path,
-            audio_codec="aac" if audio_path else None,
+            audio_codec="aac" if audio_path else None, ffmpeg_log_level="error",
         )  # fmt: skip
         try:
             writer.send(None)

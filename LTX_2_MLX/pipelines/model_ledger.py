@@ -2,12 +2,13 @@
 directory) and dropped by the caller when its step is done, so the 12B text encoder, the VAE
 and the DiT are never resident together."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlx.core as mx
 
-from LTX_2_MLX.loader.checkpoint import CheckpointError, read_config
+from LTX_2_MLX.loader.checkpoint import CheckpointError, read_config, stored_bytes
 
 
 @dataclass
@@ -22,6 +23,8 @@ class ModelLedger:
     # Prompt-embedding files standing in for the pipeline's prompts by position
     # (0: the prompt, 1: the negative prompt); None or missing entries are encoded with Gemma.
     precomputed_embeddings: tuple[str | Path | None, ...] = ()
+    # Told what is about to load and its size (the CLI prints it); silent by default.
+    report: Callable[[str], None] = field(default=lambda message: None, repr=False)
 
     def __post_init__(self):
         self.config = read_config(self.checkpoint_path, section="transformer", what="LTX-2 transformer")
@@ -38,11 +41,21 @@ class ModelLedger:
         except (KeyError, TypeError):
             return 8
 
+    def _announce(self, what: str, path: str | Path, prefix: str = "") -> None:
+        size = stored_bytes(path, prefix) if Path(path).is_file() else sum(
+            stored_bytes(shard) for shard in Path(path).glob("*.safetensors")
+        )
+        self.report(f"loading {what} from {Path(path).name} ({size / 2**30:.2f} GiB on disk)")
+
     def transformer(self):
         """The X0 (denoised-output) wrapper of the DiT, LoRAs fused and quantized as asked."""
         from LTX_2_MLX.loader import load_transformer
         from LTX_2_MLX.model.transformer import X0Model
 
+        extras = [f"{self.quantization} quantization"] if self.quantization else []
+        extras += [f"{len(self.loras)} LoRA{'s' * (len(self.loras) > 1)}"] if self.loras else []
+        self._announce("the transformer" + (f" ({', '.join(extras)})" if extras else ""), self.checkpoint_path,
+                       "model.diffusion_model.")  # fmt: skip
         model = load_transformer(self.checkpoint_path, dtype=self.dtype)
         return X0Model(prepare_transformer(model, self.loras, self.quantization))
 
@@ -61,6 +74,7 @@ class ModelLedger:
             return results
         if self.gemma_path is None:
             raise ValueError("encoding a prompt needs the Gemma 3 directory: pass --gemma-path (or --embedding files)")
+        self._announce("the Gemma 3 text encoder", self.gemma_path)
         encoded = iter(
             encode_prompts(
                 missing, self.gemma_path, self.checkpoint_path, dtype=self.dtype, quantize_bits=self.text_encoder_bits,
@@ -73,11 +87,13 @@ class ModelLedger:
     def video_encoder(self):
         from LTX_2_MLX.loader import load_video_vae
 
+        self._announce("the video VAE encoder", self.checkpoint_path, "vae.encoder.")
         return load_video_vae(self.checkpoint_path, dtype=self.dtype, decoder=False).encoder
 
     def video_decoder(self):
         from LTX_2_MLX.loader import load_video_vae
 
+        self._announce("the video VAE decoder", self.checkpoint_path, "vae.decoder.")
         return load_video_vae(self.checkpoint_path, dtype=self.dtype, encoder=False).decoder
 
     def audio_decoder_and_vocoder(self):
@@ -85,6 +101,7 @@ class ModelLedger:
 
         if not self.has_audio:
             raise CheckpointError(f"{self.checkpoint_path}: holds no audio VAE / vocoder; it cannot make audio.")
+        self._announce("the audio VAE decoder and vocoder", self.checkpoint_path, "audio_vae.decoder.")
         decoder = load_audio_vae(self.checkpoint_path, dtype=self.dtype, encoder=False).decoder
         return decoder, load_vocoder(self.checkpoint_path, dtype=self.dtype)
 
@@ -93,6 +110,7 @@ class ModelLedger:
 
         if self.spatial_upscaler_path is None:
             raise ValueError("two-stage generation needs the spatial upscaler: pass --spatial-upscaler-path")
+        self._announce("the spatial upscaler", self.spatial_upscaler_path)
         return load_upscaler(self.spatial_upscaler_path, dtype=self.dtype)
 
 

@@ -13,8 +13,15 @@ import mlx.core as mx
 from mlx import nn
 from mlx.utils import tree_flatten, tree_map_with_path
 
-from LTX_2_MLX.loader.checkpoint import CheckpointError, load_module_weights, load_tensors, read_metadata, tensor_dtypes
-from LTX_2_MLX.loader.convert import write_safetensors
+from LTX_2_MLX.loader.checkpoint import (
+    CheckpointError,
+    load_module_weights,
+    load_tensors,
+    read_config,
+    read_metadata,
+    tensor_dtypes,
+)
+from LTX_2_MLX.loader.convert import check_output_path, write_safetensors
 from LTX_2_MLX.loader.transformer import CONNECTOR_PREFIXES, TRANSFORMER_PREFIX, transformer_config
 from LTX_2_MLX.model.transformer import LTXModel, LTXModelType
 from LTX_2_MLX.quantization.fp8_cast import Fp8Linear
@@ -23,31 +30,30 @@ from LTX_2_MLX.quantization.quantize import QuantizationSpec, quantized_layers
 QUANTIZATION_KEY = "quantization"
 
 
-def save_quantized_transformer(model: LTXModel, path: str | Path, source_config: dict) -> None:
-    """Write a model quantized by quantize_transformer (or load_fp8_transformer) to `path`.
-
-    `source_config` is the checkpoint config it was loaded from (read_config(source)); it is
-    stored unchanged so every loader reads the file like the original.
+def save_quantized_transformer(model: LTXModel, path: str | Path, source: str | Path) -> None:
+    """Write a model quantized by quantize_transformer (or load_fp8_transformer) to `path` as a
+    complete checkpoint: the quantized DiT, and every other tensor of `source` (the checkpoint
+    the model came from: VAEs, vocoder, text projection and connectors) copied unchanged, with
+    `source`'s metadata. Every loader reads the file like the original; the DiT's float weights
+    of `source` are not read.
     """
+    source, path = Path(source), check_output_path(path, [source])
     spec = getattr(model, "quantization", None)
     layers = quantized_layers(model)
     if spec is None or not layers:
         raise ValueError(
             "the model is not quantized; call quantize_transformer(model, mode) first, "
-            "or write a float checkpoint with scripts/convert_weights.py."
+            "or write a float checkpoint with `ltx2-mlx convert`."
         )
-    if "transformer" not in source_config:
-        raise ValueError(
-            f"source_config has no 'transformer' section (it has {sorted(source_config)}); "
-            "pass read_config(<the checkpoint the model came from>)."
-        )
-    tensors = {TRANSFORMER_PREFIX + key: value for key, value in tree_flatten(model.parameters())}
-    metadata = {
-        "config": json.dumps(source_config),
-        QUANTIZATION_KEY: json.dumps({**spec.to_dict(), "layers": layers}),
-        "converted_by": "LTX_2_MLX",
+    read_config(source, section="transformer", what="LTX-2 transformer")
+    tensors = {
+        key: value
+        for key, value in load_tensors(source).items()
+        if not key.startswith(TRANSFORMER_PREFIX) or key[len(TRANSFORMER_PREFIX) :].startswith(CONNECTOR_PREFIXES)
     }
-    write_safetensors(path, tensors, metadata)
+    tensors.update({TRANSFORMER_PREFIX + key: value for key, value in tree_flatten(model.parameters())})
+    quantization = json.dumps({**spec.to_dict(), "layers": layers})
+    write_safetensors(path, tensors, {**read_metadata(source), QUANTIZATION_KEY: quantization, "converted_by": "LTX_2_MLX"})
 
 
 def _quantization_metadata(path: Path) -> tuple[QuantizationSpec, list[str]]:
@@ -71,7 +77,7 @@ def load_quantized_transformer(path: str | Path, model_type: LTXModelType | None
     spec, layers = _quantization_metadata(path)
     model = LTXModel(transformer_config(path, model_type))
     wanted = set(layers)
-    tensors = load_tensors(path, TRANSFORMER_PREFIX)
+    tensors = {k: v for k, v in load_tensors(path, TRANSFORMER_PREFIX).items() if not k.startswith(CONNECTOR_PREFIXES)}
     scaled = {key.removesuffix(".weight_scale") for key in tensors if key.endswith(".weight_scale")}
 
     def empty_layer(layer_path: str, module: nn.Module) -> nn.Module:

@@ -2,6 +2,7 @@
 Gemma for every layer's hidden state, enhance prompts; plus `encode_prompt` through the
 embeddings processor, and saving/loading precomputed prompt embeddings."""
 
+import os
 from pathlib import Path
 
 import mlx.core as mx
@@ -135,6 +136,9 @@ def encode_prompt(
     return video_context, audio_context, mask
 
 
+PROMPT_EMBEDDINGS_FORMAT = "ltx2-mlx-prompt-embeddings"
+
+
 def save_prompt_embeddings(
     path: str | Path, video_context: mx.array, audio_context: mx.array | None, mask: mx.array, prompt: str = ""
 ) -> None:
@@ -142,7 +146,13 @@ def save_prompt_embeddings(
     arrays = {"video_context": video_context, "mask": mask}
     if audio_context is not None:
         arrays["audio_context"] = audio_context
-    mx.save_safetensors(str(path), arrays, metadata={"prompt": prompt, "format": "ltx2-mlx-prompt-embeddings"})
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial.safetensors")
+    try:  # written whole or not at all
+        mx.save_safetensors(str(partial), arrays, metadata={"prompt": prompt, "format": PROMPT_EMBEDDINGS_FORMAT})
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def load_prompt_embeddings(path: str | Path) -> tuple[mx.array, mx.array | None, mx.array]:
@@ -150,7 +160,7 @@ def load_prompt_embeddings(path: str | Path) -> tuple[mx.array, mx.array | None,
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such prompt-embeddings file; write one with `ltx2-mlx encode-prompt`.")
     arrays, metadata = mx.load(str(path), return_metadata=True)
-    if metadata.get("format") != "ltx2-mlx-prompt-embeddings" or "video_context" not in arrays:
+    if metadata.get("format") != PROMPT_EMBEDDINGS_FORMAT or "video_context" not in arrays:
         raise ValueError(
             f"{path}: not a prompt-embeddings file (it holds {sorted(arrays)}); write one with `ltx2-mlx encode-prompt`."
         )

@@ -1,0 +1,245 @@
+"""`ltx2-mlx generate`: every option and every file an option names is checked before the
+first model loads; the pipeline itself is looked up in `pipelines.registry`."""
+
+import math
+import re
+from pathlib import Path
+
+import click
+import mlx.core as mx
+
+from LTX_2_MLX.cli import main
+from LTX_2_MLX.cli.commands import DTYPES, FILE, non_blank
+from LTX_2_MLX.pipelines.registry import PIPELINES
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv")
+# Bytes per block weight: int4/int8 carry a scale and bias per group of 64.
+_BYTES_PER_WEIGHT = {"fp8": 1.0, "int8": 1.0 + 4 / 64, "int4": 0.5 + 4 / 64}
+_QUANTIZED_KINDS = {"int8", "int4"}
+STRENGTH = click.FloatRange(0.0, 1.0)
+EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+def _positive_finite(context: click.Context, parameter: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"{value} must be a positive number, e.g. 24")
+    return value
+
+
+def memory_budget_bytes() -> int:
+    """What MLX may use: Metal's recommended working set on a Mac, physical memory elsewhere."""
+    try:
+        return int(mx.device_info()["max_recommended_working_set_size"])
+    except (AttributeError, KeyError, RuntimeError):
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(checkpoint: Path, dtype: mx.Dtype, quantization: str | None) -> None:
+    """Refuse up front when the DiT's weights alone would not fit, naming what to do instead."""
+    from LTX_2_MLX.loader.checkpoint import read_metadata, stored_bytes, tensor_shapes
+
+    prefix = "model.diffusion_model."
+    if "quantization" in read_metadata(checkpoint):
+        needed = stored_bytes(checkpoint, prefix)  # stored as it will be resident
+    else:
+        elements = sum(math.prod(shape) for k, shape in tensor_shapes(checkpoint).items() if k.startswith(prefix))
+        needed = elements * _BYTES_PER_WEIGHT.get(quantization, dtype.size)
+    needed *= 1.15  # + activations at 768x512x121
+    budget = memory_budget_bytes()
+    if needed > budget:
+        raise click.ClickException(
+            f"the transformer needs about {needed / 2**30:.0f} GiB in {dtype} but about {budget / 2**30:.0f} GiB "
+            "is available to MLX. Quantize it (--quantization fp8, int8 or int4), use a machine with more "
+            "memory, or pass --skip-memory-check to try anyway."
+        )
+
+
+def default_output_path(prompt: str | None, seed: int) -> Path:
+    """`<first words of the prompt>-<seed>.mp4` in the working directory, never an existing file."""
+    stem = "-".join(re.findall(r"[a-z0-9]+", (prompt or "video").lower())[:6]) or "video"
+    path, count = Path(f"{stem}-{seed}.mp4"), 1
+    while path.exists():
+        count += 1
+        path = Path(f"{stem}-{seed}-{count}.mp4")
+    return path
+
+
+@main.command()
+@click.option("--prompt", default=None, callback=non_blank, help="What to generate (or give --embedding).")
+@click.option("--checkpoint-path", type=FILE, default=None,
+              help="LTX-2 single-file checkpoint. Without it, the default model is fetched into the Hugging Face "
+              "cache (once) and the distilled pipeline runs.")
+@click.option("--gemma-path", type=click.Path(file_okay=False, path_type=Path),
+              help="Gemma 3 12B directory (Hugging Face layout).")
+@click.option("--pipeline", type=click.Choice(sorted(PIPELINES)), default=None,
+              help="; ".join(f"{name}: {spec.summary}" for name, spec in PIPELINES.items())
+              + ". Default: one-stage with --checkpoint-path, distilled with the default model.")
+@click.option("--output-path", type=FILE, default=None,
+              help=f"The video to write ({', '.join(VIDEO_SUFFIXES)}); default: <prompt words>-<seed>.mp4 here.")
+@click.option("--negative-prompt", default=None, help="Guided pipelines; defaults to the reference's negative prompt.")
+@click.option("--embedding", type=EXISTING_FILE, default=None,
+              help="Prompt embeddings written by `ltx2-mlx encode-prompt`, used instead of --prompt.")
+@click.option("--negative-embedding", type=EXISTING_FILE, default=None,
+              help="Negative-prompt embeddings from `ltx2-mlx encode-prompt`.")
+@click.option("--height", type=click.IntRange(min=1), default=None,
+              help="Pixels; a multiple of 32 (one-stage) or 64 (two-stage, distilled, keyframes, ic-lora). "
+              "Default from the checkpoint's version (512).")
+@click.option("--width", type=click.IntRange(min=1), default=None, help="Pixels; multiple of 32 or 64, as --height.")
+@click.option("--num-frames", type=click.IntRange(min=1), default=None, help="8k+1 frames, e.g. 121 (the default).")
+@click.option("--frame-rate", type=float, default=None, callback=_positive_finite, help="Frames per second (24).")
+@click.option("--num-inference-steps", type=click.IntRange(min=1), default=None,
+              help="Guided pipelines' first stage (40 for LTX-2, 30 for LTX-2.3).")
+@click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=None, help="Noise seed, 0 to 2**64-1 (10).")
+@click.option("--image", "images", type=(EXISTING_FILE, click.IntRange(min=0), STRENGTH), multiple=True,
+              metavar="PATH FRAME STRENGTH",
+              help="Condition on an image at a pixel frame (0 = first frame), strength in [0, 1]; repeatable.")
+@click.option("--lora", "loras", type=(EXISTING_FILE, float), multiple=True, metavar="PATH STRENGTH",
+              help="Fuse a LoRA into the transformer (Lightricks, ComfyUI, kohya or diffusers layout); repeatable.")
+@click.option("--spatial-upscaler-path", type=EXISTING_FILE,
+              help="Latent x2 upscaler file, for two-stage, distilled, keyframes and ic-lora.")
+@click.option("--distilled-lora", type=(EXISTING_FILE, float), default=None, metavar="PATH STRENGTH",
+              help="The distilled LoRA fused in the second stage of two-stage and keyframes (e.g. 0.6).")
+@click.option("--video-conditioning", type=(EXISTING_FILE, STRENGTH), multiple=True, metavar="PATH STRENGTH",
+              help="ic-lora: a reference video (depth, pose, edges...); repeatable.")
+@click.option("--conditioning-attention-strength", type=STRENGTH, default=1.0, show_default=True,
+              help="ic-lora: how strongly the generated tokens attend to the reference video.")
+@click.option("--enhance-prompt", is_flag=True, help="Let Gemma rewrite the prompt first.")
+@click.option("--dtype", type=click.Choice(sorted(DTYPES)), default="bfloat16", show_default=True)
+@click.option("--quantization", type=click.Choice(["fp8", "int8", "int4"]), default=None,
+              help="Quantize the transformer's block weights while loading (less memory).")
+@click.option("--text-encoder-bits", type=click.Choice(["8", "4"]), default=None,
+              help="Quantize Gemma while loading (int8/int4) to save memory.")
+@click.option("--tiled-decode/--no-tiled-decode", default=True, show_default=True,
+              help="Decode the video in overlapping tiles, chunk by chunk (less memory).")
+@click.option("--skip-memory-check", is_flag=True, help="Try even when the transformer looks too big for this machine.")
+def generate(**options) -> None:
+    """Generate a video (with audio) from a prompt, optionally conditioned on images."""
+    from LTX_2_MLX.model.video_vae import TilingConfig
+    from LTX_2_MLX.pipelines.media_io import write_video
+
+    spec, request, ledger, output_path = prepare_generation(options)
+    result = spec.run(ledger, TilingConfig.default() if options["tiled_decode"] else None, request)
+    write_video(output_path, result.frames, result.fps, result.audio)
+    click.echo(f"wrote {output_path}")
+
+
+def prepare_generation(options: dict):
+    """Check everything `generate` was given, without loading a model; return the pipeline,
+    the request, the model ledger and the output path."""
+    from LTX_2_MLX.loader.checkpoint import read_config, read_metadata
+    from LTX_2_MLX.loader.convert import check_output_path
+    from LTX_2_MLX.loader.lora import check_lora_file
+    from LTX_2_MLX.loader.text_encoder import check_prompt_embeddings, check_text_encoder_dir
+    from LTX_2_MLX.loader.transformer import transformer_config
+    from LTX_2_MLX.loader.upscaler import check_upscaler_file
+    from LTX_2_MLX.pipelines.common import DEFAULT_NEGATIVE_PROMPT, ImageConditioningInput, detect_params
+    from LTX_2_MLX.pipelines.media_io import check_image_file, check_video_file
+    from LTX_2_MLX.pipelines.model_ledger import ModelLedger
+    from LTX_2_MLX.pipelines.registry import GenerationRequest
+
+    o = dict(options)
+    if o["prompt"] is None and o["embedding"] is None:
+        raise click.UsageError('give --prompt "what to generate", or --embedding FILE from `ltx2-mlx encode-prompt`')
+    if o["prompt"] is not None and o["embedding"] is not None:
+        raise click.UsageError("give --prompt or --embedding, not both")
+    if o["enhance_prompt"] and o["embedding"] is not None:
+        raise click.UsageError("--enhance-prompt rewrites the prompt text: it cannot apply to --embedding")
+    use_default_model = o["checkpoint_path"] is None
+    spec = PIPELINES[o["pipeline"] or ("distilled" if use_default_model else "one-stage")]
+    needs_gemma = o["embedding"] is None or (spec.guided and o["negative_embedding"] is None)
+    if use_default_model:
+        o.update(_default_model_files(spec.name, needs_gemma and o["gemma_path"] is None, o))
+    checkpoint = o["checkpoint_path"]
+
+    config = transformer_config(checkpoint)  # the file, its config and its DiT, from the header alone
+    read_config(checkpoint, "vae", what="video VAE")
+    defaults = detect_params(checkpoint)
+    seed = defaults.seed if o["seed"] is None else o["seed"]
+    request = GenerationRequest(
+        prompt=o["prompt"] or "", seed=seed,
+        height=o["height"] or defaults.height, width=o["width"] or defaults.width,
+        num_frames=o["num_frames"] or defaults.num_frames, frame_rate=o["frame_rate"] or defaults.frame_rate,
+        negative_prompt=DEFAULT_NEGATIVE_PROMPT if o["negative_prompt"] is None else o["negative_prompt"],
+        num_inference_steps=o["num_inference_steps"] or defaults.num_inference_steps,
+        video_guider_params=defaults.video_guider_params, audio_guider_params=defaults.audio_guider_params,
+        images=tuple(ImageConditioningInput(str(path), frame, strength) for path, frame, strength in o["images"]),
+        enhance_prompt=o["enhance_prompt"],
+        distilled_lora=(str(o["distilled_lora"][0]), o["distilled_lora"][1]) if o["distilled_lora"] else None,
+        video_conditioning=tuple((str(path), strength) for path, strength in o["video_conditioning"]),
+        conditioning_attention_strength=o["conditioning_attention_strength"],
+    )  # fmt: skip
+    spec.check(request, o["spatial_upscaler_path"] is not None, len(o["loras"]))
+    if not spec.guided and (o["negative_prompt"] is not None or o["negative_embedding"] is not None):
+        raise click.UsageError(f"--pipeline {spec.name} is unguided: it uses no negative prompt; drop it")
+    if not spec.guided and o["num_inference_steps"] is not None:
+        raise click.UsageError(f"--pipeline {spec.name} has a fixed distilled schedule; drop --num-inference-steps")
+    if needs_gemma and o["gemma_path"] is None:
+        raise click.UsageError(
+            "--gemma-path is required to encode the prompts (the Gemma 3 12B directory), unless --embedding"
+            + (" and --negative-embedding are" if spec.guided else " is") + " given"
+        )
+
+    stored_quantization = read_metadata(checkpoint).get("quantization")
+    if stored_quantization and o["quantization"]:
+        raise click.UsageError(f"{checkpoint} is already quantized; drop --quantization {o['quantization']}")
+    loras = [(path, strength) for path, strength in o["loras"]]
+    all_loras = loras + ([o["distilled_lora"]] if o["distilled_lora"] else [])
+    if all_loras and (o["quantization"] in _QUANTIZED_KINDS or _affine_mode(stored_quantization)):
+        raise click.UsageError(
+            "LoRAs cannot be fused into int8/int4 weights: use the bf16 checkpoint (with --quantization to quantize "
+            "after fusing), or fuse them when quantizing: ltx2-mlx quantize SRC DST --mode int8 --lora PATH STRENGTH"
+        )
+    for path, _ in all_loras:
+        check_lora_file(path, config)
+    if o["spatial_upscaler_path"] is not None:
+        check_upscaler_file(o["spatial_upscaler_path"])
+    for image in request.images:
+        check_image_file(image.path)
+    for path, _ in request.video_conditioning:
+        check_video_file(path)
+    for path in (o["embedding"], o["negative_embedding"]):
+        if path is not None:
+            check_prompt_embeddings(path, checkpoint)
+    if needs_gemma:
+        check_text_encoder_dir(o["gemma_path"])
+    inputs = [checkpoint, o["spatial_upscaler_path"], o["embedding"], o["negative_embedding"],
+              *(path for path, _ in all_loras), *(i.path for i in request.images),
+              *(path for path, _ in request.video_conditioning)]  # fmt: skip
+    output_path = o["output_path"] or default_output_path(o["prompt"], seed)
+    check_output_path(output_path, [p for p in inputs if p is not None], VIDEO_SUFFIXES, what="video")
+    if not o["skip_memory_check"]:
+        check_memory(checkpoint, DTYPES[o["dtype"]], o["quantization"])
+
+    ledger = ModelLedger(
+        checkpoint, o["gemma_path"], dtype=DTYPES[o["dtype"]], loras=loras,
+        text_encoder_bits=int(o["text_encoder_bits"]) if o["text_encoder_bits"] else None,
+        quantization=o["quantization"], spatial_upscaler_path=o["spatial_upscaler_path"],
+        precomputed_embeddings=(o["embedding"], o["negative_embedding"]), report=lambda m: click.echo(m, err=True),
+    )  # fmt: skip
+    return spec, request, ledger, output_path
+
+
+def _affine_mode(stored_quantization: str | None) -> bool:
+    import json
+
+    return bool(stored_quantization) and json.loads(stored_quantization).get("mode") in _QUANTIZED_KINDS
+
+
+def _default_model_files(pipeline: str, need_gemma: bool, options: dict) -> dict:
+    """The default model's files from the Hugging Face cache, fetched first if missing."""
+    from LTX_2_MLX.loader.hub import DEFAULT_MODEL, resolve_default_model
+
+    if pipeline != DEFAULT_MODEL.pipeline:
+        raise click.UsageError(
+            f"--pipeline {pipeline} needs its own checkpoint: pass --checkpoint-path "
+            f"(the default model runs --pipeline {DEFAULT_MODEL.pipeline})"
+        )
+    files = resolve_default_model(need_gemma=need_gemma, echo=lambda m: click.echo(m, err=True))
+    chosen = {"checkpoint_path": files.checkpoint_path}
+    if options["spatial_upscaler_path"] is None:
+        chosen["spatial_upscaler_path"] = files.spatial_upscaler_path
+    if need_gemma:
+        chosen["gemma_path"] = files.gemma_path
+    return chosen

@@ -1,0 +1,377 @@
+"""The bad-input catalogue: every way a user can get an `ltx2-mlx` command wrong, each one row.
+
+For every row the command must exit non-zero with ONE line on stderr that starts with
+`error:` and names the fix, print no traceback, leave no file behind, leave every input file
+byte-for-byte as it was, and (for everything checked up front) load no model: `mx.load`, the
+only way weights are read, raises if it is called.
+"""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from reference import save_checkpoint
+
+from LTX_2_MLX.cli import main
+from LTX_2_MLX.pipelines.media_io import write_video
+
+
+@pytest.fixture(scope="module")
+def files(model_files, tmp_path_factory):
+    """The tiny model files plus the wrong files users pass by mistake."""
+    checkpoint, gemma, image, upscaler, lora, _ = model_files
+    folder = tmp_path_factory.mktemp("bad-input")
+    text = folder / "notes.txt"
+    text.write_text("not a model")
+    fake_image = folder / "photo.png"
+    fake_image.write_text("not an image")
+    fake_video = folder / "clip.mp4"
+    fake_video.write_text("not a video")
+    video = write_video(folder / "pose.mp4", [np.random.RandomState(1).randint(0, 255, (9, 32, 32, 3), np.uint8)], 24)
+    wrong_lora = save_checkpoint(folder / "other-model-lora.safetensors", {
+        "diffusion_model.transformer_blocks.0.attn9.to_q.lora_A.weight": torch.zeros(4, 32),
+        "diffusion_model.transformer_blocks.0.attn9.to_q.lora_B.weight": torch.zeros(32, 4),
+    }, None)  # fmt: skip
+    gemma_without_config = folder / "gemma-incomplete"
+    gemma_without_config.mkdir()
+    (gemma_without_config / "tokenizer.json").write_text("{}")
+    hardlink = folder / "hardlink.safetensors"
+    os.link(checkpoint, hardlink)
+    symlink = folder / "symlink.safetensors"
+    symlink.symlink_to(checkpoint)
+    return {
+        "checkpoint": checkpoint, "gemma": str(gemma), "image": str(image), "upscaler": str(upscaler),
+        "lora": str(lora), "text": str(text), "fake_image": str(fake_image), "fake_video": str(fake_video),
+        "wrong_lora": wrong_lora, "gemma_incomplete": str(gemma_without_config), "hardlink": str(hardlink),
+        "symlink": str(symlink), "folder": folder, "video": str(video),
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def quantized(files, tmp_path_factory):
+    """The tiny checkpoint quantized to int8 by `ltx2-mlx quantize`."""
+    path = tmp_path_factory.mktemp("quantized") / "tiny-int8.safetensors"
+    result = CliRunner().invoke(main, ["quantize", files["checkpoint"], str(path), "--mode", "int8"])
+    assert result.exit_code == 0, result.output
+    return str(path)
+
+
+def _generate_args(files, out):
+    return ["generate", "--checkpoint-path", files["checkpoint"], "--gemma-path", files["gemma"],
+            "--prompt", "a red fox runs", "--output-path", out, "--height", "64", "--width", "64",
+            "--num-frames", "9", "--num-inference-steps", "2", "--dtype", "float32"]  # fmt: skip
+
+
+def _with(args: list[str], option: str, *values: str) -> list[str]:
+    """`args` with `option`'s values replaced (or the option added)."""
+    args = list(args)
+    if option in args:
+        index = args.index(option)
+        del args[index : index + 1 + len(values)]
+    return args + [option, *values]
+
+
+def _without(args: list[str], option: str, count: int = 1) -> list[str]:
+    args = list(args)
+    index = args.index(option)
+    del args[index : index + 1 + count]
+    return args
+
+
+# (id, how to change the good `generate` arguments, message fragment)
+GENERATE_CASES = [
+    ("negative seed", lambda a, f: _with(a, "--seed", "-1"), "'--seed': -1 is not in the range 0<=x<=18446744073709551615"),
+    ("seed over 2**64-1", lambda a, f: _with(a, "--seed", str(2**64)), "is not in the range 0<=x<=18446744073709551615"),
+    ("zero width", lambda a, f: _with(a, "--width", "0"), "'--width': 0 is not in the range x>=1"),
+    ("zero height", lambda a, f: _with(a, "--height", "0"), "'--height': 0 is not in the range x>=1"),
+    ("zero frames", lambda a, f: _with(a, "--num-frames", "0"), "'--num-frames': 0 is not in the range x>=1"),
+    ("frames not 8k+1", lambda a, f: _with(a, "--num-frames", "10"), "num_frames=10 must be 8k+1, e.g. 9"),
+    ("width not a multiple of 32", lambda a, f: _with(a, "--width", "100"), "both must be positive multiples of 32"),
+    ("two-stage width not a multiple of 64", lambda a, f: _with(a, "--pipeline", "two-stage") + ["--width", "96"],
+     "multiples of 64"),
+    ("zero steps", lambda a, f: _with(a, "--num-inference-steps", "0"), "'--num-inference-steps': 0 is not in the range x>=1"),
+    ("negative steps", lambda a, f: _with(a, "--num-inference-steps", "-3"), "is not in the range x>=1"),
+    ("zero frame rate", lambda a, f: _with(a, "--frame-rate", "0"), "'--frame-rate': 0.0 must be a positive number"),
+    ("negative frame rate", lambda a, f: _with(a, "--frame-rate", "-24"), "must be a positive number"),
+    ("nan frame rate", lambda a, f: _with(a, "--frame-rate", "nan"), "must be a positive number"),
+    ("empty prompt", lambda a, f: _with(a, "--prompt", ""), "'--prompt': is empty; describe what to generate"),
+    ("blank prompt", lambda a, f: _with(a, "--prompt", "   "), "is empty"),
+    ("no prompt", lambda a, f: _without(a, "--prompt"), "give --prompt"),
+    ("prompt and embedding", lambda a, f: a + ["--embedding", f["lora"]], "give --prompt or --embedding, not both"),
+    ("missing image", lambda a, f: a + ["--image", "nope.png", "0", "1"], "'nope.png' does not exist"),
+    ("image that is not an image", lambda a, f: a + ["--image", f["fake_image"], "0", "1"],
+     "cannot read the conditioning image"),
+    ("image strength above 1", lambda a, f: a + ["--image", f["image"], "0", "1.5"], "1.5 is not in the range 0.0<=x<=1.0"),
+    ("image strength below 0", lambda a, f: a + ["--image", f["image"], "0", "-0.1"], "is not in the range 0.0<=x<=1.0"),
+    ("image frame past the end", lambda a, f: a + ["--image", f["image"], "9", "1"], "the frame must be in [0, 8]"),
+    ("missing LoRA", lambda a, f: a + ["--lora", "nope.safetensors", "1"], "'nope.safetensors' does not exist"),
+    ("LoRA that is not safetensors", lambda a, f: a + ["--lora", f["text"], "1"], "not a safetensors file"),
+    ("LoRA that is a model checkpoint", lambda a, f: a + ["--lora", f["upscaler"], "1"], "LoRA"),
+    ("LoRA for another model", lambda a, f: a + ["--lora", f["wrong_lora"], "1"], "attn9"),
+    ("LoRA with int8 quantization", lambda a, f: a + ["--lora", f["lora"], "1", "--quantization", "int8"],
+     "LoRAs cannot be fused into int8/int4 weights"),
+    ("embedding that is not embeddings", lambda a, f: _without(a, "--prompt") + ["--embedding", f["lora"]],
+     "not a prompt-embeddings file"),
+    ("enhance an embedding", lambda a, f: _without(a, "--prompt") + ["--embedding", f["lora"], "--enhance-prompt"],
+     "--enhance-prompt rewrites the prompt text"),
+    ("output not a video", lambda a, f: _with(a, "--output-path", str(f["folder"] / "out.txt")), "must end in .mp4"),
+    ("output in a missing folder", lambda a, f: _with(a, "--output-path", str(f["folder"] / "no" / "out.mp4")),
+     "does not exist; create it first"),
+    ("output is a folder", lambda a, f: _with(a, "--output-path", str(f["folder"])), "is a directory"),
+    ("output replaces an input", lambda a, f: _ic_lora_onto_input(a, f), "refusing to overwrite it"),
+    ("missing checkpoint", lambda a, f: _with(a, "--checkpoint-path", "nope.safetensors"), "no such file"),
+    ("checkpoint not safetensors", lambda a, f: _with(a, "--checkpoint-path", f["text"]), "not a safetensors file"),
+    ("upscaler as checkpoint", lambda a, f: _with(a, "--checkpoint-path", f["upscaler"]), "no 'transformer' section"),
+    ("checkpoint as upscaler", lambda a, f: _without(a, "--num-inference-steps") + ["--pipeline", "distilled", "--spatial-upscaler-path", f["checkpoint"],
+                                                 "--height", "128", "--width", "128"], "not a latent upscaler"),
+    ("missing Gemma folder", lambda a, f: _with(a, "--gemma-path", "no-gemma"), "no such directory"),
+    ("Gemma folder without config", lambda a, f: _with(a, "--gemma-path", f["gemma_incomplete"]), "no config.json"),
+    ("two-stage without distilled LoRA", lambda a, f: a + ["--pipeline", "two-stage", "--spatial-upscaler-path",
+                                                           f["upscaler"], "--height", "128", "--width", "128"],
+     "add --distilled-lora FILE 0.6"),
+    ("distilled without upscaler", lambda a, f: _without(a, "--num-inference-steps") + [
+        "--pipeline", "distilled", "--height", "128", "--width", "128"], "add --spatial-upscaler-path FILE"),
+    ("keyframes with one image", lambda a, f: a + ["--pipeline", "keyframes", "--spatial-upscaler-path", f["upscaler"],
+                                                   "--distilled-lora", f["lora"], "0.6", "--height", "128", "--width",
+                                                   "128", "--image", f["image"], "0", "1"], "at least 2 images"),
+    ("ic-lora without reference video", lambda a, f: _without(a, "--num-inference-steps") + [
+        "--pipeline", "ic-lora", "--spatial-upscaler-path", f["upscaler"], "--lora", f["lora"], "1", "--height", "128",
+        "--width", "128"], "add --video-conditioning FILE 1.0"),
+    ("reference video that is not a video", lambda a, f: _without(a, "--num-inference-steps") + [
+        "--pipeline", "ic-lora", "--spatial-upscaler-path", f["upscaler"], "--lora", f["lora"], "1", "--height", "128",
+        "--width", "128", "--video-conditioning", f["fake_video"], "1"], "cannot read it as a video"),
+    ("attention strength above 1", lambda a, f: a + ["--conditioning-attention-strength", "2"], "0.0<=x<=1.0"),
+    ("distilled LoRA on one-stage", lambda a, f: a + ["--distilled-lora", f["lora"], "0.6"],
+     "does not use --distilled-lora"),
+    ("steps on an unguided pipeline", lambda a, f: a + ["--pipeline", "distilled", "--spatial-upscaler-path",
+                                                        f["upscaler"], "--height", "128", "--width", "128"],
+     "fixed distilled schedule"),
+    ("unknown pipeline", lambda a, f: a + ["--pipeline", "three-stage"], "'--pipeline': 'three-stage' is not one of"),
+]  # fmt: skip
+
+
+def _ic_lora_onto_input(args, files):
+    """An ic-lora run whose output path is its own reference video."""
+    return _without(_with(args, "--output-path", files["video"]), "--num-inference-steps") + [
+        "--pipeline", "ic-lora", "--video-conditioning", files["video"], "1", "--lora", files["lora"], "1",
+        "--spatial-upscaler-path", files["upscaler"], "--height", "128", "--width", "128",
+    ]  # fmt: skip
+
+
+def _hashes(paths) -> dict[str, str]:
+    hashes = {}
+    for path in map(Path, paths):
+        for file in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
+            hashes[str(file)] = hashlib.sha256(file.read_bytes()).hexdigest()
+    return hashes
+
+
+def _assert_refused(result, message: str, before: dict, after: dict, leftovers: list) -> None:
+    stderr = result.stderr.strip()
+    assert result.exit_code in (1, 2), result.output
+    assert "Traceback" not in result.output, result.output
+    assert len(stderr.splitlines()) == 1, stderr
+    assert stderr.startswith("error: "), stderr
+    assert message in stderr, stderr
+    assert after == before, "an input file changed"
+    assert leftovers == [], f"left behind: {leftovers}"
+
+
+@pytest.fixture
+def no_weights_read(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(mx, "load", refuse)
+
+
+@pytest.mark.parametrize(("change", "message"), [c[1:] for c in GENERATE_CASES], ids=[c[0] for c in GENERATE_CASES])
+def test_generate_refuses_bad_input_before_loading(files, tmp_path, no_weights_read, change, message):
+    out = tmp_path / "out.mp4"
+    args = change(_generate_args(files, str(out)), files)
+    inputs = [files[k] for k in ("checkpoint", "gemma", "image", "upscaler", "lora", "video")]
+    before = _hashes(inputs)
+    result = CliRunner().invoke(main, args)
+    _assert_refused(result, message, before, _hashes(inputs), sorted(os.listdir(tmp_path)))
+
+
+def test_generate_refuses_quantizing_a_quantized_checkpoint(files, quantized, tmp_path, no_weights_read):
+    out = tmp_path / "out.mp4"
+    args = _with(_generate_args(files, str(out)), "--checkpoint-path", quantized) + ["--quantization", "int4"]
+    before = _hashes([quantized])
+    result = CliRunner().invoke(main, args)
+    _assert_refused(result, "is already quantized; drop --quantization int4", before, _hashes([quantized]),
+                    sorted(os.listdir(tmp_path)))  # fmt: skip
+    result = CliRunner().invoke(main, _with(args[:-2], "--lora", files["lora"], "1"))
+    _assert_refused(result, "LoRAs cannot be fused into int8/int4", before, _hashes([quantized]), [])
+
+
+def _folder(f, name):
+    return str(f["folder"] / name)
+
+
+# (id, the command line, message fragment)
+TOOL_CASES = [
+    ("convert onto its source", lambda f: ["convert", f["checkpoint"], f["checkpoint"]], "refusing to overwrite it"),
+    ("convert onto a hard link of its source", lambda f: ["convert", f["checkpoint"], f["hardlink"]],
+     "refusing to overwrite"),
+    ("convert onto a symlink to its source", lambda f: ["convert", f["checkpoint"], f["symlink"]],
+     "refusing to overwrite"),
+    ("convert into a missing folder", lambda f: ["convert", f["checkpoint"], _folder(f, "no/x.safetensors")],
+     "does not exist; create it first"),
+    ("convert to a non-safetensors name", lambda f: ["convert", f["checkpoint"], _folder(f, "x.bin")],
+     "must end in .safetensors"),
+    ("convert a missing file", lambda f: ["convert", "nope.safetensors", _folder(f, "x.safetensors")], "no such file"),
+    ("quantize onto its source", lambda f: ["quantize", f["checkpoint"], f["checkpoint"], "--mode", "int8"],
+     "refusing to overwrite"),
+    ("quantize onto a hard link", lambda f: ["quantize", f["checkpoint"], f["hardlink"], "--mode", "int8"],
+     "refusing to overwrite"),
+    ("quantize onto its LoRA", lambda f: ["quantize", f["checkpoint"], f["lora"], "--mode", "int8", "--lora",
+                                          f["lora"], "1"], "refusing to overwrite"),
+    ("quantize into a missing folder", lambda f: ["quantize", f["checkpoint"], _folder(f, "no/q.safetensors"),
+                                                  "--mode", "int4"], "does not exist; create it first"),
+    ("quantize with a wrong LoRA", lambda f: ["quantize", f["checkpoint"], _folder(f, "q.safetensors"), "--mode",
+                                              "int8", "--lora", f["wrong_lora"], "1"], "attn9"),
+    ("quantize without a mode", lambda f: ["quantize", f["checkpoint"], _folder(f, "q.safetensors")],
+     "Missing option '--mode'"),
+    ("encode an empty prompt", lambda f: ["encode-prompt", "--checkpoint-path", f["checkpoint"], "--gemma-path",
+                                          f["gemma"], "--prompt", "", "--output-path", _folder(f, "e.safetensors")],
+     "is empty"),
+    ("encode into a text file", lambda f: ["encode-prompt", "--checkpoint-path", f["checkpoint"], "--gemma-path",
+                                           f["gemma"], "--prompt", "a fox", "--output-path", _folder(f, "e.txt")],
+     "must end in .safetensors"),
+    ("encode with a missing Gemma", lambda f: ["encode-prompt", "--checkpoint-path", f["checkpoint"], "--gemma-path",
+                                               "nope", "--prompt", "a fox", "--output-path",
+                                               _folder(f, "e.safetensors")], "no such directory"),
+    ("unknown command", lambda f: ["generat"], "No such command 'generat'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("command", "message"), [c[1:] for c in TOOL_CASES], ids=[c[0] for c in TOOL_CASES])
+def test_tools_refuse_bad_input_and_never_replace_an_input(files, no_weights_read, command, message):
+    folder = Path(files["folder"])
+    inputs = [files["checkpoint"], files["lora"], files["gemma"]]
+    before, listing = _hashes(inputs), sorted(os.listdir(folder))
+    result = CliRunner().invoke(main, command(files))
+    _assert_refused(result, message, before, _hashes(inputs), sorted(set(os.listdir(folder)) - set(listing)))
+
+
+def test_quantized_checkpoint_is_complete_and_generates(files, quantized, tmp_path):
+    """`quantize` writes the whole checkpoint (every non-DiT tensor as in the source), which
+    `generate --checkpoint-path` takes as it is."""
+    from LTX_2_MLX.loader.checkpoint import read_metadata, tensor_names
+
+    source, written = set(tensor_names(files["checkpoint"])), set(tensor_names(quantized))
+    kept = {n for n in source if not n.startswith("model.diffusion_model.transformer_blocks.")}
+    assert kept <= written
+    assert read_metadata(quantized)["config"] == read_metadata(files["checkpoint"])["config"]
+    out = tmp_path / "q.mp4"
+    result = CliRunner().invoke(main, _with(_generate_args(files, str(out)), "--checkpoint-path", quantized))
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and sorted(os.listdir(tmp_path)) == ["q.mp4"]
+
+
+def test_unexpected_error_is_one_line_with_the_traceback_in_a_file(files, tmp_path, monkeypatch):
+    import LTX_2_MLX.pipelines.registry as registry
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something inside broke")
+
+    spec = registry.PIPELINES["one-stage"]
+    monkeypatch.setitem(registry.PIPELINES, "one-stage", type(spec)(**{**spec.__dict__, "run": broken}))
+    result = CliRunner().invoke(main, _generate_args(files, str(tmp_path / "x.mp4")))
+    stderr = result.stderr.strip()
+    assert result.exit_code == 1 and len(stderr.splitlines()) == 1 and "Traceback" not in result.output
+    assert "internal error (RuntimeError: something inside broke)" in stderr and "--debug" in stderr
+    log = Path(stderr.split("The full traceback is in ")[1].split(";")[0])
+    assert "Traceback" in log.read_text() and "something inside broke" in log.read_text()
+    log.unlink()
+    with pytest.raises(RuntimeError, match="something inside broke"):
+        CliRunner().invoke(main, ["--debug", *_generate_args(files, str(tmp_path / "x.mp4"))], catch_exceptions=False)
+    os.environ.pop("LTX2_MLX_DEBUG", None)
+    assert os.listdir(tmp_path) == []
+
+
+def test_version():
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"ltx2-mlx {version('ltx-2-mlx')}"
+
+
+# A child process that runs a command made slow at the point where it writes its output, so a
+# signal arrives while the partial file exists.
+_SLOW_CHILD = textwrap.dedent("""
+    import sys, time
+    import numpy as np
+    import LTX_2_MLX.loader.convert as convert
+    import LTX_2_MLX.pipelines.media_io as media_io
+    from LTX_2_MLX.cli import main
+
+    real_bytes = convert._tensor_bytes
+    def slow_bytes(array):
+        time.sleep(0.05)
+        return real_bytes(array)
+    convert._tensor_bytes = slow_bytes
+
+    real_chain = media_io._chain
+    def slow_chain(first, rest):
+        for chunk in real_chain(first, rest):
+            yield chunk
+            print("writing", flush=True)
+            time.sleep(60)
+    media_io._chain = slow_chain
+    main(sys.argv[1:], prog_name="ltx2-mlx")
+""")
+
+
+def _interrupt(args: list[str], sig: int, partial: Path, cwd: Path) -> subprocess.CompletedProcess:
+    process = subprocess.Popen([sys.executable, "-c", _SLOW_CHILD, *args], cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not partial.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert partial.exists(), process.communicate()
+    process.send_signal(sig)
+    stdout, stderr = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+
+@pytest.mark.parametrize(("sig", "code", "said"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_convert_stopped_by_a_signal_leaves_nothing(files, tmp_path, sig, code, said):
+    destination = tmp_path / "converted.safetensors"
+    result = _interrupt(["convert", files["checkpoint"], str(destination)], sig,
+                        tmp_path / "converted.safetensors.partial", tmp_path)  # fmt: skip
+    assert result.returncode == code, result.stderr
+    assert said in result.stderr and "Traceback" not in result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_generate_stopped_by_sigterm_leaves_nothing(files, tmp_path):
+    args = _generate_args(files, str(tmp_path / "fox.mp4"))
+    result = _interrupt(args, signal.SIGTERM, tmp_path / ".fox.partial.mp4", tmp_path)
+    assert result.returncode == 143, result.stderr
+    assert "Traceback" not in result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_successful_generate_says_what_loads_and_nothing_from_ffmpeg(files, tmp_path):
+    out = tmp_path / "fox.mp4"
+    result = CliRunner().invoke(main, _generate_args(files, str(out)) + ["--seed", "4"])
+    assert result.exit_code == 0, result.output
+    for part in ("the Gemma 3 text encoder", "the transformer", "the video VAE decoder", "the audio VAE decoder"):
+        assert f"loading {part}" in result.stderr, result.stderr
+    assert "Guessed Channel Layout" not in result.output and "Error" not in result.output
+    assert result.stdout.strip() == f"wrote {out}"
+    frames = np.stack([np.frombuffer(f, np.uint8) for f in list(__import__("imageio_ffmpeg").read_frames(str(out)))[1:]])
+    assert frames.shape[0] == 9
