@@ -1,9 +1,12 @@
 """Parity of the Gemma 3 text encoder (tokenizer, every hidden state, greedy generation) with
 transformers and ltx-core, on a tiny random Gemma 3 saved as a Hugging Face directory."""
 
+import copy
+import dataclasses
 import io
 import json
 import random
+import re
 import shutil
 
 import mlx.core as mx
@@ -14,7 +17,7 @@ from reference import assert_cosine, assert_matches, to_numpy
 
 from LTX_2_MLX.loader import CheckpointError, load_text_encoder
 from LTX_2_MLX.model.text_encoder import load_prompt_embeddings, save_prompt_embeddings
-from LTX_2_MLX.model.text_encoder.gemma import KVCache
+from LTX_2_MLX.model.text_encoder.gemma import Gemma3TextConfig, Gemma3TextModel, KVCache
 from LTX_2_MLX.model.text_encoder.prompt_enhancement import gemma_chat_prompt, generate
 
 # Gemma's special tokens in Gemma's order where it has one (pad 0, eos 1, bos 2, unk 3).
@@ -186,6 +189,75 @@ def test_tokenizer_matches_ltx_gemma_tokenizer(gemma_dir, reference_tokenizer, t
     chat_ids = tokenizer.encode(gemma_chat_prompt("Describe.", "café 🎥"))
     assert chat_ids == reference_tokenizer.tokenizer(gemma_chat_prompt("Describe.", "café 🎥")).input_ids
     assert tokenizer.decode(chat_ids) == reference_tokenizer.tokenizer.decode(chat_ids, skip_special_tokens=True)
+
+
+# Whitespace, NFKC-foldable characters, special tokens and a chat turn: where sentencepiece's
+# own normalizer and transformers' conversion of it part ways.
+DUMMY_PREFIX_PROMPTS = [
+    "a cat runs over the lazy fox",
+    " a cat",
+    "   three leading spaces",
+    "multiple   spaces  between   words",
+    "line one\nline two\n\n  indented after a blank line",
+    "tab\tseparated\t\twords",
+    "ＦＵＬＬＷＩＤＴＨ ① ﬁ café naïve",
+    "<start_of_turn>user\nhi<end_of_turn>\n",
+    "",
+    "x" * 200,
+]
+
+
+@pytest.fixture(scope="module")
+def dummy_prefix_tokenizer_dirs(tmp_path_factory):
+    """A Gemma-style sentencepiece model trained with sentencepiece's default normalizer (dummy
+    "▁" prefix, whitespace folding, NFKC): one directory with tokenizer.model alone, one with
+    the tokenizer.json transformers converts it to."""
+    pytest.importorskip("google.protobuf", reason="pip install protobuf: transformers converts tokenizer.model with it")
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    rng = random.Random(1)
+    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 15))) for _ in range(400)]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, vocab_size=320, model_type="bpe",
+        pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
+        unk_piece="<unk>", user_defined_symbols=SPECIAL_TOKENS[4:], byte_fallback=True, add_dummy_prefix=True,
+        split_digits=True, minloglevel=2,
+    )  # fmt: skip
+    model_only = tmp_path_factory.mktemp("tokenizer_model_only")
+    (model_only / "tokenizer.model").write_bytes(model.getvalue())
+    tokenizer_config = {"tokenizer_class": "GemmaTokenizer", "add_bos_token": True, "add_eos_token": False}
+    (model_only / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    with_json = tmp_path_factory.mktemp("converted_tokenizer_json")
+    AutoTokenizer.from_pretrained(str(model_only)).save_pretrained(str(with_json))
+    assert (with_json / "tokenizer.json").is_file()
+    return {"tokenizer_model_only": model_only, "converted_tokenizer_json": with_json}
+
+
+@pytest.mark.parametrize("files", ["tokenizer_model_only", "converted_tokenizer_json"])
+def test_tokenizer_matches_transformers_for_a_dummy_prefix_sentencepiece_model(dummy_prefix_tokenizer_dirs, files):
+    """transformers' Gemma tokenizer never writes the "▁" sentencepiece would put before the
+    first word, nor folds spaces or applies NFKC: neither do we, from either file."""
+    import sentencepiece as spm
+    from ltx_core.text_encoders.gemma.tokenizer import LTXVGemmaTokenizer
+
+    from LTX_2_MLX.model.text_encoder import GemmaTokenizer
+
+    directory = dummy_prefix_tokenizer_dirs[files]
+    sentencepiece = spm.SentencePieceProcessor(model_file=str(directory / "tokenizer.model"))
+    assert sentencepiece.encode("a cat", out_type=str)[0].startswith("▁")  # the model does add one
+    reference = LTXVGemmaTokenizer(str(directory), MAX_LENGTH)
+    tokenizer = GemmaTokenizer(directory, max_length=MAX_LENGTH)
+    assert not tokenizer.id_to_token(tokenizer.encode("a cat")[1]).startswith("▁")
+    chat = gemma_chat_prompt("Describe the scene.", "  a cat\n runs  ")
+    for prompt in DUMMY_PREFIX_PROMPTS + [chat]:
+        ids = tokenizer.encode(prompt)
+        assert ids == reference.tokenizer(prompt).input_ids, prompt
+        assert tokenizer.decode(ids) == reference.tokenizer.decode(ids, skip_special_tokens=True), prompt
+        assert tokenizer.decode(ids, skip_special_tokens=False) == reference.tokenizer.decode(ids), prompt
+        padded_ids, mask = tokenizer(prompt)
+        assert (padded_ids.tolist()[0], mask.tolist()[0]) == _reference_ids(reference, prompt), prompt
 
 
 def _reference_hidden_states(gemma_dir, reference_tokenizer, prompt):
@@ -432,7 +504,6 @@ def test_config_of_the_real_gemma_3_12b():
     sizes the issue names: 48 layers, every sixth global, 16/8 heads of 256, window 1024."""
     from ltx_core.text_encoders.gemma.config import GEMMA3_CONFIG_FOR_LTX
 
-    from LTX_2_MLX.model.text_encoder import Gemma3TextConfig
     from LTX_2_MLX.model.text_encoder.vision import VisionConfig
 
     raw = GEMMA3_CONFIG_FOR_LTX.to_dict()
@@ -468,3 +539,111 @@ def test_other_hugging_face_layouts_load_the_same_model(gemma_dir, text_encoder,
     ids, mask = encoder.tokenize(PROMPTS[0])
     for state, expected in zip(encoder.hidden_states(ids, mask), text_encoder.hidden_states(ids, mask)):
         np.testing.assert_array_equal(to_numpy(state), to_numpy(expected))
+
+
+# What transformers 5 writes for the RoPE settings of _tiny_gemma_config (and of Gemma 3 12B)
+# instead of rope_scaling, rope_theta and rope_local_base_freq: Gemma3TextConfig's
+# convert_rope_params_to_dict, as transformers 5.24 saves it.
+TRANSFORMERS_5_ROPE_PARAMETERS = {
+    "full_attention": {"factor": 8.0, "rope_theta": 1_000_000.0, "rope_type": "linear"},
+    "sliding_attention": {"rope_theta": 10_000.0, "rope_type": "default"},
+}
+OLD_ROPE_KEYS = ("rope_scaling", "rope_theta", "rope_local_base_freq")
+
+
+def _with_rope_parameters(text_config: dict, form: str) -> dict:
+    """`text_config` with its RoPE settings rewritten the transformers 5 way, per layer type or
+    flat (a flat rope_parameters is rope_scaling under its transformers 5 name)."""
+    text_config = {key: value for key, value in copy.deepcopy(text_config).items() if key not in OLD_ROPE_KEYS}
+    if form == "per_layer_type":
+        text_config["rope_parameters"] = copy.deepcopy(TRANSFORMERS_5_ROPE_PARAMETERS)
+    else:
+        text_config["rope_parameters"] = {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0}
+        text_config["rope_local_base_freq"] = 10_000.0
+    return text_config
+
+
+@pytest.mark.parametrize("form", ["per_layer_type", "flat"])
+def test_transformers_5_rope_parameters_give_the_same_hidden_states(gemma_dir, text_encoder, tmp_path, form):
+    """The same weights under a transformers 5 config.json give exactly the hidden states of the
+    transformers 4 one, which test_gemma_hidden_states_match_reference_fp32 checks against
+    transformers' Gemma3; the global layers' factor of 8 is not silently dropped."""
+    directory = gemma_dir[0]
+    for path in directory.iterdir():
+        shutil.copy(path, tmp_path / path.name)
+    config = json.loads((directory / "config.json").read_text())
+    assert config["text_config"]["rope_scaling"]["factor"] == 8.0 and "rope_parameters" not in config["text_config"]
+    config["text_config"] = _with_rope_parameters(config["text_config"], form)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    encoder = load_text_encoder(tmp_path, dtype=mx.float32, max_length=MAX_LENGTH)
+    assert encoder.model.config == text_encoder.model.config
+    unscaled = Gemma3TextModel(dataclasses.replace(encoder.model.config, rope_scaling_factor=1.0))
+    unscaled.update(encoder.model.parameters())
+    for prompt in (PROMPTS[0], PROMPTS[2]):
+        ids, mask = encoder.tokenize(prompt)
+        states = encoder.hidden_states(ids, mask)
+        for state, expected in zip(states, text_encoder.hidden_states(ids, mask)):
+            np.testing.assert_array_equal(to_numpy(state), to_numpy(expected))
+        # What a dropped factor gives (the bug this guards): visibly other hidden states.
+        _, unscaled_states = unscaled(ids, mask)
+        assert not np.allclose(to_numpy(unscaled_states[-1]), to_numpy(states[-1]), atol=1e-3)
+
+
+def test_real_gemma_3_12b_config_reads_the_same_from_transformers_5():
+    from ltx_core.text_encoders.gemma.config import GEMMA3_CONFIG_FOR_LTX
+
+    raw = GEMMA3_CONFIG_FOR_LTX.to_dict()
+    expected = Gemma3TextConfig.from_dict(raw)
+    for form in ("per_layer_type", "flat"):
+        new = {**raw, "text_config": _with_rope_parameters(raw["text_config"], form)}
+        assert Gemma3TextConfig.from_dict(new) == expected, form
+    # Old and new keys side by side are read when they agree.
+    both = {**raw, "text_config": {**raw["text_config"], "rope_parameters": TRANSFORMERS_5_ROPE_PARAMETERS}}
+    assert Gemma3TextConfig.from_dict(both) == expected
+
+
+TINY_SIZES = {
+    "hidden_size": 8,
+    "intermediate_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "head_dim": 4,
+    "layer_types": ["sliding_attention", "full_attention"],
+}
+
+
+@pytest.mark.parametrize(
+    "rope, message",
+    [
+        ({"rope_parameters": {"full_attention": {"rope_type": "yarn", "factor": 8.0}}}, "rope_type 'yarn'"),
+        ({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "rope_type 'dynamic'"),
+        ({"rope_parameters": {"full_attention": {"rope_type": "linear"}}}, "'linear' with factor=None"),
+        ({"rope_scaling": {"type": "linear", "factor": "8"}}, "'linear' with factor='8'"),
+        ({"rope_parameters": {"sliding_attention": {"rope_theta": "10k"}}}, "['rope_theta']='10k'"),
+        ({"rope_parameters": {"full_attention": {"rope_type": "linear", "factor": 8.0, "partial_rotary_factor": 0.5}}},
+         "['partial_rotary_factor'], which Gemma 3 does not use"),
+        ({"rope_parameters": {"rope_type": "linear", "factor": 8.0, "full_attention": {"rope_type": "default"}}},
+         "mixes per-layer-type entries with top-level keys ['factor', 'rope_type']"),
+        ({"rope_scaling": {"rope_type": "linear", "factor": 8.0},
+          "rope_parameters": {"full_attention": {"rope_type": "default"}}}, "delete the stale rope_scaling"),
+        ({"rope_parameters": [8.0]}, "rope_parameters must be a JSON object"),
+    ],
+    ids=["unknown_type", "unknown_old_type", "linear_without_factor", "factor_not_a_number", "bad_theta",
+         "unread_key", "mixed_forms", "old_and_new_disagree", "not_an_object"],
+)  # fmt: skip
+def test_unreadable_rope_settings_are_refused(rope, message):
+    where = "/models/gemma-3-12b-it/config.json"
+    with pytest.raises(ValueError) as error:
+        Gemma3TextConfig.from_dict({"text_config": {**TINY_SIZES, **rope}}, where)
+    text = str(error.value)
+    assert text.startswith(where + ": ") and message in text and "\n" not in text
+
+
+def test_load_text_encoder_names_the_config_with_unreadable_rope(gemma_dir, tmp_path):
+    config = json.loads((gemma_dir[0] / "config.json").read_text())
+    config["text_config"]["rope_scaling"] = {"rope_type": "linear"}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    expected = f"{tmp_path / 'config.json'}: rope_scaling is rope_type 'linear' with factor=None"
+    with pytest.raises(ValueError, match="^" + re.escape(expected)):
+        load_text_encoder(tmp_path)

@@ -20,7 +20,6 @@ _TEXT_CONFIG_DEFAULTS = {
     "rms_norm_eps": 1e-6,
     "rope_theta": 1_000_000.0,
     "rope_local_base_freq": 10_000.0,
-    "rope_scaling": None,
     "attention_bias": False,
     "query_pre_attn_scalar": 256,
     "sliding_window": 4096,
@@ -46,8 +45,8 @@ class Gemma3TextConfig:
     head_dim: int
     vocab_size: int
     rms_norm_eps: float
-    rope_theta: float
-    rope_local_base_freq: float
+    rope_theta: float  # RoPE base of the global ("full_attention") layers
+    rope_local_base_freq: float  # RoPE base of the local ("sliding_attention") layers
     rope_scaling_factor: float  # linear scaling of the global RoPE positions (1 = none)
     query_pre_attn_scalar: float
     sliding_window: int
@@ -55,6 +54,7 @@ class Gemma3TextConfig:
     attention_bias: bool = False
     final_logit_softcapping: float | None = None
     eos_token_ids: list[int] = field(default_factory=lambda: [1])
+    rope_local_scaling_factor: float = 1.0  # linear scaling of the local RoPE positions (Gemma 3: none)
 
     def __post_init__(self):
         if self.num_attention_heads % self.num_key_value_heads:
@@ -89,10 +89,7 @@ class Gemma3TextConfig:
             raise ValueError(f"{where}: use_bidirectional_attention=true is not supported; Gemma 3 is causal.")
         if values["hidden_activation"] != "gelu_pytorch_tanh":
             raise ValueError(f"{where}: hidden_activation={values['hidden_activation']!r}, expected gelu_pytorch_tanh.")
-        scaling = values["rope_scaling"] or {"rope_type": "default"}
-        rope_type = scaling.get("rope_type", scaling.get("type"))
-        if rope_type not in ("default", "linear"):
-            raise ValueError(f"{where}: rope_scaling type {rope_type!r} is not supported (Gemma 3 uses 'linear').")
+        rope = read_rope_settings(values, where)
         layer_types = values["layer_types"] or [
             "sliding_attention" if (i + 1) % values["sliding_window_pattern"] else "full_attention"
             for i in range(values["num_hidden_layers"])
@@ -107,9 +104,10 @@ class Gemma3TextConfig:
             head_dim=values["head_dim"],
             vocab_size=values["vocab_size"],
             rms_norm_eps=values["rms_norm_eps"],
-            rope_theta=values["rope_theta"],
-            rope_local_base_freq=values["rope_local_base_freq"],
-            rope_scaling_factor=float(scaling["factor"]) if rope_type == "linear" else 1.0,
+            rope_theta=rope["full_attention"][0],
+            rope_local_base_freq=rope["sliding_attention"][0],
+            rope_scaling_factor=rope["full_attention"][1],
+            rope_local_scaling_factor=rope["sliding_attention"][1],
             query_pre_attn_scalar=values["query_pre_attn_scalar"],
             sliding_window=values["sliding_window"],
             layer_types=list(layer_types),
@@ -117,6 +115,90 @@ class Gemma3TextConfig:
             final_logit_softcapping=values["final_logit_softcapping"],
             eos_token_ids=list(eos) if isinstance(eos, list) else [eos],
         )
+
+
+_ROPE_LAYER_TYPES = ("full_attention", "sliding_attention")
+_ROPE_KEYS = {"rope_type", "type", "factor", "rope_theta"}
+_GEMMA_ROPE = 'Gemma 3 has {"rope_type": "linear", "factor": 8.0} on full_attention, "default" on sliding_attention'
+
+
+def _is_positive_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def _read_rope_entry(entry, name: str, base_key: str, base, where: str) -> tuple[float, float]:
+    """(base, linear factor) of one RoPE dict `name`: a `rope_scaling`, a flat `rope_parameters`
+    or one per-layer-type entry of it. Its own rope_theta wins over `base` (from the top-level
+    `base_key`), as in transformers 5."""
+    entry = {} if entry is None else entry
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: {name} must be a JSON object, got {entry!r}. {_GEMMA_ROPE}.")
+    unread = sorted(set(entry) - _ROPE_KEYS)
+    if unread:
+        raise ValueError(f"{where}: {name} has {unread}, which Gemma 3 does not use: delete them. {_GEMMA_ROPE}.")
+    if "rope_theta" in entry:
+        base_key, base = f"{name}['rope_theta']", entry["rope_theta"]
+    if not _is_positive_number(base):
+        raise ValueError(f"{where}: {base_key}={base!r}; set a positive base (Gemma 3: 1000000 global, 10000 local).")
+    rope_type = entry.get("rope_type", entry.get("type", "default"))
+    if rope_type == "default":
+        return float(base), 1.0
+    if rope_type != "linear":
+        raise ValueError(f"{where}: {name} has rope_type {rope_type!r}, which is not implemented. {_GEMMA_ROPE}.")
+    factor = entry.get("factor")
+    if not _is_positive_number(factor):
+        raise ValueError(f"{where}: {name} is rope_type 'linear' with factor={factor!r}: set a number (Gemma 3: 8.0).")
+    return float(base), float(factor)
+
+
+def read_rope_settings(text_config: dict, where: str) -> dict[str, tuple[float, float]]:
+    """(base, linear factor) of RoPE on the global ("full_attention") and local
+    ("sliding_attention") layers, from either way transformers writes them.
+
+    transformers 4: `rope_scaling` (the global layers' scaling) beside `rope_theta` (global base)
+    and `rope_local_base_freq` (local base). transformers 5 (Gemma3TextConfig's
+    convert_rope_params_to_dict): `rope_parameters` with one entry per layer type, each holding
+    its rope_theta; a missing entry is default RoPE on the old keys' base. A flat
+    `rope_parameters` is read as `rope_scaling`, which transformers 5 made an alias of it.
+    Anything else, or old and new keys that disagree, is refused rather than guessed.
+    """
+    bases = {"full_attention": "rope_theta", "sliding_attention": "rope_local_base_freq"}
+
+    def entry(value, name: str, layer_type: str) -> tuple[float, float]:
+        return _read_rope_entry(value, name, bases[layer_type], text_config[bases[layer_type]], where)
+
+    legacy = {
+        "full_attention": entry(text_config.get("rope_scaling"), "rope_scaling", "full_attention"),
+        "sliding_attention": entry(None, "rope_local_base_freq", "sliding_attention"),
+    }
+    parameters = text_config.get("rope_parameters")
+    if parameters is None:
+        return legacy
+    if not isinstance(parameters, dict):
+        raise ValueError(f"{where}: rope_parameters must be a JSON object, got {parameters!r}. {_GEMMA_ROPE}.")
+    if any(key in _ROPE_LAYER_TYPES for key in parameters):
+        flat = sorted(set(parameters) - set(_ROPE_LAYER_TYPES))
+        if flat:
+            raise ValueError(
+                f"{where}: rope_parameters mixes per-layer-type entries with top-level keys {flat}: move those "
+                "into rope_parameters['full_attention'] or delete them, so that one form remains."
+            )
+        settings = {
+            layer_type: entry(parameters.get(layer_type), f"rope_parameters['{layer_type}']", layer_type)
+            for layer_type in _ROPE_LAYER_TYPES
+        }
+    else:
+        settings = {
+            "full_attention": entry(parameters, "rope_parameters", "full_attention"),
+            "sliding_attention": legacy["sliding_attention"],
+        }
+    if text_config.get("rope_scaling") is not None and settings["full_attention"] != legacy["full_attention"]:
+        (old_base, old_factor), (new_base, new_factor) = legacy["full_attention"], settings["full_attention"]
+        raise ValueError(
+            f"{where}: for the global layers rope_scaling/rope_theta say base {old_base:g}, factor {old_factor:g} but "
+            f"rope_parameters says base {new_base:g}, factor {new_factor:g}: delete the stale rope_scaling."
+        )
+    return settings
 
 
 def rope_inverse_frequencies(head_dim: int, base: float, scaling_factor: float = 1.0) -> mx.array:
@@ -266,7 +348,9 @@ class Gemma3TextModel(nn.Module):
         self._global_inverse_frequencies = rope_inverse_frequencies(
             config.head_dim, config.rope_theta, config.rope_scaling_factor
         )
-        self._local_inverse_frequencies = rope_inverse_frequencies(config.head_dim, config.rope_local_base_freq)
+        self._local_inverse_frequencies = rope_inverse_frequencies(
+            config.head_dim, config.rope_local_base_freq, config.rope_local_scaling_factor
+        )
 
     def embed(self, input_ids: mx.array) -> mx.array:
         embeddings = self.embed_tokens(input_ids)
