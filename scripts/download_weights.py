@@ -14,7 +14,8 @@ from pathlib import Path
 
 import click
 
-from LTX_2_MLX.loader.hub import CHECKPOINTS, DEFAULT_MODEL, GEMMAS, LORAS, UPSCALERS, HubError, fetch
+from LTX_2_MLX.cli.runner import debug_requested, run_cli
+from LTX_2_MLX.loader.hub import CHECKPOINTS, DEFAULT_MODEL, GEMMAS, LORAS, UPSCALERS, fetch
 
 DEFAULT_GEMMA = next(name for name, folder in GEMMAS.items() if folder == DEFAULT_MODEL.gemma)
 
@@ -55,11 +56,7 @@ def main(default_model, models, upscalers, loras, gemma, dest: Path | None) -> N
     items = list(dict.fromkeys(items))
     if not items:
         raise click.UsageError("choose something to download: --default, --model, --upscaler, --lora and/or --gemma")
-    try:
-        paths = fetch(items)
-    except HubError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(1)
+    paths = fetch(items)
     if dest is not None:
         dest.mkdir(parents=True, exist_ok=True)
         paths = [_link(Path(item.name).name, path, dest) for item, path in zip(items, paths)]
@@ -68,4 +65,5 @@ def main(default_model, models, upscalers, loras, gemma, dest: Path | None) -> N
 
 
 if __name__ == "__main__":
-    main()
+    # One-line `error: …` messages and exit codes, as every ltx2-mlx command.
+    sys.exit(run_cli(lambda: main.main(standalone_mode=False), debug_requested))

@@ -133,7 +133,7 @@ GENERATE_CASES = [
     ("checkpoint not safetensors", lambda a, f: _with(a, "--checkpoint-path", f["text"]), "not a safetensors file"),
     ("upscaler as checkpoint", lambda a, f: _with(a, "--checkpoint-path", f["upscaler"]), "no 'transformer' section"),
     ("checkpoint as upscaler", lambda a, f: _without(a, "--num-inference-steps") + ["--pipeline", "distilled", "--spatial-upscaler-path", f["checkpoint"],
-                                                 "--height", "128", "--width", "128"], "not a latent upscaler"),
+                                                 "--height", "128", "--width", "128"], "pass a latent upscaler file"),
     ("missing Gemma folder", lambda a, f: _with(a, "--gemma-path", "no-gemma"), "no such directory"),
     ("Gemma folder without config", lambda a, f: _with(a, "--gemma-path", f["gemma_incomplete"]), "no config.json"),
     ("two-stage without distilled LoRA", lambda a, f: a + ["--pipeline", "two-stage", "--spatial-upscaler-path",
@@ -375,3 +375,35 @@ def test_a_successful_generate_says_what_loads_and_nothing_from_ffmpeg(files, tm
     assert result.stdout.strip() == f"wrote {out}"
     frames = np.stack([np.frombuffer(f, np.uint8) for f in list(__import__("imageio_ffmpeg").read_frames(str(out)))[1:]])
     assert frames.shape[0] == 9
+
+
+def test_generate_without_paths_uses_the_default_model(files, tmp_path, monkeypatch):
+    """No --checkpoint-path: the default model's files come from the hub module (here: the tiny
+    files, as if cached) and the distilled pipeline runs with its upscaler and Gemma."""
+    import LTX_2_MLX.loader.hub as hub
+
+    asked = []
+
+    def cached(need_gemma, download=True, echo=None):
+        asked.append(need_gemma)
+        return hub.DefaultFiles(Path(files["checkpoint"]), Path(files["upscaler"]), Path(files["gemma"]))
+
+    monkeypatch.setattr(hub, "resolve_default_model", cached)
+    monkeypatch.chdir(tmp_path)
+    args = ["generate", "--prompt", "A red fox runs", "--height", "128", "--width", "128", "--num-frames", "9",
+            "--dtype", "float32", "--seed", "3"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert asked == [True] and os.listdir(tmp_path) == ["a-red-fox-runs-3.mp4"]
+    assert "loading the spatial upscaler" in result.stderr
+    result = CliRunner().invoke(main, args + ["--pipeline", "one-stage"])
+    assert result.exit_code == 2 and "needs its own checkpoint: pass --checkpoint-path" in result.stderr
+
+
+def test_generate_without_paths_offline_says_what_to_do(files, tmp_path, monkeypatch, no_weights_read):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["generate", "--prompt", "A red fox runs"])
+    _assert_refused(result, "HF_HUB_OFFLINE is set", {}, {}, sorted(os.listdir(tmp_path)))
+    assert "--checkpoint-path" in result.stderr

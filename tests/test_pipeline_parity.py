@@ -18,7 +18,6 @@ import mlx.core as mx
 import pytest
 import torch
 from reference import assert_cosine, assert_matches, to_mx
-from test_generate import model_files  # noqa: F401  (the shared tiny model files)
 from test_text_encoder_processor import reference_processor
 from test_video_vae import LATENT_CHANNELS
 
@@ -138,7 +137,7 @@ def _our_run(kind, model_files, monkeypatch, noises, dtype):
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_pipeline_matches_ltx_pipelines(kind, model_files, monkeypatch):  # noqa: F811
+def test_pipeline_matches_ltx_pipelines(kind, model_files, monkeypatch):
     noises = _noises(kind)
     reference_video, reference_audio = _reference_run(kind, model_files, monkeypatch, noises)
     video, audio = _our_run(kind, model_files, monkeypatch, noises, mx.float32)

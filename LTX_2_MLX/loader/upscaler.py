@@ -14,8 +14,6 @@ WHAT = "latent upscaler"
 def check_upscaler_file(path: str | Path) -> LatentUpsamplerConfig:
     """The upscaler config of a file, read from its header alone (refused if it has none)."""
     raw_config = read_config(path, what=WHAT)
-    if "transformer" in raw_config or "vae" in raw_config:
-        raise CheckpointError(f"{path}: is an LTX-2 model checkpoint, not a {WHAT}; pass the upscaler file.")
     try:
         return LatentUpsamplerConfig.from_dict(raw_config)
     except (ValueError, TypeError) as err:

@@ -53,7 +53,9 @@ def save_quantized_transformer(model: LTXModel, path: str | Path, source: str | 
     }
     tensors.update({TRANSFORMER_PREFIX + key: value for key, value in tree_flatten(model.parameters())})
     quantization = json.dumps({**spec.to_dict(), "layers": layers})
-    write_safetensors(path, tensors, {**read_metadata(source), QUANTIZATION_KEY: quantization, "converted_by": "LTX_2_MLX"})
+    # The source's own fp8 bookkeeping (official fp8 files) would no longer describe the file.
+    metadata = {k: v for k, v in read_metadata(source).items() if k != FP8_METADATA_KEY}
+    write_safetensors(path, tensors, {**metadata, QUANTIZATION_KEY: quantization, "converted_by": "LTX_2_MLX"})
 
 
 def _quantization_metadata(path: Path) -> tuple[QuantizationSpec, list[str]]:
