@@ -6,6 +6,7 @@ from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
+from tqdm import tqdm
 
 from LTX_2_MLX.loader.checkpoint import (
     CheckpointError,
@@ -142,7 +143,7 @@ def load_text_encoder(
     model = Gemma3TextModel(config)
     load_module_weights(model, weights, gemma_dir, "Gemma language model", dtype)
     # Materialise (and quantize) one layer at a time, so the peak stays near the final size.
-    for layer in model.layers:
+    for layer in tqdm(model.layers, desc="loading Gemma", unit="layer", leave=False, disable=len(model.layers) < 16):
         if quantize_bits is not None:
             nn.quantize(layer, group_size=group_size, bits=quantize_bits, class_predicate=_quantizable(group_size))
         mx.eval(layer.parameters())
