@@ -38,14 +38,19 @@ def memory_budget_bytes() -> int:
 
 def check_memory(checkpoint: Path, dtype: mx.Dtype, quantization: str | None) -> None:
     """Refuse up front when the DiT's weights alone would not fit, naming what to do instead."""
-    from LTX_2_MLX.loader.checkpoint import read_metadata, stored_bytes, tensor_shapes
+    from LTX_2_MLX.loader.checkpoint import read_metadata, stored_bytes, tensor_dtypes, tensor_shapes
 
     prefix = "model.diffusion_model."
     if "quantization" in read_metadata(checkpoint):
         needed = stored_bytes(checkpoint, prefix)  # stored as it will be resident
     else:
-        elements = sum(math.prod(shape) for k, shape in tensor_shapes(checkpoint).items() if k.startswith(prefix))
-        needed = elements * _BYTES_PER_WEIGHT.get(quantization, dtype.size)
+        stored = tensor_dtypes(checkpoint)
+        float_bytes = _BYTES_PER_WEIGHT.get(quantization, dtype.size)
+        needed = sum(
+            math.prod(shape) * (1 if stored[key] == "F8_E4M3" and quantization is None else float_bytes)
+            for key, shape in tensor_shapes(checkpoint).items()
+            if key.startswith(prefix)
+        )  # official fp8 layers stay fp8 unless quantized otherwise
     needed *= 1.15  # + activations at 768x512x121
     budget = memory_budget_bytes()
     if needed > budget:
