@@ -212,7 +212,6 @@ def dummy_prefix_tokenizer_dirs(tmp_path_factory):
     """A Gemma-style sentencepiece model trained with sentencepiece's default normalizer (dummy
     "▁" prefix, whitespace folding, NFKC): one directory with tokenizer.model alone, one with
     the tokenizer.json transformers converts it to."""
-    pytest.importorskip("google.protobuf", reason="pip install protobuf: transformers converts tokenizer.model with it")
     import sentencepiece as spm
     from transformers import AutoTokenizer
 
