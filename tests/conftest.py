@@ -7,7 +7,7 @@ import mlx.core as mx
 import pytest
 import torch
 
-from reference import PARITY_FIGURES
+from reference import PARITY_FIGURES, REFUSALS
 
 def _register_reference_import_placeholders() -> None:
     """`import ltx_pipelines` runs its package __init__, which imports every pipeline and with
@@ -58,6 +58,10 @@ def _mlx_on_cpu():
 
 
 def pytest_terminal_summary(terminalreporter):
+    if REFUSALS:
+        terminalreporter.section("bad input refused (what the user sees)")
+        for test, message in REFUSALS:
+            terminalreporter.write_line(f"{test}\n    {message}")
     if not PARITY_FIGURES:
         return
     terminalreporter.section("parity figures (MLX vs reference)")

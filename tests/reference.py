@@ -11,6 +11,8 @@ from safetensors.torch import save_file
 
 # Figures gathered during the run, printed at the end by conftest.py.
 PARITY_FIGURES: list[tuple[str, str, float]] = []
+# (test, the one line a user saw) for every refused bad input, printed at the end too.
+REFUSALS: list[tuple[str, str]] = []
 
 
 def seed_module_(module: torch.nn.Module, seed: int, std: float | None = None) -> torch.nn.Module:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from reference import save_checkpoint
+from reference import REFUSALS, save_checkpoint
 
 from LTX_2_MLX.cli import main
 from LTX_2_MLX.pipelines.media_io import write_video
@@ -185,6 +185,8 @@ def _assert_refused(result, message: str, before: dict, after: dict, leftovers: 
     assert message in stderr, stderr
     assert after == before, "an input file changed"
     assert leftovers == [], f"left behind: {leftovers}"
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[-1].removesuffix(" (call)")
+    REFUSALS.append((test, stderr))
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ through the ffmpeg binary that imageio-ffmpeg ships."""
 
 import math
 import os
+import re
 import subprocess
 import tempfile
 import wave
@@ -41,7 +42,8 @@ def check_video_file(path: str | Path) -> None:
         next(reader)
         reader.close()
     except (OSError, RuntimeError, StopIteration) as err:
-        detail = f" ({' '.join(str(err).split())[:160]})" if str(err) else ""
+        reason = " ".join(str(err).split("=== stderr ===")[0].split())  # ffmpeg's own dump adds nothing here
+        detail = f" ({reason[:160]})" if reason else ""
         raise ValueError(f"{path}: cannot read it as a video{detail}; give an mp4, mov or webm file.") from None
 
 
@@ -99,6 +101,41 @@ def load_image_conditioning(path: str | Path, height: int, width: int, crf: floa
     image = compress_like_video(load_image(path), crf)
     frames = resize_and_center_crop(image[None], height, width)
     return mx.array(frames / 127.5 - 1.0).transpose(3, 0, 1, 2)[None]
+
+
+def read_audio(
+    path: str | Path, start_time: float = 0.0, max_duration: float | None = None
+) -> tuple[np.ndarray, int]:
+    """The first audio stream of an audio or video file as (2, samples) float32 in [-1, 1] at
+    its own sample rate, from `start_time` seconds for at most `max_duration` seconds (to the
+    end when None), as ltx-pipelines' `decode_audio_from_file` cuts it. Mono is doubled to
+    stereo and more channels are mixed down (the audio VAE and the mp4 writer take stereo)."""
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    probe = subprocess.run([ffmpeg, "-hide_banner", "-i", str(path)], capture_output=True, text=True).stderr
+    rate = re.search(r"Stream #\S+.*?: Audio: .*?(\d+) Hz", probe)
+    if rate is None:
+        what = "it has no audio stream" if "Stream #" in probe else "it is not an audio or video file ffmpeg can read"
+        raise ValueError(f"{path}: cannot read audio from it ({what}); give a wav, mp3, m4a, flac or a video with sound.")
+    sample_rate = int(rate.group(1))
+    # Decode from the start and cut here, by sample count as the reference does (no seek rounding).
+    limit = [] if max_duration is None else ["-t", f"{start_time + max_duration + 0.1:.6f}"]
+    decoded = subprocess.run(
+        [ffmpeg, "-v", "error", *limit, "-i", str(path), "-map", "0:a:0", "-ac", "2", "-f", "f32le",
+         "-acodec", "pcm_f32le", "-"],
+        capture_output=True,
+    )  # fmt: skip
+    if decoded.returncode != 0:
+        detail = " ".join(decoded.stderr.decode(errors="replace").split())[:160]
+        raise ValueError(f"{path}: cannot decode its audio ({detail}).")
+    waveform = np.frombuffer(decoded.stdout, np.float32).reshape(-1, 2).T
+    start = round(start_time * sample_rate)
+    if start >= waveform.shape[1]:
+        raise ValueError(
+            f"--audio-start-time {start_time:g} s is past the end of {path} ({waveform.shape[1] / sample_rate:.2f} s "
+            "of audio); give an earlier start"
+        )
+    end = None if max_duration is None else start + round(max_duration * sample_rate)
+    return np.ascontiguousarray(waveform[:, start:end]), sample_rate
 
 
 def _write_wav(path: str, waveform: np.ndarray, sample_rate: int) -> None:
@@ -190,3 +227,39 @@ def load_video_conditioning(path: str | Path, height: int, width: int, frame_cap
     frames = frames[: (len(frames) - 1) // 8 * 8 + 1]
     resized = resize_and_center_crop(np.stack(frames), height, width)
     return mx.array(resized / 127.5 - 1.0).transpose(3, 0, 1, 2)[None]
+
+
+def read_video_file(path: str | Path) -> tuple[np.ndarray, float]:
+    """Every frame of a video file as (F, H, W, 3) uint8, and its frame rate."""
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path))
+        meta = next(reader)
+        width, height = meta["size"]
+        frames = [np.frombuffer(raw, np.uint8).reshape(height, width, 3) for raw in reader]
+    except (OSError, RuntimeError, StopIteration) as err:
+        reason = " ".join(str(err).split("=== stderr ===")[0].split())  # ffmpeg's own dump adds nothing here
+        detail = f" ({reason[:160]})" if reason else ""
+        raise ValueError(f"{path}: cannot read it as a video{detail}; give an mp4, mov or webm file.") from None
+    if not frames:
+        raise ValueError(f"{path}: the video has no frames.")
+    return np.stack(frames), float(meta["fps"])
+
+
+def read_audio_file(path: str | Path) -> tuple[np.ndarray, int] | None:
+    """A file's first audio stream as (2, samples) float32 at its own sample rate (mono is
+    duplicated to stereo by ffmpeg), or None when it has no audio."""
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    probe = subprocess.run([ffmpeg, "-hide_banner", "-i", str(path)], capture_output=True, text=True).stderr
+    stream = next((line for line in probe.splitlines() if "Stream #" in line and "Audio:" in line), None)
+    if stream is None:
+        return None
+    rate = int(stream.split(" Hz")[0].rsplit(" ", 1)[-1])
+    decoded = subprocess.run(
+        [ffmpeg, "-loglevel", "error", "-i", str(path), "-map", "0:a:0", "-vn", "-ac", "2", "-f", "f32le",
+         "-acodec", "pcm_f32le", "-"],
+        capture_output=True,
+    )  # fmt: skip
+    if decoded.returncode:
+        raise ValueError(f"{path}: cannot decode its audio ({decoded.stderr.decode(errors='replace').strip()[:160]}).")
+    samples = np.frombuffer(decoded.stdout, np.float32).reshape(-1, 2).T
+    return (np.ascontiguousarray(samples), rate) if samples.shape[1] else None
