@@ -1,0 +1,195 @@
+"""Retake against ltx-pipelines' own RetakePipeline, end to end on the tiny complete checkpoint:
+the clip encoded by both VAEs, the time-range masks, guided (or distilled) denoising from the
+clip's latents, from identical injected noise; final latents compared in float32, and our bf16
+run against the reference's float32 one. Regenerating video only, audio only, and both.
+
+The reference reads the clip with PyAV and encodes its audio with torchaudio's mel front end,
+placeholders here (conftest.py). It is fed the very frames and waveform our readers decode
+(its `get_videostream_metadata`, `decode_video_from_file` and `decode_audio_from_file` are
+replaced), and its `encode_audio` computes the log-mel with test_audio_vae's torch
+transcription of torchaudio. The tiny audio VAE's encoder takes 16 mel bins while the
+checkpoint's config says 64 (for the vocoder), so both sides encode with 16. The rest of the
+set-up (float32 `torch`, tiny ledgers) is test_pipeline_parity's.
+"""
+
+import copy
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from reference import assert_cosine, assert_matches, to_mx
+from test_audio_vae import MEL_BINS, reference_log_mel, reference_resample
+from test_pipeline_parity import AUDIO, NEGATIVE, PROMPT, VIDEO, _Float32Torch
+from test_text_encoder_processor import reference_processor
+from test_video_vae import LATENT_CHANNELS
+
+from LTX_2_MLX.cli import main
+from LTX_2_MLX.components.guiders import MultiModalGuiderParams
+from LTX_2_MLX.components.noisers import InjectedNoiser
+from LTX_2_MLX.pipelines import retake
+from LTX_2_MLX.pipelines.media_io import read_audio, read_video_file, write_video
+from LTX_2_MLX.pipelines.model_ledger import ModelLedger
+
+FRAMES, FPS, SIZE = 17, 24.0, 64
+AUDIO_TOKENS = round(FRAMES / FPS * 25)
+VIDEO_TOKENS = 3 * (SIZE // 32) ** 2  # 17 frames are 3 latent frames
+START, END = 0.5, 0.7  # only the last latent frame (pixel frames 9-16) overlaps
+# (regenerate_video, regenerate_audio, distilled)
+CASES = {"video only": (True, False, False), "audio only": (False, True, False), "both": (True, True, False),
+         "both, distilled": (True, True, True)}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """A 17-frame 64x64 clip at 24 fps with a stereo 16 kHz tone (AAC), as our readers decode it."""
+    path = tmp_path_factory.mktemp("retake") / "clip.mp4"
+    frames = np.random.RandomState(2).randint(0, 255, (FRAMES, SIZE, SIZE, 3), np.uint8)
+    t = np.arange(int(16000 * FRAMES / FPS)) / 16000
+    waveform = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)]).astype(np.float32) * 0.5
+    write_video(path, [frames], FPS, (waveform, 16000))
+    return str(path)
+
+
+@pytest.fixture
+def sixteen_mel_bins(monkeypatch):
+    """Our audio encoder made with the 16 mel bins the tiny encoder was built for."""
+    load = retake.load_audio_encoder
+
+    def load_with_its_mel_bins(ledger):
+        encoder = load(ledger)
+        encoder.mel_bins = MEL_BINS
+        return encoder
+
+    monkeypatch.setattr(retake, "load_audio_encoder", load_with_its_mel_bins)
+
+
+def _noises() -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(321)
+    return [torch.randn(1, VIDEO_TOKENS, LATENT_CHANNELS, generator=gen), torch.randn(1, AUDIO_TOKENS, 16, generator=gen)]
+
+
+def _reference_run(case, model_files, clip, monkeypatch, noises):
+    from ltx_core.components.guiders import MultiModalGuiderParams as RefParams
+    from ltx_core.components.noisers import Noiser
+    from ltx_core.text_encoders.gemma.encoders.base_encoder import GemmaTextEncoder
+    from ltx_core.text_encoders.gemma.tokenizer import LTXVGemmaTokenizer
+    from ltx_core.types import Audio, AudioLatentShape
+    from ltx_pipelines import retake as reference
+    from ltx_pipelines.utils import helpers
+    from ltx_pipelines.utils import media_io as reference_media_io
+    from transformers import Gemma3ForConditionalGeneration
+
+    checkpoint, gemma = model_files[:2]
+    regenerate_video, regenerate_audio, distilled = CASES[case]
+    captured = {}
+
+    class Injected(Noiser):
+        def __init__(self, generator=None):
+            self.noises = list(noises)
+
+        def __call__(self, latent_state, noise_scale=1.0):
+            noise = self.noises.pop(0).to(latent_state.latent.dtype)
+            mask = latent_state.denoise_mask * noise_scale
+            return type(latent_state)(**{**latent_state.__dict__, "latent": noise * mask + latent_state.latent * (1 - mask)})
+
+    class TinyAudioShape:
+        @staticmethod
+        def from_video_pixel_shape(shape):
+            return AudioLatentShape.from_video_pixel_shape(shape, channels=4, mel_bins=4)
+
+    frames, fps = read_video_file(clip)
+    waveform, sample_rate = read_audio(clip)
+
+    def encode_audio(audio, encoder, processor=None):
+        wave = audio.waveform
+        if audio.sampling_rate != encoder.sample_rate:
+            wave = reference_resample(wave, audio.sampling_rate, encoder.sample_rate)
+        return encoder(reference_log_mel(wave, encoder.sample_rate, encoder.n_fft, encoder.mel_hop_length, MEL_BINS))
+
+    monkeypatch.setattr(helpers, "AudioLatentShape", TinyAudioShape)
+    monkeypatch.setattr(reference, "AudioLatentShape", TinyAudioShape)
+    monkeypatch.setattr(reference, "torch", _Float32Torch())
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *args, **kwargs: None)
+    monkeypatch.setattr(reference, "GaussianNoiser", Injected)
+    monkeypatch.setattr(reference, "get_videostream_metadata", lambda path: (fps, len(frames), SIZE, SIZE))
+    monkeypatch.setattr(reference_media_io, "decode_video_from_file",
+                        lambda path, frame_cap, device: (torch.from_numpy(f.copy())[None] for f in frames[:frame_cap]))  # fmt: skip
+    monkeypatch.setattr(reference, "decode_audio_from_file",
+                        lambda path, device: Audio(torch.from_numpy(waveform)[None], sample_rate))  # fmt: skip
+    monkeypatch.setattr(reference, "vae_encode_audio", encode_audio)
+    monkeypatch.setattr(reference, "vae_decode_video", lambda latent, *a, **k: captured.setdefault("video", latent))
+    monkeypatch.setattr(reference, "vae_decode_audio", lambda latent, *a, **k: captured.setdefault("audio", latent))
+    pipeline = reference.RetakePipeline(str(checkpoint), str(gemma), loras=[], device=torch.device("cpu"))
+    pipeline.pipeline_components.video_latent_channels = LATENT_CHANNELS
+    gemma_model = Gemma3ForConditionalGeneration.from_pretrained(str(gemma), dtype=torch.float32).eval()
+    processor, _ = reference_processor(True, "split", True, True, True, seed=3, gemma_width=64, num_states=4)
+    pipeline.model_ledger.text_encoder = lambda: GemmaTextEncoder(
+        model=gemma_model, tokenizer=LTXVGemmaTokenizer(str(gemma), 1024)
+    )
+    pipeline.model_ledger.gemma_embeddings_processor = lambda: copy.deepcopy(processor)
+    with torch.no_grad():
+        pipeline(clip, PROMPT, START, END, seed=1, negative_prompt=NEGATIVE, num_inference_steps=3,
+                 video_guider_params=RefParams(**VIDEO), audio_guider_params=RefParams(**AUDIO),
+                 regenerate_video=regenerate_video, regenerate_audio=regenerate_audio, distilled=distilled)  # fmt: skip
+    return captured["video"], captured["audio"]
+
+
+def _our_run(case, model_files, clip, monkeypatch, noises, dtype):
+    captured = {}
+
+    def capture(ledger, video, audio, *args):
+        captured.update(video=video, audio=audio)
+
+    monkeypatch.setattr(retake, "decode_outputs", capture)
+    regenerate_video, regenerate_audio, distilled = CASES[case]
+    ledger = ModelLedger(model_files[0], model_files[1], dtype=dtype)
+    retake.RetakePipeline(ledger, distilled=distilled)(
+        clip, PROMPT, START, END, seed=1, negative_prompt=NEGATIVE, num_inference_steps=3,
+        video_guider_params=MultiModalGuiderParams(**VIDEO), audio_guider_params=MultiModalGuiderParams(**AUDIO),
+        regenerate_video=regenerate_video, regenerate_audio=regenerate_audio,
+        noiser=InjectedNoiser([to_mx(n, dtype) for n in noises]),
+    )  # fmt: skip
+    return captured["video"], captured["audio"]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_retake_matches_ltx_pipelines(case, model_files, clip, monkeypatch, sixteen_mel_bins):
+    noises = _noises()
+    reference_video, reference_audio = _reference_run(case, model_files, clip, monkeypatch, noises)
+    video, audio = _our_run(case, model_files, clip, monkeypatch, noises, mx.float32)
+    assert_matches(f"retake ({case}) vs ltx-pipelines fp32: video latent", video, reference_video)
+    assert_matches(f"retake ({case}) vs ltx-pipelines fp32: audio latent", audio, reference_audio)
+    video, audio = _our_run(case, model_files, clip, monkeypatch, noises, mx.bfloat16)
+    assert_cosine(f"retake ({case}) bf16 vs ltx-pipelines fp32: video latent", video, reference_video)
+    assert_cosine(f"retake ({case}) bf16 vs ltx-pipelines fp32: audio latent", audio, reference_audio)
+
+
+def test_retake_keeps_the_clip_outside_the_time_range(model_files, clip, monkeypatch, sixteen_mel_bins):
+    ledger = ModelLedger(model_files[0], model_files[1], dtype=mx.float32)
+    source = retake.probe_clip(clip)
+    clip_video, clip_audio = retake.encode_clip_video(ledger, source), retake.encode_clip_audio(ledger, source)
+    video, audio = _our_run("both", model_files, clip, monkeypatch, _noises(), mx.float32)
+    # Latent frames 0 and 1 hold pixel frames 0-8 (up to 0.375 s); audio latents last 0.04 s.
+    assert mx.array_equal(video[:, :, :2], clip_video[:, :, :2])
+    assert not mx.allclose(video[:, :, 2:], clip_video[:, :, 2:])
+    assert mx.array_equal(audio[:, :, :12], clip_audio[:, :, :12])
+    assert not mx.allclose(audio[:, :, 13:], clip_audio[:, :, 13:])
+    video, audio = _our_run("video only", model_files, clip, monkeypatch, _noises(), mx.float32)
+    assert mx.array_equal(audio, clip_audio)
+    video, audio = _our_run("audio only", model_files, clip, monkeypatch, _noises(), mx.float32)
+    assert mx.array_equal(video, clip_video)
+
+
+def test_retake_from_the_command_line(model_files, clip, tmp_path, sixteen_mel_bins):
+    out = tmp_path / "retaken.mp4"
+    result = CliRunner().invoke(main, [
+        "generate", "--pipeline", "retake", "--checkpoint-path", str(model_files[0]), "--gemma-path",
+        str(model_files[1]), "--prompt", PROMPT, "--video-path", clip, "--start-time", str(START), "--end-time",
+        str(END), "--num-inference-steps", "2", "--dtype", "float32", "--output-path", str(out),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    frames, fps = read_video_file(out)
+    assert frames.shape == (FRAMES, SIZE, SIZE, 3) and fps == FPS
+    assert read_audio(out)[0].shape[1] > 0
