@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import wave
 from pathlib import Path
 
 import mlx.core as mx
@@ -38,6 +39,8 @@ def files(model_files, tmp_path_factory):
     fake_video = folder / "clip.mp4"
     fake_video.write_text("not a video")
     video = write_video(folder / "pose.mp4", [np.random.RandomState(1).randint(0, 255, (9, 32, 32, 3), np.uint8)], 24)
+    clip_10_frames = write_video(folder / "ten-frames.mp4", [np.zeros((10, 32, 32, 3), np.uint8)], 24)
+    clip_48x32 = write_video(folder / "wide.mp4", [np.zeros((9, 32, 48, 3), np.uint8)], 24)
     wrong_lora = save_checkpoint(folder / "other-model-lora.safetensors", {
         "diffusion_model.transformer_blocks.0.attn9.to_q.lora_A.weight": torch.zeros(4, 32),
         "diffusion_model.transformer_blocks.0.attn9.to_q.lora_B.weight": torch.zeros(32, 4),
@@ -49,11 +52,15 @@ def files(model_files, tmp_path_factory):
     os.link(checkpoint, hardlink)
     symlink = folder / "symlink.safetensors"
     symlink.symlink_to(checkpoint)
+    audio = folder / "voice.wav"  # 1 s of stereo 16-bit noise at 16 kHz
+    with wave.open(str(audio), "wb") as f:
+        f.setnchannels(2), f.setsampwidth(2), f.setframerate(16000)
+        f.writeframes(np.random.RandomState(2).randint(-3000, 3000, (16000, 2)).astype(np.int16).tobytes())
     return {
         "checkpoint": checkpoint, "gemma": str(gemma), "image": str(image), "upscaler": str(upscaler),
         "lora": str(lora), "text": str(text), "fake_image": str(fake_image), "fake_video": str(fake_video),
         "wrong_lora": wrong_lora, "gemma_incomplete": str(gemma_without_config), "hardlink": str(hardlink),
-        "symlink": str(symlink), "folder": folder, "video": str(video),
+        "symlink": str(symlink), "folder": folder, "video": str(video), "clip_10_frames": str(clip_10_frames), "clip_48x32": str(clip_48x32), "audio": str(audio),
     }  # fmt: skip
 
 
@@ -157,7 +164,64 @@ GENERATE_CASES = [
                                                         f["upscaler"], "--height", "128", "--width", "128"],
      "fixed distilled schedule"),
     ("unknown pipeline", lambda a, f: a + ["--pipeline", "three-stage"], "'--pipeline': 'three-stage' is not one of"),
+    ("a2vid without audio", lambda a, f: _a2vid(a, f), "add --audio-path FILE"),
+    ("a2vid missing audio file", lambda a, f: _a2vid(a, f, "--audio-path", "nope.wav"), "'nope.wav' does not exist"),
+    ("a2vid audio that is not audio", lambda a, f: _a2vid(a, f, "--audio-path", f["text"]), "cannot read audio from it"),
+    ("a2vid video without sound", lambda a, f: _a2vid(a, f, "--audio-path", f["video"]), "it has no audio stream"),
+    ("a2vid negative audio start", lambda a, f: _a2vid(a, f, "--audio-path", f["audio"], "--audio-start-time", "-1"),
+     "'--audio-start-time': -1.0 is not in the range x>=0.0"),
+    ("a2vid zero audio duration", lambda a, f: _a2vid(a, f, "--audio-path", f["audio"], "--audio-max-duration", "0"),
+     "'--audio-max-duration': 0.0 must be a positive number"),
+    ("a2vid audio start past the end", lambda a, f: _a2vid(a, f, "--audio-path", f["audio"], "--audio-start-time", "3"),
+     "past the end"),
+    ("a2vid audio shorter than the video", lambda a, f: _a2vid(a, f, "--audio-path", f["audio"],
+                                                             "--audio-start-time", "0.9"), "give longer audio"),
+    ("a2vid audio cut shorter than the video", lambda a, f: _a2vid(a, f, "--audio-path", f["audio"],
+                                                                 "--audio-max-duration", "0.1"), "cut by --audio-max-duration"),
+    ("audio on a pipeline without it", lambda a, f: a + ["--audio-path", f["audio"]], "does not use --audio-path"),
+    ("audio start without audio", lambda a, f: a + ["--audio-start-time", "1"], "does not use --audio-start-time"),
+    ("retake without a clip", lambda a, f: _retake(a, f), "add --video-path FILE --start-time S --end-time S"),
+    ("retake without a time range", lambda a, f: _retake(a, f, "--video-path", f["video"]), "add --start-time S --end-time S"),
+    ("retake clip that is not a video", lambda a, f: _retake(a, f, "--video-path", f["fake_video"], "--start-time", "0",
+                                                              "--end-time", "0.1"), "cannot read it as a video"),
+    ("retake clip of 10 frames", lambda a, f: _retake(a, f, "--video-path", f["clip_10_frames"], "--start-time", "0",
+                                                       "--end-time", "0.1"), "must be 8k+1 frames: cut it to 9"),
+    ("retake clip of 48x32", lambda a, f: _retake(a, f, "--video-path", f["clip_48x32"], "--start-time", "0",
+                                                   "--end-time", "0.1"), "multiples of 32: crop it, e.g. to 32x32"),
+    ("retake range past the clip's end", lambda a, f: _retake(a, f, "--video-path", f["video"], "--start-time", "0.1",
+                                                               "--end-time", "2"), "0 <= start < end <= 0.375 s"),
+    ("retake range reversed", lambda a, f: _retake(a, f, "--video-path", f["video"], "--start-time", "0.3",
+                                                    "--end-time", "0.1"), "the range to regenerate must satisfy"),
+    ("retake negative start", lambda a, f: _retake(a, f, "--video-path", f["video"], "--start-time", "-1",
+                                                    "--end-time", "0.1"), "the range to regenerate must satisfy"),
+    ("retake with a size", lambda a, f: _retake(a, f, "--video-path", f["video"], "--start-time", "0",
+                                                 "--end-time", "0.1", "--width", "64"), "keeps the clip's size"),
+    ("retake keeping both streams", lambda a, f: _retake(a, f, "--video-path", f["video"], "--start-time", "0",
+                                                          "--end-time", "0.1", "--keep-video", "--keep-audio"),
+     "regenerates nothing"),
+    ("retake with an image", lambda a, f: _retake(a, f, "--video-path", f["video"], "--start-time", "0",
+                                                   "--end-time", "0.1", "--image", f["image"], "0", "1"),
+     "does not use --image"),
+    ("retake onto its clip", lambda a, f: _with(_retake(a, f, "--video-path", f["video"], "--start-time", "0",
+                                                         "--end-time", "0.1"), "--output-path", f["video"]),
+     "refusing to overwrite it"),
+    ("clip on another pipeline", lambda a, f: a + ["--video-path", f["video"]], "does not use --video-path"),
+    ("time range on another pipeline", lambda a, f: a + ["--start-time", "0", "--end-time", "0.1"],
+     "does not use --start-time/--end-time"),
 ]  # fmt: skip
+
+
+def _retake(args, files, *extra):
+    """A retake run (the clip sets size, frames and rate) with what `extra` adds or breaks."""
+    for option in ("--height", "--width", "--num-frames"):
+        args = _without(args, option)
+    return args + ["--pipeline", "retake", *extra]
+
+
+def _a2vid(args, files, *extra):
+    """An a2vid run with everything but what `extra` adds or breaks."""
+    return args + ["--pipeline", "a2vid", "--spatial-upscaler-path", files["upscaler"], "--distilled-lora", files["lora"],
+                   "0.6", "--height", "128", "--width", "128", *extra]  # fmt: skip
 
 
 def _ic_lora_onto_input(args, files):

@@ -89,7 +89,7 @@ def default_output_path(prompt: str | None, seed: int) -> Path:
 @click.option("--negative-embedding", type=EXISTING_FILE, default=None,
               help="Negative-prompt embeddings from `ltx2-mlx encode-prompt`.")
 @click.option("--height", type=click.IntRange(min=1), default=None,
-              help="Pixels; a multiple of 32 (one-stage) or 64 (two-stage, distilled, keyframes, ic-lora). "
+              help="Pixels; a multiple of 32 (one-stage) or 64 (two-stage, distilled, keyframes, ic-lora, a2vid). "
               "Default from the checkpoint's version (512).")
 @click.option("--width", type=click.IntRange(min=1), default=None, help="Pixels; multiple of 32 or 64, as --height.")
 @click.option("--num-frames", type=click.IntRange(min=1), default=None, help="8k+1 frames, e.g. 121 (the default).")
@@ -110,6 +110,18 @@ def default_output_path(prompt: str | None, seed: int) -> Path:
               help="ic-lora: a reference video (depth, pose, edges...); repeatable.")
 @click.option("--conditioning-attention-strength", type=STRENGTH, default=1.0, show_default=True,
               help="ic-lora: how strongly the generated tokens attend to the reference video.")
+@click.option("--video-path", type=EXISTING_FILE, default=None,
+              help="retake: the clip to change (its size, 8k+1 frame count and frame rate are kept).")
+@click.option("--start-time", type=float, default=None, help="retake: start of the range to regenerate, seconds.")
+@click.option("--end-time", type=float, default=None, help="retake: end of the range to regenerate, seconds.")
+@click.option("--keep-video", is_flag=True, help="retake: keep the clip's video whole (regenerate audio only).")
+@click.option("--keep-audio", is_flag=True, help="retake: keep the clip's audio whole (regenerate video only).")
+@click.option("--audio-path", type=EXISTING_FILE, default=None,
+              help="a2vid: the audio (or a video with sound) to generate the video to; it is muxed into the output.")
+@click.option("--audio-start-time", type=click.FloatRange(min=0.0), default=0.0,
+              help="a2vid: where in --audio-path to start, seconds (0).")
+@click.option("--audio-max-duration", type=float, default=None, callback=_positive_finite,
+              help="a2vid: how many seconds of audio to read; default: the video's duration.")
 @click.option("--enhance-prompt", is_flag=True, help="Let Gemma rewrite the prompt first.")
 @click.option("--dtype", type=click.Choice(sorted(DTYPES)), default="bfloat16", show_default=True)
 @click.option("--quantization", type=click.Choice(["fp8", "int8", "int4"]), default=None,
@@ -174,7 +186,16 @@ def prepare_generation(options: dict):
         distilled_lora=(str(o["distilled_lora"][0]), o["distilled_lora"][1]) if o["distilled_lora"] else None,
         video_conditioning=tuple((str(path), strength) for path, strength in o["video_conditioning"]),
         conditioning_attention_strength=o["conditioning_attention_strength"],
+        audio_path=str(o["audio_path"]) if o["audio_path"] else None, audio_start_time=o["audio_start_time"],
+        audio_max_duration=o["audio_max_duration"],
+        source_video=str(o["video_path"]) if o["video_path"] else None, start_time=o["start_time"],
+        end_time=o["end_time"], regenerate_video=not o["keep_video"], regenerate_audio=not o["keep_audio"],
     )  # fmt: skip
+    if spec.needs_source_video:
+        given = [f"--{key.replace('_', '-')}" for key in ("height", "width", "num_frames", "frame_rate") if o[key]]
+        if given:
+            raise click.UsageError(f"--pipeline {spec.name} keeps the clip's size, frames and rate; drop {given[0]}")
+    request = spec.with_source_video(request)
     spec.check(request, o["spatial_upscaler_path"] is not None, len(o["loras"]))
     if not spec.guided and (o["negative_prompt"] is not None or o["negative_embedding"] is not None):
         raise click.UsageError(f"--pipeline {spec.name} is unguided: it uses no negative prompt; drop it")
@@ -204,6 +225,8 @@ def prepare_generation(options: dict):
         check_image_file(image.path)
     for path, _ in request.video_conditioning:
         check_video_file(path)
+    if request.audio_path is not None:
+        _check_audio(request)
     for path in (o["embedding"], o["negative_embedding"]):
         if path is not None:
             check_prompt_embeddings(path, checkpoint)
@@ -211,7 +234,7 @@ def prepare_generation(options: dict):
         check_text_encoder_dir(o["gemma_path"])
     inputs = [checkpoint, o["spatial_upscaler_path"], o["embedding"], o["negative_embedding"],
               *(path for path, _ in all_loras), *(i.path for i in request.images),
-              *(path for path, _ in request.video_conditioning)]  # fmt: skip
+              *(path for path, _ in request.video_conditioning), request.source_video, request.audio_path]  # fmt: skip
     output_path = o["output_path"] or default_output_path(o["prompt"], seed)
     check_output_path(output_path, [p for p in inputs if p is not None], VIDEO_SUFFIXES, what="video")
     if not o["skip_memory_check"]:
@@ -224,6 +247,22 @@ def prepare_generation(options: dict):
         precomputed_embeddings=(o["embedding"], o["negative_embedding"]), report=lambda m: click.echo(m, err=True),
     )  # fmt: skip
     return spec, request, ledger, output_path
+
+
+def _check_audio(request) -> None:
+    """The audio decodes, the start is inside it, and what is read covers the video."""
+    from LTX_2_MLX.pipelines.media_io import read_audio
+
+    video_seconds = request.num_frames / request.frame_rate
+    duration = request.audio_max_duration or video_seconds
+    waveform, rate = read_audio(request.audio_path, request.audio_start_time, duration)
+    if waveform.shape[1] < round(video_seconds * rate):
+        limit = "--audio-max-duration" if duration < video_seconds else "the file"
+        raise ValueError(
+            f"{request.audio_path} from {request.audio_start_time:g} s gives {waveform.shape[1] / rate:.2f} s of audio "
+            f"(cut by {limit}) but the video lasts {video_seconds:.2f} s ({request.num_frames} frames at "
+            f"{request.frame_rate:g} fps): give longer audio, an earlier --audio-start-time or fewer --num-frames"
+        )
 
 
 def _affine_mode(stored_quantization: str | None) -> bool:

@@ -3,7 +3,7 @@ it is guided. `ltx2-mlx generate` only looks pipelines up here; checking a reque
 model, so every rule is applied before anything loads."""
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from LTX_2_MLX.components.guiders import MultiModalGuiderParams
 from LTX_2_MLX.model.video_vae import TilingConfig
@@ -30,6 +30,14 @@ class GenerationRequest:
     distilled_lora: tuple[str, float] | None = None
     video_conditioning: tuple[tuple[str, float], ...] = ()
     conditioning_attention_strength: float = 1.0
+    audio_path: str | None = None  # a2vid: the audio to follow, read from start for at most max duration (s)
+    audio_start_time: float = 0.0
+    audio_max_duration: float | None = None
+    source_video: str | None = None  # retake: the clip to change, and the range to regenerate (seconds)
+    start_time: float | None = None
+    end_time: float | None = None
+    regenerate_video: bool = True
+    regenerate_audio: bool = True
 
 
 Runner = Callable[[ModelLedger, TilingConfig | None, GenerationRequest], GeneratedVideo]
@@ -47,6 +55,21 @@ class PipelineSpec:
     needs_lora: bool = False
     needs_video_conditioning: bool = False
     min_images: int = 0
+    needs_audio: bool = False  # a2vid: generates video to the given --audio-path
+    needs_source_video: bool = False  # retake: size, frame count and rate are the clip's
+
+    def with_source_video(self, request: GenerationRequest) -> GenerationRequest:
+        """The request at the source clip's size, frame count and rate, once the clip and the
+        time range are checked (decoding it, no model); unchanged for other pipelines."""
+        if not self.needs_source_video or request.source_video is None:
+            return request
+        from LTX_2_MLX.pipelines.retake import check_time_range, probe_clip
+
+        if request.start_time is None or request.end_time is None:
+            raise ValueError(f"--pipeline {self.name} regenerates a time range: add --start-time S --end-time S")
+        clip = probe_clip(request.source_video)
+        check_time_range(clip, request.start_time, request.end_time)
+        return replace(request, height=clip.height, width=clip.width, num_frames=clip.num_frames, frame_rate=clip.fps)
 
     def check(self, request: GenerationRequest, spatial_upscaler: bool, loras: int) -> None:
         """Refuse a request this pipeline cannot run, naming the option that fixes it."""
@@ -60,12 +83,26 @@ class PipelineSpec:
             raise ValueError(f"{name} needs the IC-LoRA: add --lora FILE 1.0")
         if self.needs_video_conditioning and not request.video_conditioning:
             raise ValueError(f"{name} needs a reference video: add --video-conditioning FILE 1.0")
+        if self.needs_source_video and request.source_video is None:
+            raise ValueError(f"{name} changes an existing clip: add --video-path FILE --start-time S --end-time S")
+        if self.needs_source_video and not (request.regenerate_video or request.regenerate_audio):
+            raise ValueError(f"{name} with --keep-video and --keep-audio regenerates nothing; drop one of them")
+        if self.needs_audio and request.audio_path is None:
+            raise ValueError(f"{name} generates video to given audio: add --audio-path FILE")
         if len(request.images) < self.min_images:
             raise ValueError(f"{name} needs at least {self.min_images} images: add --image FILE FRAME STRENGTH for each")
         for option, given, used in (
             ("--distilled-lora", request.distilled_lora is not None, self.needs_distilled_lora),
             ("--video-conditioning", bool(request.video_conditioning), self.needs_video_conditioning),
             ("--spatial-upscaler-path", spatial_upscaler, self.needs_spatial_upscaler),
+            ("--audio-path", request.audio_path is not None, self.needs_audio),
+            ("--audio-start-time/--audio-max-duration",
+             request.audio_start_time != 0.0 or request.audio_max_duration is not None, self.needs_audio),
+            ("--video-path", request.source_video is not None, self.needs_source_video),
+            ("--start-time/--end-time", (request.start_time, request.end_time) != (None, None), self.needs_source_video),
+            ("--keep-video/--keep-audio", not (request.regenerate_video and request.regenerate_audio),
+             self.needs_source_video),
+            ("--image", bool(request.images), not self.needs_source_video),
         ):
             if given and not used:
                 raise ValueError(f"{name} does not use {option}; drop it or choose a pipeline that does")
@@ -111,6 +148,36 @@ def _ic_lora(ledger: ModelLedger, tiling: TilingConfig | None, request: Generati
     )  # fmt: skip
 
 
+def _retake(ledger: ModelLedger, tiling: TilingConfig | None, request: GenerationRequest, distilled: bool = False):
+    from LTX_2_MLX.pipelines.retake import RetakePipeline
+
+    guided = {} if distilled else dict(
+        negative_prompt=request.negative_prompt, num_inference_steps=request.num_inference_steps,
+        video_guider_params=request.video_guider_params, audio_guider_params=request.audio_guider_params,
+    )  # fmt: skip
+    return RetakePipeline(ledger, tiling, distilled=distilled)(
+        video_path=request.source_video, prompt=request.prompt, start_time=request.start_time,
+        end_time=request.end_time, seed=request.seed, regenerate_video=request.regenerate_video,
+        regenerate_audio=request.regenerate_audio, enhance_prompt=request.enhance_prompt, **guided,
+    )  # fmt: skip
+
+
+def _retake_distilled(ledger: ModelLedger, tiling: TilingConfig | None, request: GenerationRequest) -> GeneratedVideo:
+    return _retake(ledger, tiling, request, distilled=True)
+
+
+def _a2vid(ledger: ModelLedger, tiling: TilingConfig | None, request: GenerationRequest) -> GeneratedVideo:
+    from LTX_2_MLX.pipelines.a2vid import A2VidPipelineTwoStage
+
+    arguments = _guided_arguments(request)
+    del arguments["audio_guider_params"]  # the audio is given, not generated
+    duration = request.audio_max_duration or request.num_frames / request.frame_rate  # as ltx-pipelines' main
+    return A2VidPipelineTwoStage(ledger, [request.distilled_lora], tiling)(
+        **arguments, audio_path=request.audio_path, audio_start_time=request.audio_start_time,
+        audio_max_duration=duration,
+    )  # fmt: skip
+
+
 def _shared_arguments(request: GenerationRequest) -> dict:
     return dict(
         prompt=request.prompt, seed=request.seed, height=request.height, width=request.width,
@@ -147,6 +214,18 @@ PIPELINES: dict[str, PipelineSpec] = {
             "ic-lora", "a distilled checkpoint steered by --video-conditioning through the IC-LoRA given with --lora",
             _ic_lora, size_multiple=64, guided=False, needs_spatial_upscaler=True, needs_lora=True,
             needs_video_conditioning=True,
+        ),
+        PipelineSpec(
+            "a2vid", "video to the sound of --audio-path (held fixed): guided at half size, x2, distilled-LoRA refine",
+            _a2vid, size_multiple=64, needs_spatial_upscaler=True, needs_distilled_lora=True, needs_audio=True,
+        ),
+        PipelineSpec(
+            "retake", "regenerate --start-time..--end-time of the clip --video-path, guided, keeping the rest",
+            _retake, needs_source_video=True,
+        ),
+        PipelineSpec(
+            "retake-distilled", "retake with a distilled checkpoint: 8 unguided steps",
+            _retake_distilled, guided=False, needs_source_video=True,
         ),
     )
 }  # fmt: skip
