@@ -146,6 +146,11 @@ GENERATE_CASES = [
     ("two-stage without distilled LoRA", lambda a, f: a + ["--pipeline", "two-stage", "--spatial-upscaler-path",
                                                            f["upscaler"], "--height", "128", "--width", "128"],
      "add --distilled-lora FILE 0.6"),
+    ("stage-1 LoRA strength on two-stage", lambda a, f: a + ["--distilled-lora-strength-stage-1", "0.3"],
+     "does not use --distilled-lora-strength-stage-1"),
+    ("two-stage-hq without distilled LoRA", lambda a, f: a + ["--pipeline", "two-stage-hq", "--spatial-upscaler-path",
+                                                              f["upscaler"], "--height", "128", "--width", "128"],
+     "add --distilled-lora FILE 0.6"),
     ("distilled without upscaler", lambda a, f: _without(a, "--num-inference-steps") + [
         "--pipeline", "distilled", "--height", "128", "--width", "128"], "add --spatial-upscaler-path FILE"),
     ("keyframes with one image", lambda a, f: a + ["--pipeline", "keyframes", "--spatial-upscaler-path", f["upscaler"],

@@ -177,7 +177,8 @@ def test_cli_writes_video_with_hq_pipeline(model_files, tmp_path):
     args = ["generate", "--pipeline", "two-stage-hq", "--checkpoint-path", checkpoint, "--gemma-path", str(gemma),
             "--prompt", PROMPT, "--output-path", str(output), "--height", "128", "--width", "128",
             "--num-frames", "9", "--num-inference-steps", "2", "--dtype", "float32", "--no-tiled-decode",
-            "--spatial-upscaler-path", str(upscaler), "--distilled-lora", str(lora), "0.5"]  # fmt: skip
+            "--spatial-upscaler-path", str(upscaler), "--distilled-lora", str(lora), "0.5",
+            "--distilled-lora-strength-stage-1", "0.25"]  # fmt: skip
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     reader = imageio_ffmpeg.read_frames(str(output))

@@ -89,7 +89,7 @@ def default_output_path(prompt: str | None, seed: int) -> Path:
 @click.option("--negative-embedding", type=EXISTING_FILE, default=None,
               help="Negative-prompt embeddings from `ltx2-mlx encode-prompt`.")
 @click.option("--height", type=click.IntRange(min=1), default=None,
-              help="Pixels; a multiple of 32 (one-stage) or 64 (two-stage, distilled, keyframes, ic-lora, a2vid). "
+              help="Pixels; a multiple of 32 (one-stage) or 64 (two-stage, two-stage-hq, distilled, keyframes, ic-lora, a2vid). "
               "Default from the checkpoint's version (512).")
 @click.option("--width", type=click.IntRange(min=1), default=None, help="Pixels; multiple of 32 or 64, as --height.")
 @click.option("--num-frames", type=click.IntRange(min=1), default=None, help="8k+1 frames, e.g. 121 (the default).")
@@ -103,9 +103,12 @@ def default_output_path(prompt: str | None, seed: int) -> Path:
 @click.option("--lora", "loras", type=(EXISTING_FILE, float), multiple=True, metavar="PATH STRENGTH",
               help="Fuse a LoRA into the transformer (Lightricks, ComfyUI, kohya or diffusers layout); repeatable.")
 @click.option("--spatial-upscaler-path", type=EXISTING_FILE,
-              help="Latent x2 upscaler file, for two-stage, distilled, keyframes and ic-lora.")
+              help="Latent x2 upscaler file, for two-stage, two-stage-hq, distilled, keyframes, ic-lora and a2vid.")
 @click.option("--distilled-lora", type=(EXISTING_FILE, float), default=None, metavar="PATH STRENGTH",
-              help="The distilled LoRA fused in the second stage of two-stage and keyframes (e.g. 0.6).")
+              help="The distilled LoRA fused in the second stage of two-stage, keyframes and a2vid (e.g. 0.6), "
+              "and two-stage-hq (the reference's 0.5).")
+@click.option("--distilled-lora-strength-stage-1", type=float, default=None,
+              help="two-stage-hq: the distilled LoRA's strength in stage 1 (the reference's 0.25).")
 @click.option("--video-conditioning", type=(EXISTING_FILE, STRENGTH), multiple=True, metavar="PATH STRENGTH",
               help="ic-lora: a reference video (depth, pose, edges...); repeatable.")
 @click.option("--conditioning-attention-strength", type=STRENGTH, default=1.0, show_default=True,
@@ -172,7 +175,7 @@ def prepare_generation(options: dict):
 
     config = transformer_config(checkpoint)  # the file, its config and its DiT, from the header alone
     read_config(checkpoint, "vae", what="video VAE")
-    defaults = detect_params(checkpoint)
+    defaults = spec.defaults or detect_params(checkpoint)
     seed = defaults.seed if o["seed"] is None else o["seed"]
     request = GenerationRequest(
         prompt=o["prompt"] or "", seed=seed,
@@ -186,6 +189,8 @@ def prepare_generation(options: dict):
         distilled_lora=(str(o["distilled_lora"][0]), o["distilled_lora"][1]) if o["distilled_lora"] else None,
         video_conditioning=tuple((str(path), strength) for path, strength in o["video_conditioning"]),
         conditioning_attention_strength=o["conditioning_attention_strength"],
+        **({"distilled_lora_strength_stage_1": o["distilled_lora_strength_stage_1"]}
+           if o["distilled_lora_strength_stage_1"] is not None else {}),
         audio_path=str(o["audio_path"]) if o["audio_path"] else None, audio_start_time=o["audio_start_time"],
         audio_max_duration=o["audio_max_duration"],
         source_video=str(o["video_path"]) if o["video_path"] else None, start_time=o["start_time"],
@@ -197,6 +202,8 @@ def prepare_generation(options: dict):
             raise click.UsageError(f"--pipeline {spec.name} keeps the clip's size, frames and rate; drop {given[0]}")
     request = spec.with_source_video(request)
     spec.check(request, o["spatial_upscaler_path"] is not None, len(o["loras"]))
+    if o["distilled_lora_strength_stage_1"] is not None and spec.name != "two-stage-hq":
+        raise click.UsageError(f"--pipeline {spec.name} does not use --distilled-lora-strength-stage-1; drop it")
     if not spec.guided and (o["negative_prompt"] is not None or o["negative_embedding"] is not None):
         raise click.UsageError(f"--pipeline {spec.name} is unguided: it uses no negative prompt; drop it")
     if not spec.guided and o["num_inference_steps"] is not None:

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field, replace
 
 from LTX_2_MLX.components.guiders import MultiModalGuiderParams
 from LTX_2_MLX.model.video_vae import TilingConfig
-from LTX_2_MLX.pipelines.common import GeneratedVideo, ImageConditioningInput, check_generation_size
+from LTX_2_MLX.pipelines.common import GeneratedVideo, ImageConditioningInput, PipelineParams, check_generation_size
 from LTX_2_MLX.pipelines.model_ledger import ModelLedger
+from LTX_2_MLX.pipelines.two_stage_hq import HQ_PARAMS
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class GenerationRequest:
     distilled_lora: tuple[str, float] | None = None
     video_conditioning: tuple[tuple[str, float], ...] = ()
     conditioning_attention_strength: float = 1.0
+    distilled_lora_strength_stage_1: float = 0.25  # two-stage-hq fuses the distilled LoRA in stage 1 too
     audio_path: str | None = None  # a2vid: the audio to follow, read from start for at most max duration (s)
     audio_start_time: float = 0.0
     audio_max_duration: float | None = None
@@ -57,6 +59,7 @@ class PipelineSpec:
     min_images: int = 0
     needs_audio: bool = False  # a2vid: generates video to the given --audio-path
     needs_source_video: bool = False  # retake: size, frame count and rate are the clip's
+    defaults: PipelineParams | None = None  # its own defaults; None: the checkpoint version's
 
     def with_source_video(self, request: GenerationRequest) -> GenerationRequest:
         """The request at the source clip's size, frame count and rate, once the clip and the
@@ -125,6 +128,14 @@ def _two_stage(ledger: ModelLedger, tiling: TilingConfig | None, request: Genera
     from LTX_2_MLX.pipelines.two_stage import TI2VidTwoStagesPipeline
 
     return TI2VidTwoStagesPipeline(ledger, [request.distilled_lora], tiling)(**_guided_arguments(request))
+
+
+def _two_stage_hq(ledger: ModelLedger, tiling: TilingConfig | None, request: GenerationRequest) -> GeneratedVideo:
+    from LTX_2_MLX.pipelines.two_stage_hq import TI2VidTwoStagesHQPipeline
+
+    path, strength = request.distilled_lora
+    stage_1 = request.distilled_lora_strength_stage_1
+    return TI2VidTwoStagesHQPipeline(ledger, path, stage_1, strength, tiling)(**_guided_arguments(request))
 
 
 def _keyframes(ledger: ModelLedger, tiling: TilingConfig | None, request: GenerationRequest) -> GeneratedVideo:
@@ -201,6 +212,11 @@ PIPELINES: dict[str, PipelineSpec] = {
         PipelineSpec(
             "two-stage", "guided at half size, latent x2 upscale, 3 refining steps with the distilled LoRA",
             _two_stage, size_multiple=64, needs_spatial_upscaler=True, needs_distilled_lora=True,
+        ),
+        PipelineSpec(
+            "two-stage-hq", "two-stage with the res_2s sampler (15 steps, no STG), the distilled LoRA in both "
+            "stages; default 1920x1088",
+            _two_stage_hq, size_multiple=64, needs_spatial_upscaler=True, needs_distilled_lora=True, defaults=HQ_PARAMS,
         ),
         PipelineSpec(
             "distilled", "a distilled checkpoint: 8 + 3 unguided steps, half size then upscaled",
