@@ -1,20 +1,33 @@
 """Pipelines against ltx-pipelines' own pipelines, end to end on the tiny complete checkpoint of
-test_generate: Gemma + connectors, image conditioning, denoising (guided for one-stage), the
-latent upscale and refinement (distilled), from identical noise. Final latents compared in
-float32, and our bf16 run against the reference's float32 one.
+test_generate: Gemma + connectors, image conditioning, denoising (guided for one-stage, two-stage
+and keyframes), the latent upscale and the stage-2 refinement, from identical noise. Final video
+and audio latents compared in float32, and our bf16 run against the reference's float32 one.
+
+- one-stage, distilled: TI2VidOneStagePipeline, DistilledPipeline.
+- two-stage: TI2VidTwoStagesPipeline, the distilled LoRA fused for stage 2.
+- keyframes: KeyframeInterpolationPipeline, keyframe tokens for images at three frames.
+- ic-lora: ICLoraPipeline, the reference video's latent tokens beside the generated ones with
+  the LoRA (as an IC-LoRA) fused for stage 1 only.
 
 The reference pipelines hard-code bfloat16 and CUDA synchronisation; for a float32 CPU run
 their module sees a `torch` whose bfloat16 is float32, and synchronisation is a no-op. Their
 text encoder and embeddings processor builders hard-code the 12B sizes and the latent layout
 the 128-channel VAE, so the ledgers hand out the tiny reference modules (the weights the
-checkpoint and Gemma directory hold) and the tiny latent layout is set. (The two-stage and
-keyframe pipelines fuse the distilled LoRA, which the reference refuses on float32 weights,
-so they are covered by test_generate's end-to-end runs instead.)
+checkpoint and Gemma directory hold) and the tiny latent layout is set. ltx-core fuses LoRAs
+only into bf16/fp8 weights: for float32 weights it is let through the bf16 path (weight +
+delta, no rounding), as in test_a2vid. The reference reads IC-LoRA's reference video with PyAV
+(a placeholder here, conftest.py): its `decode_video_from_file` yields the frames our
+`read_video_file` decodes, and resizes them itself. Its noiser draws each stage's noise from
+one seeded generator as the latent state asks for it; our run is given the same arrays.
+IC-LoRA's stage-1 latents are compared too: the LoRA and the reference tokens act there only,
+and the re-noised stage 2 all but washes them out of the final latents (without the LoRA,
+those move by ~1e-5 of their size).
 """
 
 import copy
 
 import mlx.core as mx
+import numpy as np
 import pytest
 import torch
 from reference import assert_cosine, assert_matches, to_mx
@@ -23,16 +36,24 @@ from test_video_vae import LATENT_CHANNELS
 
 from LTX_2_MLX.components.guiders import MultiModalGuiderParams
 from LTX_2_MLX.components.noisers import InjectedNoiser
-from LTX_2_MLX.pipelines import common, ti2vid_one_stage, two_stage
+from LTX_2_MLX.pipelines import common, ic_lora, ti2vid_one_stage, two_stage
 from LTX_2_MLX.pipelines.common import ImageConditioningInput
+from LTX_2_MLX.pipelines.media_io import read_video_file, write_video
 from LTX_2_MLX.pipelines.model_ledger import ModelLedger
 
 VIDEO = dict(cfg_scale=3.0, stg_scale=1.0, rescale_scale=0.7, modality_scale=3.0, stg_blocks=[1])
 AUDIO = dict(cfg_scale=7.0, stg_scale=1.0, rescale_scale=0.7, modality_scale=3.0, stg_blocks=[1])
 PROMPT, NEGATIVE, FRAMES, FPS = "a red fox runs", "blurry", 17, 24.0
-AUDIO_TOKENS = round(FRAMES / FPS * 25)
-# kind -> (output size, video tokens per stage): 17 frames are 3 latent frames.
-KINDS = {"one-stage": (64, [3 * 2 * 2]), "distilled": (128, [3 * 2 * 2, 3 * 4 * 4])}
+LORA_STRENGTH = 0.6
+# kind -> (output size, (frame, strength) of each conditioning image)
+KINDS = {
+    "one-stage": (64, [(0, 1.0)]),
+    "distilled": (128, [(0, 1.0)]),
+    "two-stage": (128, [(0, 1.0)]),
+    "keyframes": (128, [(0, 1.0), (8, 0.9), (16, 1.0)]),
+    "ic-lora": (128, [(0, 1.0)]),
+}
+GUIDED = ("one-stage", "two-stage", "keyframes")
 
 
 class _Float32Torch:
@@ -42,36 +63,43 @@ class _Float32Torch:
         return torch.float32 if name == "bfloat16" else getattr(torch, name)
 
 
-def _noises(kind: str) -> list[torch.Tensor]:
-    """Video then audio noise for each stage, as the pipelines draw them."""
-    gen = torch.Generator().manual_seed(123)
-    noises = []
-    for tokens in KINDS[kind][1]:
-        noises += [torch.randn(1, tokens, LATENT_CHANNELS, generator=gen), torch.randn(1, AUDIO_TOKENS, 16, generator=gen)]
-    return noises
+@pytest.fixture(scope="module")
+def reference_video(tmp_path_factory):
+    """IC-LoRA's reference video: 17 frames of 80x96 (resized and cropped to the stage-1 size)."""
+    path = tmp_path_factory.mktemp("ic-lora") / "depth.mp4"
+    y, x = np.mgrid[0:80, 0:96]
+    frames = np.stack([(np.stack([x * 2 + 9 * f, y * 3, (x + y + 5 * f)], -1) % 256) for f in range(FRAMES)])
+    write_video(path, [frames.astype(np.uint8)], FPS)
+    return str(path)
 
 
-def _reference_run(kind, model_files, monkeypatch, noises):
+def _reference_run(kind, model_files, monkeypatch, video_path):
+    """The reference's (video, audio) latents, final and after stage 1, and the noise it drew."""
     from ltx_core.components.guiders import MultiModalGuiderParams as RefParams
     from ltx_core.components.noisers import Noiser
+    from ltx_core.loader import LTXV_LORA_COMFY_RENAMING_MAP, LoraPathStrengthAndSDOps, fuse_loras
     from ltx_core.text_encoders.gemma.encoders.base_encoder import GemmaTextEncoder
     from ltx_core.text_encoders.gemma.tokenizer import LTXVGemmaTokenizer
     from ltx_core.types import AudioLatentShape
-    from ltx_pipelines import distilled, ti2vid_one_stage as one_stage
-    from ltx_pipelines.utils import helpers
+    from ltx_pipelines import distilled, keyframe_interpolation, ti2vid_two_stages
+    from ltx_pipelines import ic_lora as reference_ic_lora
+    from ltx_pipelines import ti2vid_one_stage as one_stage
+    from ltx_pipelines.utils import helpers, media_io
     from ltx_pipelines.utils.args import ImageConditioningInput as RefImage
     from transformers import Gemma3ForConditionalGeneration
 
-    checkpoint, gemma, image, upscaler = model_files[:4]
-    module = one_stage if kind == "one-stage" else distilled
-    captured = {}
+    checkpoint, gemma, image, upscaler, lora = map(str, model_files[:5])
+    module = {"one-stage": one_stage, "distilled": distilled, "two-stage": ti2vid_two_stages,
+              "keyframes": keyframe_interpolation, "ic-lora": reference_ic_lora}[kind]  # fmt: skip
+    captured, noises, generator = {}, [], torch.Generator().manual_seed(123)
 
     class Injected(Noiser):
         def __init__(self, generator=None):
-            self.noises = list(noises)
+            pass
 
         def __call__(self, latent_state, noise_scale=1.0):
-            noise = self.noises.pop(0).to(latent_state.latent.dtype)
+            noise = torch.randn(latent_state.latent.shape, generator=generator).to(latent_state.latent.dtype)
+            noises.append(noise)
             mask = latent_state.denoise_mask * noise_scale
             return type(latent_state)(**{**latent_state.__dict__, "latent": noise * mask + latent_state.latent * (1 - mask)})
 
@@ -82,67 +110,115 @@ def _reference_run(kind, model_files, monkeypatch, noises):
         def from_video_pixel_shape(shape):
             return AudioLatentShape.from_video_pixel_shape(shape, channels=4, mel_bins=4)
 
+    def fuse_float32_too(deltas, weight, key, *args):
+        if deltas is not None and weight.dtype == torch.float32:
+            return fuse_loras._fuse_delta_with_bfloat16(deltas, weight, key, args[1])
+        return original_fuse(deltas, weight, key, *args)
+
+    def our_decoded_frames(path, frame_cap, device):
+        for frame in read_video_file(path)[0][:frame_cap]:
+            yield torch.from_numpy(frame.copy())[None]
+
+    def denoise_capturing_stage_1(*args, **kwargs):
+        video_state, audio_state = original_denoise(*args, **kwargs)
+        captured.setdefault("stage 1", (video_state.latent, audio_state.latent))
+        return video_state, audio_state
+
+    original_fuse, original_denoise = fuse_loras._fuse_deltas, module.denoise_audio_video
+    monkeypatch.setattr(fuse_loras, "_fuse_deltas", fuse_float32_too)
+    monkeypatch.setattr(media_io, "decode_video_from_file", our_decoded_frames)
     monkeypatch.setattr(helpers, "AudioLatentShape", TinyAudioShape)
     monkeypatch.setattr(module, "torch", _Float32Torch())
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *args, **kwargs: None)
     monkeypatch.setattr(module, "GaussianNoiser", Injected)
+    monkeypatch.setattr(module, "denoise_audio_video", denoise_capturing_stage_1)
     monkeypatch.setattr(module, "vae_decode_video", lambda latent, *a, **k: captured.setdefault("video", latent))
     monkeypatch.setattr(module, "vae_decode_audio", lambda latent, *a, **k: captured.setdefault("audio", latent))
-    cpu = torch.device("cpu")
+    cpu, loras = torch.device("cpu"), [LoraPathStrengthAndSDOps(lora, LORA_STRENGTH, LTXV_LORA_COMFY_RENAMING_MAP)]
     if kind == "one-stage":
-        pipeline = one_stage.TI2VidOneStagePipeline(str(checkpoint), str(gemma), loras=[], device=cpu)
+        pipeline = one_stage.TI2VidOneStagePipeline(checkpoint, gemma, loras=[], device=cpu)
+    elif kind == "distilled":
+        pipeline = distilled.DistilledPipeline(checkpoint, gemma, upscaler, loras=[], device=cpu)
+    elif kind == "ic-lora":
+        pipeline = reference_ic_lora.ICLoraPipeline(checkpoint, upscaler, gemma, loras=loras, device=cpu)
     else:
-        pipeline = distilled.DistilledPipeline(str(checkpoint), str(gemma), str(upscaler), loras=[], device=cpu)
+        pipeline_class = getattr(module, "KeyframeInterpolationPipeline", None) or module.TI2VidTwoStagesPipeline
+        pipeline = pipeline_class(checkpoint, loras, upscaler, gemma, loras=[], device=cpu)
     pipeline.pipeline_components.video_latent_channels = LATENT_CHANNELS
-    gemma_model = Gemma3ForConditionalGeneration.from_pretrained(str(gemma), dtype=torch.float32).eval()
+    gemma_model = Gemma3ForConditionalGeneration.from_pretrained(gemma, dtype=torch.float32).eval()
     processor, _ = reference_processor(True, "split", True, True, True, seed=3, gemma_width=64, num_states=4)
-    pipeline.model_ledger.text_encoder = lambda: GemmaTextEncoder(
-        model=gemma_model, tokenizer=LTXVGemmaTokenizer(str(gemma), 1024)
-    )
-    pipeline.model_ledger.gemma_embeddings_processor = lambda: copy.deepcopy(processor)
-    size = KINDS[kind][0]
+    ledger = getattr(pipeline, "model_ledger", None) or pipeline.stage_1_model_ledger
+    ledger.text_encoder = lambda: GemmaTextEncoder(model=gemma_model, tokenizer=LTXVGemmaTokenizer(gemma, 1024))
+    ledger.gemma_embeddings_processor = lambda: copy.deepcopy(processor)
+    size, frames = KINDS[kind]
     shared = dict(prompt=PROMPT, seed=1, height=size, width=size, num_frames=FRAMES, frame_rate=FPS,
-                  images=[RefImage(str(image), 0, 1.0, crf=0)])  # fmt: skip
+                  images=[RefImage(image, frame, strength, crf=0) for frame, strength in frames])  # fmt: skip
     with torch.no_grad():
-        if kind == "one-stage":
+        if kind in GUIDED:
             pipeline(**shared, negative_prompt=NEGATIVE, num_inference_steps=3, video_guider_params=RefParams(**VIDEO),
                      audio_guider_params=RefParams(**AUDIO))  # fmt: skip
+        elif kind == "ic-lora":
+            pipeline(**shared, video_conditioning=[(video_path, 1.0)])
         else:
             pipeline(**shared)
-    return captured["video"], captured["audio"]
+    return (captured["video"], captured["audio"]), captured["stage 1"], noises
 
 
-def _our_run(kind, model_files, monkeypatch, noises, dtype):
+def _our_run(kind, model_files, monkeypatch, noises, dtype, video_path):
     captured = {}
+    noiser = InjectedNoiser([to_mx(n, dtype) for n in noises])
 
     def capture(ledger, video, audio, *args):
         captured.update(video=video, audio=audio)
 
-    for module in (common, ti2vid_one_stage, two_stage):
+    def denoise_capturing_stage_1(*args, **kwargs):
+        video_state, audio_state = original_denoise(*args, **kwargs)
+        captured.setdefault("stage 1", (video_state.latent, audio_state.latent))
+        return video_state, audio_state
+
+    original_denoise = ic_lora.denoise_stage
+    monkeypatch.setattr(ic_lora, "denoise_stage", denoise_capturing_stage_1)
+
+    for module in (common, ti2vid_one_stage, two_stage, ic_lora):
         monkeypatch.setattr(module, "decode_outputs", capture)
-    checkpoint, gemma, image, upscaler = model_files[:4]
+    checkpoint, gemma, image, upscaler, lora = model_files[:5]
+    loras = [(str(lora), LORA_STRENGTH)]
     ledger = ModelLedger(checkpoint, gemma, dtype=dtype, spatial_upscaler_path=upscaler)
-    size = KINDS[kind][0]
-    shared = dict(prompt=PROMPT, seed=1, height=size, width=size, num_frames=FRAMES, frame_rate=FPS,
-                  images=[ImageConditioningInput(str(image), 0, 1.0, crf=0)],
-                  noiser=InjectedNoiser([to_mx(n, dtype) for n in noises]))  # fmt: skip
+    size, frames = KINDS[kind]
+    images = [ImageConditioningInput(str(image), frame, strength, crf=0) for frame, strength in frames]
+    shared = dict(prompt=PROMPT, seed=1, height=size, width=size, num_frames=FRAMES, frame_rate=FPS, images=images)
+    guided = dict(negative_prompt=NEGATIVE, num_inference_steps=3, video_guider_params=MultiModalGuiderParams(**VIDEO),
+                  audio_guider_params=MultiModalGuiderParams(**AUDIO), noiser=noiser)  # fmt: skip
     if kind == "one-stage":
-        ti2vid_one_stage.TI2VidOneStagePipeline(ledger)(
-            **shared, negative_prompt=NEGATIVE, num_inference_steps=3,
-            video_guider_params=MultiModalGuiderParams(**VIDEO), audio_guider_params=MultiModalGuiderParams(**AUDIO),
-        )  # fmt: skip
-    else:
-        two_stage.DistilledPipeline(ledger)(**shared)
-    return captured["video"], captured["audio"]
+        ti2vid_one_stage.TI2VidOneStagePipeline(ledger)(**shared, **guided)
+    elif kind == "distilled":
+        two_stage.DistilledPipeline(ledger)(**shared, noiser=noiser)
+    elif kind == "two-stage":
+        two_stage.TI2VidTwoStagesPipeline(ledger, loras)(**shared, **guided)
+    elif kind == "keyframes":
+        two_stage.KeyframeInterpolationPipeline(ledger, loras)(**shared, **guided)
+    else:  # IC-LoRA takes no noiser: its seed's Gaussian noise is replaced
+        monkeypatch.setattr(ic_lora, "GaussianNoiser", lambda seed: noiser)
+        ledger = ModelLedger(checkpoint, gemma, dtype=dtype, spatial_upscaler_path=upscaler, loras=loras)
+        ic_lora.ICLoraPipeline(ledger)(**shared, video_conditioning=[(video_path, 1.0)])
+    return (captured["video"], captured["audio"]), captured.get("stage 1")
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_pipeline_matches_ltx_pipelines(kind, model_files, monkeypatch):
-    noises = _noises(kind)
-    reference_video, reference_audio = _reference_run(kind, model_files, monkeypatch, noises)
-    video, audio = _our_run(kind, model_files, monkeypatch, noises, mx.float32)
-    assert_matches(f"{kind} pipeline vs ltx-pipelines fp32: video latent", video, reference_video)
-    assert_matches(f"{kind} pipeline vs ltx-pipelines fp32: audio latent", audio, reference_audio)
-    video, audio = _our_run(kind, model_files, monkeypatch, noises, mx.bfloat16)
-    assert_cosine(f"{kind} pipeline bf16 vs ltx-pipelines fp32: video latent", video, reference_video)
-    assert_cosine(f"{kind} pipeline bf16 vs ltx-pipelines fp32: audio latent", audio, reference_audio)
+def test_pipeline_matches_ltx_pipelines(kind, model_files, monkeypatch, reference_video):
+    reference_final, reference_stage_1, noises = _reference_run(kind, model_files, monkeypatch, reference_video)
+    for dtype in (mx.float32, mx.bfloat16):
+        final, stage_1 = _our_run(kind, model_files, monkeypatch, noises, dtype, reference_video)
+        _compare(kind, dtype, "", final, reference_final)
+        if kind == "ic-lora":
+            _compare(kind, dtype, "stage-1 ", stage_1, reference_stage_1)
+
+
+def _compare(kind, dtype, stage, latents, reference_latents):
+    """fp32: max|Δ| <= 1e-4·max|ref| (the figures are ~1e-6); bf16: cosine >= 0.999."""
+    for stream, latent, reference in zip(("video", "audio"), latents, reference_latents):
+        what = f"ltx-pipelines fp32: {stage}{stream} latent"
+        if dtype == mx.float32:
+            assert_matches(f"{kind} pipeline vs {what}", latent, reference, tol=1e-4)
+        else:
+            assert_cosine(f"{kind} pipeline bf16 vs {what}", latent, reference)
