@@ -20,7 +20,7 @@ decodes audio, so these tests use a copy whose audio VAE reads 16 mel bins, the 
 per-channel statistics encode.
 """
 
-import copy
+from functools import partial
 import json
 import subprocess
 
@@ -30,11 +30,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from reference import assert_cosine, assert_matches, to_mx
+from pipeline_harness import assert_pipeline_parity, replaying_noiser, run_reference_in_float32, use_tiny_text_encoder
+from reference import to_mx
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from test_audio_vae import MEL_BINS, reference_log_mel, reference_resample
-from test_text_encoder_processor import reference_processor
 from test_video_vae import LATENT_CHANNELS
 
 from LTX_2_MLX.cli import main
@@ -86,44 +86,16 @@ def _noises() -> list[torch.Tensor]:
     return noises
 
 
-class _Float32Torch:
-    """torch, except that bfloat16 means float32."""
-
-    def __getattr__(self, name):
-        return torch.float32 if name == "bfloat16" else getattr(torch, name)
-
-
 def _reference_run(files, monkeypatch, noises):
     from ltx_core.components.guiders import MultiModalGuiderParams as RefParams
-    from ltx_core.components.noisers import Noiser
-    from ltx_core.loader import LTXV_LORA_COMFY_RENAMING_MAP, LoraPathStrengthAndSDOps, fuse_loras
+    from ltx_core.loader import LTXV_LORA_COMFY_RENAMING_MAP, LoraPathStrengthAndSDOps
     from ltx_core.model.audio_vae import encode_audio as ref_encode_audio
-    from ltx_core.text_encoders.gemma.encoders.base_encoder import GemmaTextEncoder
-    from ltx_core.text_encoders.gemma.tokenizer import LTXVGemmaTokenizer
     from ltx_core.types import Audio as RefAudio
-    from ltx_core.types import AudioLatentShape
     from ltx_pipelines import a2vid_two_stage as module
-    from ltx_pipelines.utils import helpers
     from ltx_pipelines.utils.args import ImageConditioningInput as RefImage
-    from transformers import Gemma3ForConditionalGeneration
 
     checkpoint, gemma, image, upscaler, lora, audio_path = files
     captured = {}
-
-    class Injected(Noiser):
-        def __init__(self, generator=None):
-            self.noises = list(noises)
-
-        def __call__(self, latent_state, noise_scale=1.0):
-            noise = self.noises.pop(0).to(latent_state.latent.dtype)
-            mask = latent_state.denoise_mask * noise_scale
-            latent = noise * mask + latent_state.latent * (1 - mask)
-            return type(latent_state)(**{**latent_state.__dict__, "latent": latent})
-
-    class TinyAudioShape:
-        @staticmethod
-        def from_video_pixel_shape(shape):
-            return AudioLatentShape.from_video_pixel_shape(shape, channels=4, mel_bins=4)
 
     class TorchMel:
         """torchaudio's resample + MelSpectrogram, transcribed in torch (test_audio_vae)."""
@@ -142,11 +114,6 @@ def _reference_run(files, monkeypatch, noises):
         waveform, rate = read_audio(path, start_time, max_duration)
         return RefAudio(waveform=torch.from_numpy(waveform.copy())[None], sampling_rate=rate)
 
-    def fuse_float32_too(deltas, weight, key, *args):
-        if deltas is not None and weight.dtype == torch.float32:
-            return fuse_loras._fuse_delta_with_bfloat16(deltas, weight, key, args[1])
-        return original_fuse(deltas, weight, key, *args)
-
     def denoise_capturing_audio(*args, denoising_loop_fn, **kwargs):
         def loop(*loop_args):
             video_state, audio_state = denoising_loop_fn(*loop_args)
@@ -155,12 +122,9 @@ def _reference_run(files, monkeypatch, noises):
 
         return original_denoise(*args, denoising_loop_fn=loop, **kwargs)
 
-    original_fuse, original_denoise = fuse_loras._fuse_deltas, module.denoise_video_only
-    monkeypatch.setattr(fuse_loras, "_fuse_deltas", fuse_float32_too)
-    monkeypatch.setattr(helpers, "AudioLatentShape", TinyAudioShape)
-    monkeypatch.setattr(module, "torch", _Float32Torch())
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda *args, **kwargs: None)
-    monkeypatch.setattr(module, "GaussianNoiser", Injected)
+    original_denoise = module.denoise_video_only
+    run_reference_in_float32(monkeypatch, module)
+    monkeypatch.setattr(module, "GaussianNoiser", replaying_noiser(noises))
     monkeypatch.setattr(module, "decode_audio_from_file", decoded_audio)
     monkeypatch.setattr(module, "vae_encode_audio", lambda audio, enc: ref_encode_audio(audio, enc, TorchMel(enc)))
     monkeypatch.setattr(module, "denoise_video_only", denoise_capturing_audio)
@@ -171,12 +135,7 @@ def _reference_run(files, monkeypatch, noises):
         loras=[], device=cpu,
     )  # fmt: skip
     pipeline.pipeline_components.video_latent_channels = LATENT_CHANNELS
-    gemma_model = Gemma3ForConditionalGeneration.from_pretrained(str(gemma), dtype=torch.float32).eval()
-    processor, _ = reference_processor(True, "split", True, True, True, seed=3, gemma_width=64, num_states=4)
-    pipeline.stage_1_model_ledger.text_encoder = lambda: GemmaTextEncoder(
-        model=gemma_model, tokenizer=LTXVGemmaTokenizer(str(gemma), 1024)
-    )
-    pipeline.stage_1_model_ledger.gemma_embeddings_processor = lambda: copy.deepcopy(processor)
+    use_tiny_text_encoder(pipeline.stage_1_model_ledger, gemma)
     with torch.no_grad():
         pipeline(
             prompt=PROMPT, negative_prompt=NEGATIVE, seed=1, height=SIZE, width=SIZE, num_frames=FRAMES, frame_rate=FPS,
@@ -221,13 +180,9 @@ def _our_run(files, monkeypatch, noises, dtype):
 
 def test_a2vid_matches_ltx_pipelines(a2vid_files, monkeypatch):
     noises = _noises()
-    reference_video, reference_audio = _reference_run(a2vid_files, monkeypatch, noises)
-    video, audio = _our_run(a2vid_files, monkeypatch, noises, mx.float32)
-    assert_matches("a2vid pipeline vs ltx-pipelines fp32: video latent", video, reference_video, tol=1e-4)
-    assert_matches("a2vid pipeline vs ltx-pipelines fp32: audio latent", audio, reference_audio, tol=1e-4)
-    video, audio = _our_run(a2vid_files, monkeypatch, noises, mx.bfloat16)
-    assert_cosine("a2vid pipeline bf16 vs ltx-pipelines fp32: video latent", video, reference_video)
-    assert_cosine("a2vid pipeline bf16 vs ltx-pipelines fp32: audio latent", audio, reference_audio)
+    reference_latents = _reference_run(a2vid_files, monkeypatch, noises)
+    run = partial(_our_run, a2vid_files, monkeypatch, noises)
+    assert_pipeline_parity("a2vid pipeline", reference_latents, run, tol=1e-4)
 
 
 def test_read_audio_cuts_like_the_reference(a2vid_files):

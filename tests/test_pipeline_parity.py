@@ -24,14 +24,13 @@ and the re-noised stage 2 all but washes them out of the final latents (without 
 those move by ~1e-5 of their size).
 """
 
-import copy
 
 import mlx.core as mx
 import numpy as np
 import pytest
 import torch
+from pipeline_harness import drawing_noiser, run_reference_in_float32, use_tiny_text_encoder
 from reference import assert_cosine, assert_matches, to_mx
-from test_text_encoder_processor import reference_processor
 from test_video_vae import LATENT_CHANNELS
 
 from LTX_2_MLX.components.guiders import MultiModalGuiderParams
@@ -56,13 +55,6 @@ KINDS = {
 GUIDED = ("one-stage", "two-stage", "keyframes")
 
 
-class _Float32Torch:
-    """torch, except that bfloat16 means float32."""
-
-    def __getattr__(self, name):
-        return torch.float32 if name == "bfloat16" else getattr(torch, name)
-
-
 @pytest.fixture(scope="module")
 def reference_video(tmp_path_factory):
     """IC-LoRA's reference video: 17 frames of 80x96 (resized and cropped to the stage-1 size)."""
@@ -76,44 +68,17 @@ def reference_video(tmp_path_factory):
 def _reference_run(kind, model_files, monkeypatch, video_path):
     """The reference's (video, audio) latents, final and after stage 1, and the noise it drew."""
     from ltx_core.components.guiders import MultiModalGuiderParams as RefParams
-    from ltx_core.components.noisers import Noiser
-    from ltx_core.loader import LTXV_LORA_COMFY_RENAMING_MAP, LoraPathStrengthAndSDOps, fuse_loras
-    from ltx_core.text_encoders.gemma.encoders.base_encoder import GemmaTextEncoder
-    from ltx_core.text_encoders.gemma.tokenizer import LTXVGemmaTokenizer
-    from ltx_core.types import AudioLatentShape
+    from ltx_core.loader import LTXV_LORA_COMFY_RENAMING_MAP, LoraPathStrengthAndSDOps
     from ltx_pipelines import distilled, keyframe_interpolation, ti2vid_two_stages
     from ltx_pipelines import ic_lora as reference_ic_lora
     from ltx_pipelines import ti2vid_one_stage as one_stage
-    from ltx_pipelines.utils import helpers, media_io
+    from ltx_pipelines.utils import media_io
     from ltx_pipelines.utils.args import ImageConditioningInput as RefImage
-    from transformers import Gemma3ForConditionalGeneration
 
     checkpoint, gemma, image, upscaler, lora = map(str, model_files[:5])
     module = {"one-stage": one_stage, "distilled": distilled, "two-stage": ti2vid_two_stages,
               "keyframes": keyframe_interpolation, "ic-lora": reference_ic_lora}[kind]  # fmt: skip
     captured, noises, generator = {}, [], torch.Generator().manual_seed(123)
-
-    class Injected(Noiser):
-        def __init__(self, generator=None):
-            pass
-
-        def __call__(self, latent_state, noise_scale=1.0):
-            noise = torch.randn(latent_state.latent.shape, generator=generator).to(latent_state.latent.dtype)
-            noises.append(noise)
-            mask = latent_state.denoise_mask * noise_scale
-            return type(latent_state)(**{**latent_state.__dict__, "latent": noise * mask + latent_state.latent * (1 - mask)})
-
-    class TinyAudioShape:
-        """The tiny audio VAE's 4 channels x 4 mel bins (the reference assumes 8 x 16)."""
-
-        @staticmethod
-        def from_video_pixel_shape(shape):
-            return AudioLatentShape.from_video_pixel_shape(shape, channels=4, mel_bins=4)
-
-    def fuse_float32_too(deltas, weight, key, *args):
-        if deltas is not None and weight.dtype == torch.float32:
-            return fuse_loras._fuse_delta_with_bfloat16(deltas, weight, key, args[1])
-        return original_fuse(deltas, weight, key, *args)
 
     def our_decoded_frames(path, frame_cap, device):
         for frame in read_video_file(path)[0][:frame_cap]:
@@ -124,13 +89,10 @@ def _reference_run(kind, model_files, monkeypatch, video_path):
         captured.setdefault("stage 1", (video_state.latent, audio_state.latent))
         return video_state, audio_state
 
-    original_fuse, original_denoise = fuse_loras._fuse_deltas, module.denoise_audio_video
-    monkeypatch.setattr(fuse_loras, "_fuse_deltas", fuse_float32_too)
+    original_denoise = module.denoise_audio_video
+    run_reference_in_float32(monkeypatch, module)
     monkeypatch.setattr(media_io, "decode_video_from_file", our_decoded_frames)
-    monkeypatch.setattr(helpers, "AudioLatentShape", TinyAudioShape)
-    monkeypatch.setattr(module, "torch", _Float32Torch())
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda *args, **kwargs: None)
-    monkeypatch.setattr(module, "GaussianNoiser", Injected)
+    monkeypatch.setattr(module, "GaussianNoiser", drawing_noiser(generator, noises))
     monkeypatch.setattr(module, "denoise_audio_video", denoise_capturing_stage_1)
     monkeypatch.setattr(module, "vae_decode_video", lambda latent, *a, **k: captured.setdefault("video", latent))
     monkeypatch.setattr(module, "vae_decode_audio", lambda latent, *a, **k: captured.setdefault("audio", latent))
@@ -145,11 +107,7 @@ def _reference_run(kind, model_files, monkeypatch, video_path):
         pipeline_class = getattr(module, "KeyframeInterpolationPipeline", None) or module.TI2VidTwoStagesPipeline
         pipeline = pipeline_class(checkpoint, loras, upscaler, gemma, loras=[], device=cpu)
     pipeline.pipeline_components.video_latent_channels = LATENT_CHANNELS
-    gemma_model = Gemma3ForConditionalGeneration.from_pretrained(gemma, dtype=torch.float32).eval()
-    processor, _ = reference_processor(True, "split", True, True, True, seed=3, gemma_width=64, num_states=4)
-    ledger = getattr(pipeline, "model_ledger", None) or pipeline.stage_1_model_ledger
-    ledger.text_encoder = lambda: GemmaTextEncoder(model=gemma_model, tokenizer=LTXVGemmaTokenizer(gemma, 1024))
-    ledger.gemma_embeddings_processor = lambda: copy.deepcopy(processor)
+    use_tiny_text_encoder(getattr(pipeline, "model_ledger", None) or pipeline.stage_1_model_ledger, gemma)
     size, frames = KINDS[kind]
     shared = dict(prompt=PROMPT, seed=1, height=size, width=size, num_frames=FRAMES, frame_rate=FPS,
                   images=[RefImage(image, frame, strength, crf=0) for frame, strength in frames])  # fmt: skip

@@ -12,17 +12,16 @@ checkpoint's config says 64 (for the vocoder), so both sides encode with 16. The
 set-up (float32 `torch`, tiny ledgers) is test_pipeline_parity's.
 """
 
-import copy
+from functools import partial
 
 import mlx.core as mx
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from reference import assert_cosine, assert_matches, to_mx
+from pipeline_harness import assert_pipeline_parity, replaying_noiser, run_reference_in_float32, use_tiny_text_encoder
+from reference import to_mx
 from test_audio_vae import MEL_BINS, reference_log_mel, reference_resample
-from test_pipeline_parity import AUDIO, NEGATIVE, PROMPT, VIDEO, _Float32Torch
-from test_text_encoder_processor import reference_processor
 from test_video_vae import LATENT_CHANNELS
 
 from LTX_2_MLX.cli import main
@@ -33,6 +32,9 @@ from LTX_2_MLX.pipelines.media_io import read_audio, read_video_file, write_vide
 from LTX_2_MLX.pipelines.model_ledger import ModelLedger
 
 FRAMES, FPS, SIZE = 17, 24.0, 64
+VIDEO = dict(cfg_scale=3.0, stg_scale=1.0, rescale_scale=0.7, modality_scale=3.0, stg_blocks=[1])
+AUDIO = dict(cfg_scale=7.0, stg_scale=1.0, rescale_scale=0.7, modality_scale=3.0, stg_blocks=[1])
+PROMPT, NEGATIVE = "a red fox runs", "blurry"
 AUDIO_TOKENS = round(FRAMES / FPS * 25)
 VIDEO_TOKENS = 3 * (SIZE // 32) ** 2  # 17 frames are 3 latent frames
 START, END = 0.5, 0.7  # only the last latent frame (pixel frames 9-16) overlaps
@@ -72,32 +74,13 @@ def _noises() -> list[torch.Tensor]:
 
 def _reference_run(case, model_files, clip, monkeypatch, noises):
     from ltx_core.components.guiders import MultiModalGuiderParams as RefParams
-    from ltx_core.components.noisers import Noiser
-    from ltx_core.text_encoders.gemma.encoders.base_encoder import GemmaTextEncoder
-    from ltx_core.text_encoders.gemma.tokenizer import LTXVGemmaTokenizer
-    from ltx_core.types import Audio, AudioLatentShape
+    from ltx_core.types import Audio
     from ltx_pipelines import retake as reference
-    from ltx_pipelines.utils import helpers
     from ltx_pipelines.utils import media_io as reference_media_io
-    from transformers import Gemma3ForConditionalGeneration
 
     checkpoint, gemma = model_files[:2]
     regenerate_video, regenerate_audio, distilled = CASES[case]
     captured = {}
-
-    class Injected(Noiser):
-        def __init__(self, generator=None):
-            self.noises = list(noises)
-
-        def __call__(self, latent_state, noise_scale=1.0):
-            noise = self.noises.pop(0).to(latent_state.latent.dtype)
-            mask = latent_state.denoise_mask * noise_scale
-            return type(latent_state)(**{**latent_state.__dict__, "latent": noise * mask + latent_state.latent * (1 - mask)})
-
-    class TinyAudioShape:
-        @staticmethod
-        def from_video_pixel_shape(shape):
-            return AudioLatentShape.from_video_pixel_shape(shape, channels=4, mel_bins=4)
 
     frames, fps = read_video_file(clip)
     waveform, sample_rate = read_audio(clip)
@@ -108,11 +91,8 @@ def _reference_run(case, model_files, clip, monkeypatch, noises):
             wave = reference_resample(wave, audio.sampling_rate, encoder.sample_rate)
         return encoder(reference_log_mel(wave, encoder.sample_rate, encoder.n_fft, encoder.mel_hop_length, MEL_BINS))
 
-    monkeypatch.setattr(helpers, "AudioLatentShape", TinyAudioShape)
-    monkeypatch.setattr(reference, "AudioLatentShape", TinyAudioShape)
-    monkeypatch.setattr(reference, "torch", _Float32Torch())
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda *args, **kwargs: None)
-    monkeypatch.setattr(reference, "GaussianNoiser", Injected)
+    run_reference_in_float32(monkeypatch, reference, tiny_audio_shape_in=[reference])
+    monkeypatch.setattr(reference, "GaussianNoiser", replaying_noiser(noises))
     monkeypatch.setattr(reference, "get_videostream_metadata", lambda path: (fps, len(frames), SIZE, SIZE))
     monkeypatch.setattr(reference_media_io, "decode_video_from_file",
                         lambda path, frame_cap, device: (torch.from_numpy(f.copy())[None] for f in frames[:frame_cap]))  # fmt: skip
@@ -123,12 +103,7 @@ def _reference_run(case, model_files, clip, monkeypatch, noises):
     monkeypatch.setattr(reference, "vae_decode_audio", lambda latent, *a, **k: captured.setdefault("audio", latent))
     pipeline = reference.RetakePipeline(str(checkpoint), str(gemma), loras=[], device=torch.device("cpu"))
     pipeline.pipeline_components.video_latent_channels = LATENT_CHANNELS
-    gemma_model = Gemma3ForConditionalGeneration.from_pretrained(str(gemma), dtype=torch.float32).eval()
-    processor, _ = reference_processor(True, "split", True, True, True, seed=3, gemma_width=64, num_states=4)
-    pipeline.model_ledger.text_encoder = lambda: GemmaTextEncoder(
-        model=gemma_model, tokenizer=LTXVGemmaTokenizer(str(gemma), 1024)
-    )
-    pipeline.model_ledger.gemma_embeddings_processor = lambda: copy.deepcopy(processor)
+    use_tiny_text_encoder(pipeline.model_ledger, gemma)
     with torch.no_grad():
         pipeline(clip, PROMPT, START, END, seed=1, negative_prompt=NEGATIVE, num_inference_steps=3,
                  video_guider_params=RefParams(**VIDEO), audio_guider_params=RefParams(**AUDIO),
@@ -157,13 +132,9 @@ def _our_run(case, model_files, clip, monkeypatch, noises, dtype):
 @pytest.mark.parametrize("case", list(CASES))
 def test_retake_matches_ltx_pipelines(case, model_files, clip, monkeypatch, sixteen_mel_bins):
     noises = _noises()
-    reference_video, reference_audio = _reference_run(case, model_files, clip, monkeypatch, noises)
-    video, audio = _our_run(case, model_files, clip, monkeypatch, noises, mx.float32)
-    assert_matches(f"retake ({case}) vs ltx-pipelines fp32: video latent", video, reference_video)
-    assert_matches(f"retake ({case}) vs ltx-pipelines fp32: audio latent", audio, reference_audio)
-    video, audio = _our_run(case, model_files, clip, monkeypatch, noises, mx.bfloat16)
-    assert_cosine(f"retake ({case}) bf16 vs ltx-pipelines fp32: video latent", video, reference_video)
-    assert_cosine(f"retake ({case}) bf16 vs ltx-pipelines fp32: audio latent", audio, reference_audio)
+    reference_latents = _reference_run(case, model_files, clip, monkeypatch, noises)
+    run = partial(_our_run, case, model_files, clip, monkeypatch, noises)
+    assert_pipeline_parity(f"retake ({case})", reference_latents, run)
 
 
 def test_retake_keeps_the_clip_outside_the_time_range(model_files, clip, monkeypatch, sixteen_mel_bins):

@@ -18,16 +18,14 @@ is set; and ltx-core fuses LoRAs only into bf16/fp8 weights, so for float32 weig
 through the bf16 path (weight + delta, no rounding), as in test_a2vid.
 """
 
-import copy
 from functools import partial
 
 import imageio_ffmpeg
-import mlx.core as mx
 import pytest
 import torch
 from click.testing import CliRunner
-from reference import assert_cosine, assert_matches, to_mx
-from test_text_encoder_processor import reference_processor
+from pipeline_harness import assert_pipeline_parity, replaying_noiser, run_reference_in_float32, use_tiny_text_encoder
+from reference import to_mx
 from test_video_vae import LATENT_CHANNELS
 
 from LTX_2_MLX.cli import main
@@ -60,58 +58,20 @@ def _sde_noise() -> torch.Generator:
     return torch.Generator().manual_seed(456)
 
 
-class _Float32Torch:
-    """torch, except that bfloat16 means float32."""
-
-    def __getattr__(self, name):
-        return torch.float32 if name == "bfloat16" else getattr(torch, name)
-
-
 def _reference_run(model_files, monkeypatch, noises):
     from ltx_core.components.guiders import MultiModalGuiderParams as RefParams
-    from ltx_core.components.noisers import Noiser
-    from ltx_core.loader import LTXV_LORA_COMFY_RENAMING_MAP, LoraPathStrengthAndSDOps, fuse_loras
-    from ltx_core.text_encoders.gemma.encoders.base_encoder import GemmaTextEncoder
-    from ltx_core.text_encoders.gemma.tokenizer import LTXVGemmaTokenizer
-    from ltx_core.types import AudioLatentShape
+    from ltx_core.loader import LTXV_LORA_COMFY_RENAMING_MAP, LoraPathStrengthAndSDOps
     from ltx_pipelines import ti2vid_two_stages_hq as module
-    from ltx_pipelines.utils import helpers
     from ltx_pipelines.utils.args import ImageConditioningInput as RefImage
-    from transformers import Gemma3ForConditionalGeneration
 
     checkpoint, gemma, image, upscaler, lora = model_files[:5]
     captured, sde_generator = {}, _sde_noise()
 
-    class Injected(Noiser):
-        def __init__(self, generator=None):
-            self.noises = list(noises)
-
-        def __call__(self, latent_state, noise_scale=1.0):
-            noise = self.noises.pop(0).to(latent_state.latent.dtype)
-            mask = latent_state.denoise_mask * noise_scale
-            return type(latent_state)(**{**latent_state.__dict__, "latent": noise * mask + latent_state.latent * (1 - mask)})
-
-    class TinyAudioShape:
-        """The tiny audio VAE's 4 channels x 4 mel bins (the reference assumes 8 x 16)."""
-
-        @staticmethod
-        def from_video_pixel_shape(shape):
-            return AudioLatentShape.from_video_pixel_shape(shape, channels=4, mel_bins=4)
-
-    def fuse_float32_too(deltas, weight, key, *args):
-        if deltas is not None and weight.dtype == torch.float32:
-            return fuse_loras._fuse_delta_with_bfloat16(deltas, weight, key, args[1])
-        return original_fuse(deltas, weight, key, *args)
-
     def shared_sde_noise(latent, generator):
         return torch.randn(latent.shape, generator=sde_generator)
 
-    original_fuse = fuse_loras._fuse_deltas
-    monkeypatch.setattr(fuse_loras, "_fuse_deltas", fuse_float32_too)
-    monkeypatch.setattr(helpers, "AudioLatentShape", TinyAudioShape)
-    monkeypatch.setattr(module, "torch", _Float32Torch())
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda *args, **kwargs: None)
-    monkeypatch.setattr(module, "GaussianNoiser", Injected)
+    run_reference_in_float32(monkeypatch, module)
+    monkeypatch.setattr(module, "GaussianNoiser", replaying_noiser(noises))
     monkeypatch.setattr(
         module, "res2s_audio_video_denoising_loop",
         partial(module.res2s_audio_video_denoising_loop, new_noise_fn=shared_sde_noise, model_dtype=torch.float32),
@@ -124,12 +84,7 @@ def _reference_run(model_files, monkeypatch, noises):
         str(upscaler), str(gemma), loras=(), device=cpu,
     )  # fmt: skip
     pipeline.pipeline_components.video_latent_channels = LATENT_CHANNELS
-    gemma_model = Gemma3ForConditionalGeneration.from_pretrained(str(gemma), dtype=torch.float32).eval()
-    processor, _ = reference_processor(True, "split", True, True, True, seed=3, gemma_width=64, num_states=4)
-    pipeline.stage_1_model_ledger.text_encoder = lambda: GemmaTextEncoder(
-        model=gemma_model, tokenizer=LTXVGemmaTokenizer(str(gemma), 1024)
-    )
-    pipeline.stage_1_model_ledger.gemma_embeddings_processor = lambda: copy.deepcopy(processor)
+    use_tiny_text_encoder(pipeline.stage_1_model_ledger, gemma)
     with torch.no_grad():
         pipeline(
             prompt=PROMPT, negative_prompt=NEGATIVE, seed=1, height=SIZE, width=SIZE, num_frames=FRAMES, frame_rate=FPS,
@@ -162,13 +117,9 @@ def _our_run(model_files, monkeypatch, noises, dtype):
 
 def test_two_stage_hq_matches_ltx_pipelines(model_files, monkeypatch):
     noises = _noises()
-    reference_video, reference_audio = _reference_run(model_files, monkeypatch, noises)
-    video, audio = _our_run(model_files, monkeypatch, noises, mx.float32)
-    assert_matches("two-stage-hq pipeline vs ltx-pipelines fp32: video latent", video, reference_video, tol=1e-4)
-    assert_matches("two-stage-hq pipeline vs ltx-pipelines fp32: audio latent", audio, reference_audio, tol=1e-4)
-    video, audio = _our_run(model_files, monkeypatch, noises, mx.bfloat16)
-    assert_cosine("two-stage-hq pipeline bf16 vs ltx-pipelines fp32: video latent", video, reference_video)
-    assert_cosine("two-stage-hq pipeline bf16 vs ltx-pipelines fp32: audio latent", audio, reference_audio)
+    reference_latents = _reference_run(model_files, monkeypatch, noises)
+    run = partial(_our_run, model_files, monkeypatch, noises)
+    assert_pipeline_parity("two-stage-hq pipeline", reference_latents, run, tol=1e-4)
 
 
 def test_cli_writes_video_with_hq_pipeline(model_files, tmp_path):
