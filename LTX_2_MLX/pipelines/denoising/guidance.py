@@ -1,6 +1,7 @@
 """Denoising functions: one guided (or plain) transformer evaluation per call, turning the
 latent states at a sigma into denoised latents (ltx-pipelines `utils/helpers.py`)."""
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import mlx.core as mx
@@ -30,6 +31,25 @@ class X0Transformer(Protocol):
     def __call__(
         self, video: Modality, audio: Modality, perturbations: BatchedPerturbationConfig | None
     ) -> tuple[mx.array, mx.array]: ...
+
+
+@dataclass(frozen=True)
+class TransformerPass:
+    """One DiT evaluation a guided step needs: the two streams and what is perturbed."""
+
+    video: Modality
+    audio: Modality
+    perturbations: BatchedPerturbationConfig | None = None
+
+
+def evaluate_passes(transformer: X0Transformer, passes: list[TransformerPass]) -> list[tuple[mx.array, mx.array]]:
+    """(denoised_video, denoised_audio) per pass, in order. A transformer with its own
+    `evaluate_passes` (guidance-parallel: passes spread over processes) evaluates them;
+    otherwise they run one after the other."""
+    spread = getattr(transformer, "evaluate_passes", None)
+    if spread is not None:
+        return spread(passes)
+    return [transformer(video=p.video, audio=p.audio, perturbations=p.perturbations) for p in passes]
 
 
 class DenoisingFunc(Protocol):
@@ -92,13 +112,18 @@ def guider_denoising_func(
         video_state: LatentState, audio_state: LatentState, sigmas: mx.array, step_index: int
     ) -> tuple[mx.array, mx.array]:
         sigma = sigmas[step_index]
-        video = modality_from_latent_state(video_state, v_context_p, sigma)
-        audio = modality_from_latent_state(audio_state, a_context_p, sigma)
-        denoised_video, denoised_audio = transformer(video=video, audio=audio, perturbations=None)
+        contexts = [(v_context_p, a_context_p)] + ([(v_context_n, a_context_n)] if guider.enabled() else [])
+        passes = [
+            TransformerPass(
+                modality_from_latent_state(video_state, v_context, sigma),
+                modality_from_latent_state(audio_state, a_context, sigma),
+            )
+            for v_context, a_context in contexts
+        ]
+        outputs = evaluate_passes(transformer, passes)
+        denoised_video, denoised_audio = outputs[0]
         if guider.enabled():
-            neg_video = modality_from_latent_state(video_state, v_context_n, sigma)
-            neg_audio = modality_from_latent_state(audio_state, a_context_n, sigma)
-            neg_denoised_video, neg_denoised_audio = transformer(video=neg_video, audio=neg_audio, perturbations=None)
+            neg_denoised_video, neg_denoised_audio = outputs[1]
             denoised_video = denoised_video + guider.delta(denoised_video, neg_denoised_video)
             denoised_audio = denoised_audio + guider.delta(denoised_audio, neg_denoised_audio)
         return denoised_video, denoised_audio
@@ -135,9 +160,8 @@ def multi_modal_guider_denoising_func(
         batch_size = video_state.latent.shape[0]
         pos_video = modality_from_latent_state(video_state, v_context, sigma, enabled=not skip_video)
         pos_audio = modality_from_latent_state(audio_state, a_context, sigma, enabled=not skip_audio)
-        denoised_video, denoised_audio = transformer(video=pos_video, audio=pos_audio, perturbations=None)
+        passes = {"positive": TransformerPass(pos_video, pos_audio)}
 
-        neg_denoised_video, neg_denoised_audio = 0.0, 0.0
         if video_guider.do_unconditional_generation() or audio_guider.do_unconditional_generation():
             for name, guider in (("video", video_guider), ("audio", audio_guider)):
                 if guider.do_unconditional_generation() and guider.negative_context is None:
@@ -147,13 +171,11 @@ def multi_modal_guider_denoising_func(
                     )
             v_negative = video_guider.negative_context if video_guider.negative_context is not None else v_context
             a_negative = audio_guider.negative_context if audio_guider.negative_context is not None else a_context
-            neg_denoised_video, neg_denoised_audio = transformer(
-                video=modality_from_latent_state(video_state, v_negative, sigma),
-                audio=modality_from_latent_state(audio_state, a_negative, sigma),
-                perturbations=None,
+            passes["negative"] = TransformerPass(
+                modality_from_latent_state(video_state, v_negative, sigma),
+                modality_from_latent_state(audio_state, a_negative, sigma),
             )
 
-        ptb_denoised_video, ptb_denoised_audio = 0.0, 0.0
         if video_guider.do_perturbed_generation() or audio_guider.do_perturbed_generation():
             perturbations = []
             if video_guider.do_perturbed_generation():
@@ -164,23 +186,25 @@ def multi_modal_guider_denoising_func(
                 perturbations.append(
                     Perturbation(type=PerturbationType.SKIP_AUDIO_SELF_ATTN, blocks=audio_guider.params.stg_blocks)
                 )
-            ptb_denoised_video, ptb_denoised_audio = transformer(
-                video=pos_video,
-                audio=pos_audio,
-                perturbations=_batched(PerturbationConfig(perturbations=perturbations), batch_size),
+            passes["perturbed"] = TransformerPass(
+                pos_video, pos_audio, _batched(PerturbationConfig(perturbations=perturbations), batch_size)
             )
 
-        mod_denoised_video, mod_denoised_audio = 0.0, 0.0
         if video_guider.do_isolated_modality_generation() or audio_guider.do_isolated_modality_generation():
             perturbations = [
                 Perturbation(type=PerturbationType.SKIP_A2V_CROSS_ATTN, blocks=None),
                 Perturbation(type=PerturbationType.SKIP_V2A_CROSS_ATTN, blocks=None),
             ]
-            mod_denoised_video, mod_denoised_audio = transformer(
-                video=pos_video,
-                audio=pos_audio,
-                perturbations=_batched(PerturbationConfig(perturbations=perturbations), batch_size),
+            passes["isolated"] = TransformerPass(
+                pos_video, pos_audio, _batched(PerturbationConfig(perturbations=perturbations), batch_size)
             )
+
+        # A pass a guider does not need contributes 0.0 to its formula.
+        outputs = dict(zip(passes, evaluate_passes(transformer, list(passes.values()))))
+        denoised_video, denoised_audio = outputs["positive"]
+        neg_denoised_video, neg_denoised_audio = outputs.get("negative", (0.0, 0.0))
+        ptb_denoised_video, ptb_denoised_audio = outputs.get("perturbed", (0.0, 0.0))
+        mod_denoised_video, mod_denoised_audio = outputs.get("isolated", (0.0, 0.0))
 
         if skip_video:
             denoised_video = last_denoised_video
