@@ -20,9 +20,9 @@ decodes audio, so these tests use a copy whose audio VAE reads 16 mel bins, the 
 per-channel statistics encode.
 """
 
-from functools import partial
 import json
 import subprocess
+from functools import partial
 
 import imageio_ffmpeg
 import mlx.core as mx
@@ -40,10 +40,11 @@ from test_video_vae import LATENT_CHANNELS
 from LTX_2_MLX.cli import main
 from LTX_2_MLX.components.guiders import MultiModalGuiderParams
 from LTX_2_MLX.components.noisers import InjectedNoiser
-from LTX_2_MLX.pipelines import a2vid
-from LTX_2_MLX.pipelines.common import GeneratedVideo, ImageConditioningInput
+from LTX_2_MLX.pipelines import a2vid, common
+from LTX_2_MLX.pipelines.common import GeneratedVideo
 from LTX_2_MLX.pipelines.media_io import read_audio
 from LTX_2_MLX.pipelines.model_ledger import ModelLedger
+from LTX_2_MLX.pipelines.request import ImageConditioningInput
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -161,15 +162,16 @@ def _our_run(files, monkeypatch, noises, dtype):
         captured["video"] = video
         return GeneratedVideo(frames=iter(()), fps=fps, audio=None)
 
-    monkeypatch.setattr(a2vid, "denoise_stage", denoise_capturing)
+    monkeypatch.setattr(a2vid, "denoise_stage", denoise_capturing)  # stage 1
+    monkeypatch.setattr(common, "denoise_stage", denoise_capturing)  # stage 2, inside refine_upscaled
     monkeypatch.setattr(a2vid, "decode_outputs", capture)
     ledger = ModelLedger(checkpoint, gemma, dtype=dtype, spatial_upscaler_path=upscaler)
-    result = a2vid.A2VidPipelineTwoStage(ledger, [(lora, 0.6)])(
+    result = a2vid.A2VidPipelineTwoStage(ledger)(
         prompt=PROMPT, negative_prompt=NEGATIVE, seed=1, height=SIZE, width=SIZE, num_frames=FRAMES, frame_rate=FPS,
         num_inference_steps=3, video_guider_params=MultiModalGuiderParams(**VIDEO), audio_path=audio_path,
         audio_start_time=AUDIO_START, audio_max_duration=AUDIO_SECONDS,
         images=[ImageConditioningInput(str(image), 0, 1.0, crf=0)],
-        noiser=InjectedNoiser([to_mx(n, dtype) for n in noises]),
+        noiser=InjectedNoiser([to_mx(n, dtype) for n in noises]), distilled_lora=(str(lora), 0.6),
     )  # fmt: skip
     # The audio is held: what leaves stage 2 is exactly what the audio VAE encoded.
     assert mx.array_equal(captured["audio"], captured["encoded"])

@@ -115,13 +115,13 @@ GENERATE_CASES = [
     ("blank prompt", lambda a, f: _with(a, "--prompt", "   "), "is empty"),
     ("no prompt", lambda a, f: _without(a, "--prompt"), "give --prompt"),
     ("prompt and embedding", lambda a, f: a + ["--embedding", f["lora"]], "give --prompt or --embedding, not both"),
-    ("missing image", lambda a, f: a + ["--image", "nope.png", "0", "1"], "'nope.png' does not exist"),
+    ("missing image", lambda a, f: a + ["--image", "nope.png", "0", "1"], "nope.png: no such file"),
     ("image that is not an image", lambda a, f: a + ["--image", f["fake_image"], "0", "1"],
      "cannot read the conditioning image"),
-    ("image strength above 1", lambda a, f: a + ["--image", f["image"], "0", "1.5"], "1.5 is not in the range 0.0<=x<=1.0"),
-    ("image strength below 0", lambda a, f: a + ["--image", f["image"], "0", "-0.1"], "is not in the range 0.0<=x<=1.0"),
+    ("image strength above 1", lambda a, f: a + ["--image", f["image"], "0", "1.5"], "strength 1.5 must be in [0, 1]"),
+    ("image strength below 0", lambda a, f: a + ["--image", f["image"], "0", "-0.1"], "strength -0.1 must be in [0, 1]"),
     ("image frame past the end", lambda a, f: a + ["--image", f["image"], "9", "1"], "the frame must be in [0, 8]"),
-    ("missing LoRA", lambda a, f: a + ["--lora", "nope.safetensors", "1"], "'nope.safetensors' does not exist"),
+    ("missing LoRA", lambda a, f: a + ["--lora", "nope.safetensors", "1"], "nope.safetensors: no such file"),
     ("LoRA that is not safetensors", lambda a, f: a + ["--lora", f["text"], "1"], "not a safetensors file"),
     ("LoRA that is a model checkpoint", lambda a, f: a + ["--lora", f["upscaler"], "1"], "LoRA"),
     ("LoRA for another model", lambda a, f: a + ["--lora", f["wrong_lora"], "1"], "attn9"),
@@ -358,8 +358,7 @@ def test_unexpected_error_is_one_line_with_the_traceback_in_a_file(files, tmp_pa
     def broken(*args, **kwargs):
         raise RuntimeError("something inside broke")
 
-    spec = registry.PIPELINES["one-stage"]
-    monkeypatch.setitem(registry.PIPELINES, "one-stage", type(spec)(**{**spec.__dict__, "run": broken}))
+    monkeypatch.setattr(registry.PIPELINES["one-stage"], "generate", broken)
     result = CliRunner().invoke(main, _generate_args(files, str(tmp_path / "x.mp4")))
     stderr = result.stderr.strip()
     assert result.exit_code == 1 and len(stderr.splitlines()) == 1 and "Traceback" not in result.output

@@ -38,16 +38,20 @@ def test_generate_writes_video_with_audio(model_files, tmp_path):
 
 
 def test_generate_is_deterministic_for_a_seed(model_files, tmp_path):
-    from LTX_2_MLX.pipelines.common import LTX_2_PARAMS
-    from LTX_2_MLX.pipelines.model_ledger import ModelLedger
-    from LTX_2_MLX.pipelines.ti2vid_one_stage import TI2VidOneStagePipeline
-
     import mlx.core as mx
+
+    from LTX_2_MLX.pipelines.model_ledger import ModelLedger
+    from LTX_2_MLX.pipelines.request import LTX_2_PARAMS
+    from LTX_2_MLX.pipelines.ti2vid_one_stage import TI2VidOneStagePipeline
 
     checkpoint, gemma = model_files[:2]
     pipeline = TI2VidOneStagePipeline(ModelLedger(checkpoint, gemma, dtype=mx.float32))
     runs = [
-        pipeline("a red fox", "blurry", 7, 64, 64, 9, 24.0, 2, LTX_2_PARAMS.video_guider_params, LTX_2_PARAMS.audio_guider_params)
+        pipeline(
+            prompt="a red fox", negative_prompt="blurry", seed=7, height=64, width=64, num_frames=9, frame_rate=24.0,
+            num_inference_steps=2, video_guider_params=LTX_2_PARAMS.video_guider_params,
+            audio_guider_params=LTX_2_PARAMS.audio_guider_params,
+        )  # fmt: skip
         for _ in range(2)
     ]
     first, second = ([np.concatenate(list(r.frames)), r.audio[0]] for r in runs)
@@ -97,8 +101,9 @@ def test_first_image_replaces_the_latent_unless_interpolating(model_files):
     import mlx.core as mx
 
     from LTX_2_MLX.conditioning import VideoConditionByKeyframeIndex, VideoConditionByLatentIndex
-    from LTX_2_MLX.pipelines.common import ImageConditioningInput, image_conditionings
+    from LTX_2_MLX.pipelines.common import image_conditionings
     from LTX_2_MLX.pipelines.model_ledger import ModelLedger
+    from LTX_2_MLX.pipelines.request import ImageConditioningInput
 
     checkpoint, gemma, image = model_files[:3]
     encoder = ModelLedger(checkpoint, gemma, dtype=mx.float32).video_encoder()
@@ -112,9 +117,8 @@ def test_first_image_replaces_the_latent_unless_interpolating(model_files):
 def test_ic_lora_pipeline_follows_a_reference_video(model_files, tmp_path):
     """The IC-LoRA's metadata halves the reference: at 128x128 output, stage 1 runs at 64x64
     and the reference video is encoded at 32x32."""
-    from safetensors.torch import save_file
-
     import imageio_ffmpeg
+    from safetensors.torch import save_file
 
     from LTX_2_MLX.pipelines.media_io import write_video
 

@@ -35,10 +35,10 @@ from test_video_vae import LATENT_CHANNELS
 
 from LTX_2_MLX.components.guiders import MultiModalGuiderParams
 from LTX_2_MLX.components.noisers import InjectedNoiser
-from LTX_2_MLX.pipelines import common, ic_lora, ti2vid_one_stage, two_stage
-from LTX_2_MLX.pipelines.common import ImageConditioningInput
+from LTX_2_MLX.pipelines import base, ic_lora, ti2vid_one_stage, two_stage
 from LTX_2_MLX.pipelines.media_io import read_video_file, write_video
 from LTX_2_MLX.pipelines.model_ledger import ModelLedger
+from LTX_2_MLX.pipelines.request import ImageConditioningInput
 
 VIDEO = dict(cfg_scale=3.0, stg_scale=1.0, rescale_scale=0.7, modality_scale=3.0, stg_blocks=[1])
 AUDIO = dict(cfg_scale=7.0, stg_scale=1.0, rescale_scale=0.7, modality_scale=3.0, stg_blocks=[1])
@@ -137,8 +137,7 @@ def _our_run(kind, model_files, monkeypatch, noises, dtype, video_path):
     original_denoise = ic_lora.denoise_stage
     monkeypatch.setattr(ic_lora, "denoise_stage", denoise_capturing_stage_1)
 
-    for module in (common, ti2vid_one_stage, two_stage, ic_lora):
-        monkeypatch.setattr(module, "decode_outputs", capture)
+    monkeypatch.setattr(base, "decode_outputs", capture)
     checkpoint, gemma, image, upscaler, lora = model_files[:5]
     loras = [(str(lora), LORA_STRENGTH)]
     ledger = ModelLedger(checkpoint, gemma, dtype=dtype, spatial_upscaler_path=upscaler)
@@ -152,13 +151,12 @@ def _our_run(kind, model_files, monkeypatch, noises, dtype, video_path):
     elif kind == "distilled":
         two_stage.DistilledPipeline(ledger)(**shared, noiser=noiser)
     elif kind == "two-stage":
-        two_stage.TI2VidTwoStagesPipeline(ledger, loras)(**shared, **guided)
+        two_stage.TI2VidTwoStagesPipeline(ledger)(**shared, **guided, distilled_lora=loras[0])
     elif kind == "keyframes":
-        two_stage.KeyframeInterpolationPipeline(ledger, loras)(**shared, **guided)
-    else:  # IC-LoRA takes no noiser: its seed's Gaussian noise is replaced
-        monkeypatch.setattr(ic_lora, "GaussianNoiser", lambda seed: noiser)
+        two_stage.KeyframeInterpolationPipeline(ledger)(**shared, **guided, distilled_lora=loras[0])
+    else:
         ledger = ModelLedger(checkpoint, gemma, dtype=dtype, spatial_upscaler_path=upscaler, loras=loras)
-        ic_lora.ICLoraPipeline(ledger)(**shared, video_conditioning=[(video_path, 1.0)])
+        ic_lora.ICLoraPipeline(ledger)(**shared, video_conditioning=[(video_path, 1.0)], noiser=noiser)
     return (captured["video"], captured["audio"]), captured.get("stage 1")
 
 

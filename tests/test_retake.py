@@ -120,11 +120,14 @@ def _our_run(case, model_files, clip, monkeypatch, noises, dtype):
     monkeypatch.setattr(retake, "decode_outputs", capture)
     regenerate_video, regenerate_audio, distilled = CASES[case]
     ledger = ModelLedger(model_files[0], model_files[1], dtype=dtype)
-    retake.RetakePipeline(ledger, distilled=distilled)(
-        clip, PROMPT, START, END, seed=1, negative_prompt=NEGATIVE, num_inference_steps=3,
-        video_guider_params=MultiModalGuiderParams(**VIDEO), audio_guider_params=MultiModalGuiderParams(**AUDIO),
-        regenerate_video=regenerate_video, regenerate_audio=regenerate_audio,
-        noiser=InjectedNoiser([to_mx(n, dtype) for n in noises]),
+    guided = {} if distilled else dict(
+        negative_prompt=NEGATIVE, num_inference_steps=3, video_guider_params=MultiModalGuiderParams(**VIDEO),
+        audio_guider_params=MultiModalGuiderParams(**AUDIO),
+    )  # fmt: skip
+    pipeline = retake.RetakeDistilledPipeline if distilled else retake.RetakePipeline
+    pipeline(ledger)(
+        source_video=clip, prompt=PROMPT, start_time=START, end_time=END, seed=1, regenerate_video=regenerate_video,
+        regenerate_audio=regenerate_audio, noiser=InjectedNoiser([to_mx(n, dtype) for n in noises]), **guided,
     )  # fmt: skip
     return captured["video"], captured["audio"]
 

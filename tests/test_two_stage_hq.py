@@ -31,9 +31,9 @@ from test_video_vae import LATENT_CHANNELS
 from LTX_2_MLX.cli import main
 from LTX_2_MLX.components.guiders import MultiModalGuiderParams
 from LTX_2_MLX.components.noisers import InjectedNoiser
-from LTX_2_MLX.pipelines import two_stage_hq
-from LTX_2_MLX.pipelines.common import ImageConditioningInput
+from LTX_2_MLX.pipelines import base, two_stage_hq
 from LTX_2_MLX.pipelines.model_ledger import ModelLedger
+from LTX_2_MLX.pipelines.request import ImageConditioningInput
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -104,13 +104,14 @@ def _our_run(model_files, monkeypatch, noises, dtype):
     def sde_noise(latent):
         return to_mx(torch.randn(tuple(latent.shape), generator=sde_generator))
 
-    monkeypatch.setattr(two_stage_hq, "decode_outputs", capture)
+    monkeypatch.setattr(base, "decode_outputs", capture)
     ledger = ModelLedger(checkpoint, gemma, dtype=dtype, spatial_upscaler_path=upscaler)
-    two_stage_hq.TI2VidTwoStagesHQPipeline(ledger, str(lora), 0.25, 0.5)(
+    two_stage_hq.TI2VidTwoStagesHQPipeline(ledger, sde_noise=sde_noise)(
         prompt=PROMPT, negative_prompt=NEGATIVE, seed=1, height=SIZE, width=SIZE, num_frames=FRAMES, frame_rate=FPS,
         num_inference_steps=STEPS, video_guider_params=MultiModalGuiderParams(**VIDEO),
         audio_guider_params=MultiModalGuiderParams(**AUDIO), images=[ImageConditioningInput(str(image), 0, 1.0, crf=0)],
-        noiser=InjectedNoiser([to_mx(n, dtype) for n in noises]), sde_noise=sde_noise,
+        noiser=InjectedNoiser([to_mx(n, dtype) for n in noises]), distilled_lora=(str(lora), 0.5),
+        distilled_lora_strength_stage_1=0.25,
     )  # fmt: skip
     return captured["video"], captured["audio"]
 
@@ -145,7 +146,7 @@ def test_hq_defaults_are_the_references():
     from LTX_2_MLX.pipelines.registry import PIPELINES
 
     ours = PIPELINES["two-stage-hq"].defaults
-    assert (ours.height, ours.width) == (REFERENCE.stage_2_height, REFERENCE.stage_2_width)
+    assert ours.size(two_stage=True) == (REFERENCE.stage_2_height, REFERENCE.stage_2_width)
     assert (ours.num_inference_steps, ours.num_frames, ours.frame_rate, ours.seed) == (
         REFERENCE.num_inference_steps, REFERENCE.num_frames, REFERENCE.frame_rate, REFERENCE.seed
     )  # fmt: skip

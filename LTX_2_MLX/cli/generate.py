@@ -3,6 +3,7 @@ first model loads; the pipeline itself is looked up in `pipelines.registry`."""
 
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -10,6 +11,7 @@ import mlx.core as mx
 
 from LTX_2_MLX.cli import main
 from LTX_2_MLX.cli.commands import DTYPES, FILE, non_blank
+from LTX_2_MLX.cli.options import VariadicOption, block_values, image_values, lora_values, single_lora_value
 from LTX_2_MLX.pipelines.registry import PIPELINES
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv")
@@ -18,6 +20,18 @@ _BYTES_PER_WEIGHT = {"fp8": 1.0, "int8": 1.0 + 4 / 64, "int4": 0.5 + 4 / 64}
 _QUANTIZED_KINDS = {"int8", "int4"}
 STRENGTH = click.FloatRange(0.0, 1.0)
 EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+def _finite(context: click.Context, parameter: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} must be a finite number", context, parameter)
+    return value
+
+
+def _unit(context: click.Context, parameter: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise click.BadParameter(f"{value} must be in [0, 1]", context, parameter)
+    return value
 
 
 def _positive_finite(context: click.Context, parameter: click.Parameter, value: float | None) -> float | None:
@@ -89,30 +103,71 @@ def default_output_path(prompt: str | None, seed: int) -> Path:
 @click.option("--negative-embedding", type=EXISTING_FILE, default=None,
               help="Negative-prompt embeddings from `ltx2-mlx encode-prompt`.")
 @click.option("--height", type=click.IntRange(min=1), default=None,
-              help="Pixels; a multiple of 32 (one-stage) or 64 (two-stage, two-stage-hq, distilled, keyframes, ic-lora, a2vid). "
-              "Default from the checkpoint's version (512).")
-@click.option("--width", type=click.IntRange(min=1), default=None, help="Pixels; multiple of 32 or 64, as --height.")
+              help="Pixels; a multiple of 32 (one-stage, retake) or 64 (the two-stage pipelines). Default as the "
+              "reference: 512, and 1024 for the two-stage pipelines (1088 for two-stage-hq).")
+@click.option("--width", type=click.IntRange(min=1), default=None,
+              help="Pixels; multiple of 32 or 64, as --height. Default 768, and 1536 for the two-stage pipelines "
+              "(1920 for two-stage-hq).")
 @click.option("--num-frames", type=click.IntRange(min=1), default=None, help="8k+1 frames, e.g. 121 (the default).")
 @click.option("--frame-rate", type=float, default=None, callback=_positive_finite, help="Frames per second (24).")
 @click.option("--num-inference-steps", type=click.IntRange(min=1), default=None,
               help="Guided pipelines' first stage (40 for LTX-2, 30 for LTX-2.3).")
 @click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=None, help="Noise seed, 0 to 2**64-1 (10).")
-@click.option("--image", "images", type=(EXISTING_FILE, click.IntRange(min=0), STRENGTH), multiple=True,
-              metavar="PATH FRAME STRENGTH",
-              help="Condition on an image at a pixel frame (0 = first frame), strength in [0, 1]; repeatable.")
-@click.option("--lora", "loras", type=(EXISTING_FILE, float), multiple=True, metavar="PATH STRENGTH",
-              help="Fuse a LoRA into the transformer (Lightricks, ComfyUI, kohya or diffusers layout); repeatable.")
+@click.option("--image", "images", cls=VariadicOption, min_values=3, max_values=4, multiple=True,
+              callback=image_values, metavar="PATH FRAME STRENGTH [CRF]",
+              help="Condition on an image at a pixel frame (0 = first frame), strength in [0, 1], and the H.264 "
+              "CRF it is re-encoded at first (0-51, 0: not re-encoded; default 33, as the reference); repeatable.")
+@click.option("--lora", "loras", cls=VariadicOption, min_values=1, max_values=2, multiple=True,
+              callback=lora_values, metavar="PATH [STRENGTH]",
+              help="Fuse a LoRA into the transformer (Lightricks, ComfyUI, kohya or diffusers layout), strength "
+              "1.0 unless given; repeatable.")
 @click.option("--spatial-upscaler-path", type=EXISTING_FILE,
               help="Latent x2 upscaler file, for two-stage, two-stage-hq, distilled, keyframes, ic-lora and a2vid.")
-@click.option("--distilled-lora", type=(EXISTING_FILE, float), default=None, metavar="PATH STRENGTH",
-              help="The distilled LoRA fused in the second stage of two-stage, keyframes and a2vid (e.g. 0.6), "
-              "and two-stage-hq (the reference's 0.5).")
+@click.option("--distilled-lora", cls=VariadicOption, min_values=1, max_values=2, multiple=True,
+              callback=single_lora_value, metavar="PATH [STRENGTH]",
+              help="The distilled LoRA fused in the second stage of two-stage, keyframes and a2vid, and of "
+              "two-stage-hq (the reference's 0.5 there); strength 1.0 unless given, as the reference.")
 @click.option("--distilled-lora-strength-stage-1", type=float, default=None,
               help="two-stage-hq: the distilled LoRA's strength in stage 1 (the reference's 0.25).")
+@click.option("--distilled-lora-strength-stage-2", type=float, default=None,
+              help="two-stage-hq: the distilled LoRA's strength in stage 2 (the reference's 0.5; overrides the "
+              "strength given with --distilled-lora).")
+@click.option("--no-audio", is_flag=True,
+              help="Generate the video alone: the DiT skips its audio stream, no audio is decoded; a silent mp4.")
+@click.option("--video-cfg-guidance-scale", type=float, default=None, callback=_finite,
+              help="Guided pipelines: classifier-free guidance on the video (3.0; 1.0 turns it off).")
+@click.option("--video-stg-guidance-scale", type=float, default=None, callback=_finite,
+              help="Spatio-temporal guidance on the video (1.0; 0 turns it off).")
+@click.option("--video-rescale-scale", type=float, default=None, callback=_unit,
+              help="How far the guided video prediction is rescaled to the conditional one's spread, in [0, 1] (0.7).")
+@click.option("--video-stg-blocks", cls=VariadicOption, min_values=1, multiple=True, callback=block_values,
+              metavar="N [N ...]", help="The blocks whose self-attention STG skips for the video (29 for LTX-2, 28 "
+              "for LTX-2.3).")
+@click.option("--video-skip-step", type=click.IntRange(min=0), default=None,
+              help="Guide the video only every (N+1)-th step, reusing the last guided prediction between (0).")
+@click.option("--a2v-guidance-scale", type=float, default=None, callback=_finite,
+              help="Modality guidance of the video by the audio (3.0; 1.0 turns it off).")
+@click.option("--audio-cfg-guidance-scale", type=float, default=None, callback=_finite,
+              help="Classifier-free guidance on the audio (7.0).")
+@click.option("--audio-stg-guidance-scale", type=float, default=None, callback=_finite,
+              help="Spatio-temporal guidance on the audio (1.0).")
+@click.option("--audio-rescale-scale", type=float, default=None, callback=_unit,
+              help="As --video-rescale-scale, for the audio (0.7).")
+@click.option("--audio-stg-blocks", cls=VariadicOption, min_values=1, multiple=True, callback=block_values,
+              metavar="N [N ...]", help="As --video-stg-blocks, for the audio.")
+@click.option("--audio-skip-step", type=click.IntRange(min=0), default=None, help="As --video-skip-step (0).")
+@click.option("--v2a-guidance-scale", type=float, default=None, callback=_finite,
+              help="Modality guidance of the audio by the video (3.0).")
 @click.option("--video-conditioning", type=(EXISTING_FILE, STRENGTH), multiple=True, metavar="PATH STRENGTH",
               help="ic-lora: a reference video (depth, pose, edges...); repeatable.")
-@click.option("--conditioning-attention-strength", type=STRENGTH, default=1.0, show_default=True,
-              help="ic-lora: how strongly the generated tokens attend to the reference video.")
+@click.option("--conditioning-attention-strength", type=STRENGTH, default=None,
+              help="ic-lora: how strongly the generated tokens attend to the reference video (1.0).")
+@click.option("--conditioning-attention-mask", type=(EXISTING_FILE, STRENGTH), default=None,
+              metavar="MASK STRENGTH",
+              help="ic-lora: a grayscale mask video (white: follow the reference, black: ignore it) times a strength, "
+              "instead of --conditioning-attention-strength.")
+@click.option("--skip-stage-2", is_flag=True,
+              help="ic-lora: stop after the first stage; the video is written at half the size.")
 @click.option("--video-path", type=EXISTING_FILE, default=None,
               help="retake: the clip to change (its size, 8k+1 frame count and frame rate are kept).")
 @click.option("--start-time", type=float, default=None, help="retake: start of the range to regenerate, seconds.")
@@ -139,25 +194,42 @@ def generate(**options) -> None:
     from LTX_2_MLX.model.video_vae import TilingConfig
     from LTX_2_MLX.pipelines.media_io import write_video
 
-    spec, request, ledger, output_path = prepare_generation(options)
-    result = spec.run(ledger, TilingConfig.default() if options["tiled_decode"] else None, request)
+    pipeline, request, ledger, output_path = prepare_generation(options)
+    tiling = TilingConfig.default() if options["tiled_decode"] else None
+    result = pipeline(ledger, tiling)(request)
     write_video(output_path, result.frames, result.fps, result.audio)
     click.echo(f"wrote {output_path}")
 
 
+def _guider_params(defaults, o: dict, stream: str, modality_option: str):
+    """The pipeline's guidance for one stream with the options given for it."""
+    given = {
+        "cfg_scale": o[f"{stream}_cfg_guidance_scale"], "stg_scale": o[f"{stream}_stg_guidance_scale"],
+        "rescale_scale": o[f"{stream}_rescale_scale"], "stg_blocks": o[f"{stream}_stg_blocks"],
+        "skip_step": o[f"{stream}_skip_step"], "modality_scale": o[modality_option],
+    }  # fmt: skip
+    return replace(defaults, **{key: value for key, value in given.items() if value is not None})
+
+
+def _guidance_options(stream: str) -> list[str]:
+    modality = "a2v_guidance_scale" if stream == "video" else "v2a_guidance_scale"
+    return [f"{stream}_{name}" for name in ("cfg_guidance_scale", "stg_guidance_scale", "rescale_scale",
+                                            "stg_blocks", "skip_step")] + [modality]  # fmt: skip
+
+
 def prepare_generation(options: dict):
-    """Check everything `generate` was given, without loading a model; return the pipeline,
-    the request, the model ledger and the output path."""
+    """Check everything `generate` was given, without loading a model; return the pipeline
+    class, the request, the model ledger and the output path."""
     from LTX_2_MLX.loader.checkpoint import read_config, read_metadata
     from LTX_2_MLX.loader.convert import check_output_path
     from LTX_2_MLX.loader.lora import check_lora_file
     from LTX_2_MLX.loader.text_encoder import check_prompt_embeddings, check_text_encoder_dir
     from LTX_2_MLX.loader.transformer import transformer_config
     from LTX_2_MLX.loader.upscaler import check_upscaler_file
-    from LTX_2_MLX.pipelines.common import DEFAULT_NEGATIVE_PROMPT, ImageConditioningInput, detect_params
+    from LTX_2_MLX.pipelines.common import DEFAULT_NEGATIVE_PROMPT
     from LTX_2_MLX.pipelines.media_io import check_image_file, check_video_file
     from LTX_2_MLX.pipelines.model_ledger import ModelLedger
-    from LTX_2_MLX.pipelines.registry import GenerationRequest
+    from LTX_2_MLX.pipelines.request import DEFAULT_IMAGE_CRF, GenerationRequest, ImageConditioningInput
 
     o = dict(options)
     if o["prompt"] is None and o["embedding"] is None:
@@ -167,58 +239,85 @@ def prepare_generation(options: dict):
     if o["enhance_prompt"] and o["embedding"] is not None:
         raise click.UsageError("--enhance-prompt rewrites the prompt text: it cannot apply to --embedding")
     use_default_model = o["checkpoint_path"] is None
-    spec = PIPELINES[o["pipeline"] or ("distilled" if use_default_model else "one-stage")]
-    needs_gemma = o["embedding"] is None or (spec.guided and o["negative_embedding"] is None)
+    pipeline = PIPELINES[o["pipeline"] or ("distilled" if use_default_model else "one-stage")]
+    name = f"--pipeline {pipeline.name}"
+    needs_gemma = o["embedding"] is None or (pipeline.guided and o["negative_embedding"] is None)
     if use_default_model:
-        o.update(_default_model_files(spec.name, needs_gemma and o["gemma_path"] is None, o))
+        o.update(_default_model_files(pipeline.name, needs_gemma and o["gemma_path"] is None, o))
     checkpoint = o["checkpoint_path"]
 
     config = transformer_config(checkpoint)  # the file, its config and its DiT, from the header alone
     read_config(checkpoint, "vae", what="video VAE")
-    defaults = spec.defaults or detect_params(checkpoint)
+    defaults = pipeline.params(checkpoint)
+    default_height, default_width = defaults.size(pipeline.two_stage)
     seed = defaults.seed if o["seed"] is None else o["seed"]
+    guidance_given = [key for key in _guidance_options("video") + _guidance_options("audio") if o[key] is not None]
+    if guidance_given and not pipeline.guided:
+        raise click.UsageError(f"{name} is unguided: drop --{guidance_given[0].replace('_', '-')}")
+    audio_guidance = [key for key in _guidance_options("audio") if o[key] is not None]
+    if audio_guidance and (o["no_audio"] or pipeline.needs_audio):
+        why = "--no-audio generates no audio" if o["no_audio"] else f"{name} takes the audio as given"
+        raise click.UsageError(f"{why}: drop --{audio_guidance[0].replace('_', '-')}")
+    for key in ("video_stg_blocks", "audio_stg_blocks"):
+        outside = [block for block in o[key] or () if block >= config.num_layers]
+        if outside:
+            raise click.UsageError(
+                f"--{key.replace('_', '-')} {outside[0]}: this transformer has blocks 0 to {config.num_layers - 1}"
+            )
+    distilled_lora = o["distilled_lora"]
+    if o["distilled_lora_strength_stage_2"] is not None:
+        if distilled_lora is None or pipeline.name != "two-stage-hq":
+            raise click.UsageError(f"{name} does not use --distilled-lora-strength-stage-2; drop it")
+        distilled_lora = (distilled_lora[0], o["distilled_lora_strength_stage_2"])
+    mask = o["conditioning_attention_mask"]
+    if mask is not None and o["conditioning_attention_strength"] is not None:
+        raise click.UsageError("--conditioning-attention-mask carries its own strength: drop --conditioning-attention-strength")
     request = GenerationRequest(
         prompt=o["prompt"] or "", seed=seed,
-        height=o["height"] or defaults.height, width=o["width"] or defaults.width,
+        height=o["height"] or default_height, width=o["width"] or default_width,
         num_frames=o["num_frames"] or defaults.num_frames, frame_rate=o["frame_rate"] or defaults.frame_rate,
         negative_prompt=DEFAULT_NEGATIVE_PROMPT if o["negative_prompt"] is None else o["negative_prompt"],
         num_inference_steps=o["num_inference_steps"] or defaults.num_inference_steps,
-        video_guider_params=defaults.video_guider_params, audio_guider_params=defaults.audio_guider_params,
-        images=tuple(ImageConditioningInput(str(path), frame, strength) for path, frame, strength in o["images"]),
-        enhance_prompt=o["enhance_prompt"],
-        distilled_lora=(str(o["distilled_lora"][0]), o["distilled_lora"][1]) if o["distilled_lora"] else None,
-        video_conditioning=tuple((str(path), strength) for path, strength in o["video_conditioning"]),
-        conditioning_attention_strength=o["conditioning_attention_strength"],
+        video_guider_params=_guider_params(defaults.video_guider_params, o, "video", "a2v_guidance_scale"),
+        audio_guider_params=_guider_params(defaults.audio_guider_params, o, "audio", "v2a_guidance_scale"),
+        images=tuple(ImageConditioningInput(path, frame, strength, DEFAULT_IMAGE_CRF if crf is None else crf)
+                     for path, frame, strength, crf in o["images"]),
+        enhance_prompt=o["enhance_prompt"], generate_audio=not o["no_audio"], distilled_lora=distilled_lora,
         **({"distilled_lora_strength_stage_1": o["distilled_lora_strength_stage_1"]}
            if o["distilled_lora_strength_stage_1"] is not None else {}),
+        video_conditioning=tuple((str(path), strength) for path, strength in o["video_conditioning"]),
+        conditioning_attention_strength=(1.0 if o["conditioning_attention_strength"] is None
+                                         else o["conditioning_attention_strength"]),
+        conditioning_attention_mask=(str(mask[0]), mask[1]) if mask is not None else None,
+        skip_stage_2=o["skip_stage_2"],
         audio_path=str(o["audio_path"]) if o["audio_path"] else None, audio_start_time=o["audio_start_time"],
         audio_max_duration=o["audio_max_duration"],
         source_video=str(o["video_path"]) if o["video_path"] else None, start_time=o["start_time"],
         end_time=o["end_time"], regenerate_video=not o["keep_video"], regenerate_audio=not o["keep_audio"],
     )  # fmt: skip
-    if spec.needs_source_video:
+    if pipeline.needs_source_video:
         given = [f"--{key.replace('_', '-')}" for key in ("height", "width", "num_frames", "frame_rate") if o[key]]
         if given:
-            raise click.UsageError(f"--pipeline {spec.name} keeps the clip's size, frames and rate; drop {given[0]}")
-    request = spec.with_source_video(request)
-    spec.check(request, o["spatial_upscaler_path"] is not None, len(o["loras"]))
-    if o["distilled_lora_strength_stage_1"] is not None and spec.name != "two-stage-hq":
-        raise click.UsageError(f"--pipeline {spec.name} does not use --distilled-lora-strength-stage-1; drop it")
-    if not spec.guided and (o["negative_prompt"] is not None or o["negative_embedding"] is not None):
-        raise click.UsageError(f"--pipeline {spec.name} is unguided: it uses no negative prompt; drop it")
-    if not spec.guided and o["num_inference_steps"] is not None:
-        raise click.UsageError(f"--pipeline {spec.name} has a fixed distilled schedule; drop --num-inference-steps")
+            raise click.UsageError(f"{name} keeps the clip's size, frames and rate; drop {given[0]}")
+    request = pipeline.with_source_video(request)
+    pipeline.check(request, o["spatial_upscaler_path"] is not None, len(o["loras"]))
+    if o["distilled_lora_strength_stage_1"] is not None and pipeline.name != "two-stage-hq":
+        raise click.UsageError(f"{name} does not use --distilled-lora-strength-stage-1; drop it")
+    if not pipeline.guided and (o["negative_prompt"] is not None or o["negative_embedding"] is not None):
+        raise click.UsageError(f"{name} is unguided: it uses no negative prompt; drop it")
+    if not pipeline.guided and o["num_inference_steps"] is not None:
+        raise click.UsageError(f"{name} has a fixed distilled schedule; drop --num-inference-steps")
     if needs_gemma and o["gemma_path"] is None:
         raise click.UsageError(
             "--gemma-path is required to encode the prompts (the Gemma 3 12B directory), unless --embedding"
-            + (" and --negative-embedding are" if spec.guided else " is") + " given"
+            + (" and --negative-embedding are" if pipeline.guided else " is") + " given"
         )
 
     stored_quantization = read_metadata(checkpoint).get("quantization")
     if stored_quantization and o["quantization"]:
         raise click.UsageError(f"{checkpoint} is already quantized; drop --quantization {o['quantization']}")
-    loras = [(path, strength) for path, strength in o["loras"]]
-    all_loras = loras + ([o["distilled_lora"]] if o["distilled_lora"] else [])
+    loras = list(o["loras"])
+    all_loras = loras + ([distilled_lora] if distilled_lora else [])
     if all_loras and (o["quantization"] in _QUANTIZED_KINDS or _affine_mode(stored_quantization)):
         raise click.UsageError(
             "LoRAs cannot be fused into int8/int4 weights: use the bf16 checkpoint (with --quantization to quantize "
@@ -232,6 +331,8 @@ def prepare_generation(options: dict):
         check_image_file(image.path)
     for path, _ in request.video_conditioning:
         check_video_file(path)
+    if mask is not None:
+        check_video_file(mask[0])
     if request.audio_path is not None:
         _check_audio(request)
     for path in (o["embedding"], o["negative_embedding"]):
@@ -241,7 +342,8 @@ def prepare_generation(options: dict):
         check_text_encoder_dir(o["gemma_path"])
     inputs = [checkpoint, o["spatial_upscaler_path"], o["embedding"], o["negative_embedding"],
               *(path for path, _ in all_loras), *(i.path for i in request.images),
-              *(path for path, _ in request.video_conditioning), request.source_video, request.audio_path]  # fmt: skip
+              *(path for path, _ in request.video_conditioning), request.source_video, request.audio_path,
+              mask[0] if mask is not None else None]  # fmt: skip
     output_path = o["output_path"] or default_output_path(o["prompt"], seed)
     check_output_path(output_path, [p for p in inputs if p is not None], VIDEO_SUFFIXES, what="video")
     if not o["skip_memory_check"]:
@@ -253,7 +355,7 @@ def prepare_generation(options: dict):
         quantization=o["quantization"], spatial_upscaler_path=o["spatial_upscaler_path"],
         precomputed_embeddings=(o["embedding"], o["negative_embedding"]), report=lambda m: click.echo(m, err=True),
     )  # fmt: skip
-    return spec, request, ledger, output_path
+    return pipeline, request, ledger, output_path
 
 
 def _check_audio(request) -> None:

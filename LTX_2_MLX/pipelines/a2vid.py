@@ -7,22 +7,21 @@ from dataclasses import replace
 
 import mlx.core as mx
 
-from LTX_2_MLX.components.guiders import MultiModalGuiderParams, create_multimodal_guider_factory
-from LTX_2_MLX.components.noisers import GaussianNoiser, Noiser
-from LTX_2_MLX.components.schedulers import STAGE_2_DISTILLED_SIGMA_VALUES, LTX2Scheduler
+from LTX_2_MLX.components.noisers import Noiser
+from LTX_2_MLX.components.schedulers import LTX2Scheduler
 from LTX_2_MLX.components.types import AudioLatentShape
-from LTX_2_MLX.model.upscaler import upsample_latent
-from LTX_2_MLX.model.video_vae import TilingConfig
+from LTX_2_MLX.pipelines.base import Pipeline
 from LTX_2_MLX.pipelines.common import (
     GeneratedVideo,
-    ImageConditioningInput,
     decode_outputs,
     denoise_stage,
     encode_images,
+    half_and_full_shapes,
+    refine_upscaled,
 )
 from LTX_2_MLX.pipelines.media_io import read_audio
 from LTX_2_MLX.pipelines.model_ledger import ModelLedger
-from LTX_2_MLX.pipelines.two_stage import half_and_full_shapes
+from LTX_2_MLX.pipelines.request import GenerationRequest
 
 
 def encode_audio_file(
@@ -45,53 +44,40 @@ def encode_audio_file(
     return latent
 
 
-class A2VidPipelineTwoStage:
+class A2VidPipelineTwoStage(Pipeline):
     """A full (dev) checkpoint: video guided at half size against the fixed audio latent, then
-    the stage-2 refinement (distilled LoRA fused in), the audio still fixed."""
+    the stage-2 refinement (distilled LoRA fused in), the audio still fixed. The request's
+    `audio_max_duration` None reads as much audio as the video lasts (as ltx-pipelines' main);
+    both stages draw video then audio noise from the noiser, the audio's scaled by 0."""
 
-    def __init__(
-        self, ledger: ModelLedger, distilled_lora: list[tuple[str, float]], tiling: TilingConfig | None = None
-    ):
-        self.ledger = ledger
-        self.stage_2_ledger = replace(ledger, loras=[*ledger.loras, *distilled_lora])
-        self.tiling = tiling
+    name = "a2vid"
+    summary = "video to the sound of --audio-path (held fixed): guided at half size, x2, distilled-LoRA refine"
+    size_multiple, two_stage, needs_spatial_upscaler, needs_distilled_lora, needs_audio = 64, True, True, True, True
 
-    def __call__(
-        self, prompt: str, negative_prompt: str, seed: int, height: int, width: int, num_frames: int,
-        frame_rate: float, num_inference_steps: int, video_guider_params: MultiModalGuiderParams, audio_path: str,
-        audio_start_time: float = 0.0, audio_max_duration: float | None = None,
-        images: list[ImageConditioningInput] = (), enhance_prompt: bool = False, noiser: Noiser | None = None,
-    ) -> GeneratedVideo:  # fmt: skip
-        """`audio_max_duration` None reads the audio to its end (the CLI passes the video's
-        duration, as ltx-pipelines' main does). `noiser` replaces the seed's noise; both stages
-        draw video then audio noise from it, the audio's scaled by 0."""
+    def generate(self, request: GenerationRequest, noiser: Noiser) -> GeneratedVideo:
         ledger = self.ledger
-        half, full = half_and_full_shapes(height, width, num_frames, frame_rate)
-        (video_context, audio_context, _), (negative_video, _, _) = ledger.encode_prompts(
-            [prompt, negative_prompt], enhance_first_prompt=enhance_prompt,
-            image=images[0].path if images else None, seed=seed,
-        )  # fmt: skip
-        waveform, sample_rate = read_audio(audio_path, audio_start_time, audio_max_duration)
-        audio_latent = encode_audio_file(ledger, waveform, sample_rate, num_frames, frame_rate)
-        contexts, noiser = (video_context, audio_context), noiser or GaussianNoiser(seed)
+        half, full = half_and_full_shapes(request)
+        prompts = self.encode_prompts(request)
+        duration = request.audio_max_duration or request.num_frames / request.frame_rate  # as ltx-pipelines' main
+        waveform, sample_rate = read_audio(request.audio_path, request.audio_start_time, duration)
+        audio_latent = encode_audio_file(ledger, waveform, sample_rate, request.num_frames, request.frame_rate)
         frozen_audio = {"initial_audio_latent": audio_latent, "denoise_audio": False}
 
-        conditionings = encode_images(ledger, images, half)
-        guiders = (create_multimodal_guider_factory(video_guider_params, negative_video), None)
+        conditionings = encode_images(ledger, request.images, half)
+        guiders = (self.guiders(request, prompts)[0], None)  # the audio is given, not generated
         transformer = ledger.transformer()
-        sigmas = LTX2Scheduler().execute(steps=num_inference_steps)
-        video_state, _ = denoise_stage(ledger, transformer, half, contexts, sigmas, noiser, conditionings, guiders,
-                                       **frozen_audio)  # fmt: skip
-        del transformer
-
-        statistics = ledger.video_encoder().per_channel_statistics
-        upscaled = upsample_latent(video_state.latent[:1], ledger.spatial_upscaler(), statistics)
-        transformer = self.stage_2_ledger.transformer()
-        sigmas = mx.array(STAGE_2_DISTILLED_SIGMA_VALUES)
-        video_state, _ = denoise_stage(
-            self.stage_2_ledger, transformer, full, contexts, sigmas, noiser, encode_images(ledger, images, full),
-            noise_scale=sigmas[0], initial_video_latent=upscaled, **frozen_audio,
+        sigmas = LTX2Scheduler().execute(steps=request.num_inference_steps)
+        stage_1 = denoise_stage(
+            ledger, transformer, half, prompts.positive, sigmas, noiser, conditionings, guiders,
+            on_step=self.stage_progress("stage 1"), **frozen_audio,
         )  # fmt: skip
         del transformer
-        result = decode_outputs(ledger, video_state.latent, None, frame_rate, seed, self.tiling)
+        stage_2_ledger = replace(ledger, loras=[*ledger.loras, request.distilled_lora])
+        transformer = stage_2_ledger.transformer()
+        video_state, _ = refine_upscaled(
+            stage_2_ledger, transformer, stage_1, prompts.positive, request.images, full, noiser,
+            on_step=self.stage_progress("stage 2"), **frozen_audio,
+        )  # fmt: skip
+        del transformer
+        result = decode_outputs(ledger, video_state.latent, None, request.frame_rate, request.seed, self.tiling)
         return replace(result, audio=(waveform, sample_rate))

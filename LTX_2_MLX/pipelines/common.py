@@ -1,76 +1,31 @@
-"""What the pipelines share besides the denoising loop: inputs, size checks, default
-parameters, image conditionings and the decode step."""
+"""What the pipelines' recipes share besides the denoising loop: size checks, image
+conditionings, one denoising stage, the latent x2 upscale and refinement, and decoding."""
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 
-from LTX_2_MLX.components.diffusion_steps import EulerDiffusionStep
-from LTX_2_MLX.components.guiders import MultiModalGuiderFactory, MultiModalGuiderParams
+from LTX_2_MLX.components.diffusion_steps import DiffusionStepProtocol, EulerDiffusionStep
+from LTX_2_MLX.components.guiders import MultiModalGuiderFactory
 from LTX_2_MLX.components.noisers import Noiser
+from LTX_2_MLX.components.schedulers import STAGE_2_DISTILLED_SIGMA_VALUES
 from LTX_2_MLX.components.types import LatentState, VideoPixelShape
 from LTX_2_MLX.conditioning import VideoConditionByKeyframeIndex, VideoConditionByLatentIndex
-from LTX_2_MLX.loader.checkpoint import read_metadata
+from LTX_2_MLX.model.transformer.modality import Modality
+from LTX_2_MLX.model.upscaler import upsample_latent
 from LTX_2_MLX.model.video_vae import TilingConfig, decode_video
-from LTX_2_MLX.pipelines.denoising import PipelineComponents, denoise_audio_video
-from LTX_2_MLX.pipelines.media_io import DEFAULT_IMAGE_CRF, load_image_conditioning
+from LTX_2_MLX.pipelines.denoising import PipelineComponents, X0Transformer, denoise_audio_video
+from LTX_2_MLX.pipelines.media_io import load_image_conditioning
 from LTX_2_MLX.pipelines.model_ledger import ModelLedger
+from LTX_2_MLX.pipelines.request import GenerationRequest, ImageConditioningInput
 
 DEFAULT_NEGATIVE_PROMPT = json.loads((Path(__file__).parent / "default_negative_prompt.json").read_text())[
     "negative_prompt"
 ]
-
-
-@dataclass(frozen=True)
-class ImageConditioningInput:
-    """An image to hold at a pixel frame: frame 0 replaces the first latent, later frames
-    are added as keyframe tokens."""
-
-    path: str
-    frame_idx: int = 0
-    strength: float = 1.0
-    crf: float = DEFAULT_IMAGE_CRF
-
-
-@dataclass(frozen=True)
-class PipelineParams:
-    """The reference's defaults (ltx-pipelines `utils/constants.py`)."""
-
-    seed: int = 10
-    height: int = 512
-    width: int = 768
-    num_frames: int = 121
-    frame_rate: float = 24.0
-    num_inference_steps: int = 40
-    video_guider_params: MultiModalGuiderParams = field(
-        default_factory=lambda: MultiModalGuiderParams(
-            cfg_scale=3.0, stg_scale=1.0, rescale_scale=0.7, modality_scale=3.0, skip_step=0, stg_blocks=[29]
-        )
-    )
-    audio_guider_params: MultiModalGuiderParams = field(
-        default_factory=lambda: MultiModalGuiderParams(
-            cfg_scale=7.0, stg_scale=1.0, rescale_scale=0.7, modality_scale=3.0, skip_step=0, stg_blocks=[29]
-        )
-    )
-
-
-LTX_2_PARAMS = PipelineParams()
-LTX_2_3_PARAMS = replace(
-    LTX_2_PARAMS,
-    num_inference_steps=30,
-    video_guider_params=replace(LTX_2_PARAMS.video_guider_params, stg_blocks=[28]),
-    audio_guider_params=replace(LTX_2_PARAMS.audio_guider_params, stg_blocks=[28]),
-)
-
-
-def detect_params(checkpoint_path: str | Path) -> PipelineParams:
-    """LTX-2.3 defaults when the checkpoint's metadata says model_version 2.3.x."""
-    version = read_metadata(checkpoint_path).get("model_version", "")
-    return LTX_2_3_PARAMS if version.startswith("2.3") else LTX_2_PARAMS
 
 
 def check_generation_size(height: int, width: int, num_frames: int, divisor: int = 32) -> None:
@@ -83,6 +38,18 @@ def check_generation_size(height: int, width: int, num_frames: int, divisor: int
     if num_frames < 1 or (num_frames - 1) % 8:
         suggestion = max(1, round((num_frames - 1) / 8)) * 8 + 1
         raise ValueError(f"num_frames={num_frames} must be 8k+1, e.g. {suggestion}")
+
+
+def output_shape(request: GenerationRequest) -> VideoPixelShape:
+    return VideoPixelShape(
+        batch=1, frames=request.num_frames, height=request.height, width=request.width, fps=request.frame_rate
+    )
+
+
+def half_and_full_shapes(request: GenerationRequest) -> tuple[VideoPixelShape, VideoPixelShape]:
+    """A two-stage pipeline's first-stage (half-size) and output shapes."""
+    full = output_shape(request)
+    return full._replace(height=full.height // 2, width=full.width // 2), full
 
 
 def image_conditionings(
@@ -132,20 +99,65 @@ def pipeline_components(ledger: ModelLedger, transformer) -> PipelineComponents:
     )
 
 
+class VideoOnlyTransformer:
+    """The DiT run on the video stream alone (no audio tokens, no audio<->video attention); the
+    audio latent passes through unchanged, so a silent video costs only the video stream."""
+
+    def __init__(self, transformer: X0Transformer):
+        self.transformer = transformer
+        self.velocity_model = transformer.velocity_model
+
+    def __call__(self, video: Modality, audio: Modality, perturbations=None) -> tuple[mx.array, mx.array]:
+        denoised_video, _ = self.transformer(video, None, perturbations)
+        return denoised_video, audio.latent
+
+
 def denoise_stage(
-    ledger: ModelLedger, transformer, shape: VideoPixelShape, contexts: tuple[mx.array, mx.array], sigmas: mx.array,
-    noiser: Noiser, conditionings: list = (), guiders: tuple[MultiModalGuiderFactory | None, ...] = (None, None),
-    **refinement,
+    ledger: ModelLedger, transformer: X0Transformer, shape: VideoPixelShape, contexts: tuple[mx.array, mx.array],
+    sigmas: mx.array, noiser: Noiser, conditionings: list = (),
+    guiders: tuple[MultiModalGuiderFactory | None, ...] = (None, None), *, generate_audio: bool = True,
+    stepper: DiffusionStepProtocol | None = None, **options,
 ) -> tuple[LatentState, LatentState]:  # fmt: skip
-    """One Euler pass of the shared loop, evaluated. `refinement`: noise_scale and the
-    initial latents when refining instead of starting from noise."""
+    """One pass of the shared loop (Euler unless `stepper` says otherwise), evaluated.
+    `options` go to `denoise_audio_video`: noise_scale and the initial latents when refining
+    instead of starting from noise, denoise_audio, on_step, res_2s noise sources.
+    generate_audio=False runs the video stream alone and leaves the audio latent empty."""
+    if not generate_audio:
+        transformer = VideoOnlyTransformer(transformer)
+        options.update(denoise_audio=False, initial_audio_latent=None, audio_conditionings=())
     states = denoise_audio_video(
-        shape, transformer, *contexts, sigmas, EulerDiffusionStep(), noiser, conditionings=conditionings,
+        shape, transformer, *contexts, sigmas, stepper or EulerDiffusionStep(), noiser, conditionings=conditionings,
         video_guider=guiders[0], audio_guider=guiders[1], components=pipeline_components(ledger, transformer),
-        dtype=ledger.dtype, **refinement,
+        dtype=ledger.dtype, **options,
     )  # fmt: skip
     mx.eval(states[0].latent, states[1].latent)
     return states
+
+
+def upscale_video_latent(ledger: ModelLedger, video_latent: mx.array) -> mx.array:
+    """The latent x2 in space through the spatial upscaler (in the VAE's un-normalised space)."""
+    statistics = ledger.video_encoder().per_channel_statistics
+    upscaled = upsample_latent(video_latent[:1], ledger.spatial_upscaler(), statistics)
+    mx.eval(upscaled)
+    return upscaled
+
+
+def refine_upscaled(
+    ledger: ModelLedger, transformer: X0Transformer, stage_1: tuple[LatentState, LatentState],
+    contexts: tuple[mx.array, mx.array], images, shape: VideoPixelShape, noiser: Noiser,
+    all_as_keyframes: bool = False, **options,
+) -> tuple[LatentState, LatentState]:  # fmt: skip
+    """Stage 2: upscale the half-size video latent x2, re-noise it to the first stage-2 sigma
+    and denoise it (with the stage-1 audio) at full size on the distilled stage-2 schedule,
+    unguided. `options` as `denoise_stage`'s (a fixed audio latent, the res_2s stepper...)."""
+    video_state, audio_state = stage_1
+    upscaled = upscale_video_latent(ledger, video_state.latent)
+    sigmas = mx.array(STAGE_2_DISTILLED_SIGMA_VALUES)
+    options.setdefault("initial_audio_latent", audio_state.latent)
+    return denoise_stage(
+        ledger, transformer, shape, contexts, sigmas, noiser, encode_images(ledger, images, shape, all_as_keyframes),
+        noise_scale=sigmas[0], initial_video_latent=upscaled, **options,
+    )  # fmt: skip
 
 
 def decode_outputs(

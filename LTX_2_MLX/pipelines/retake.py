@@ -14,15 +14,11 @@ import imageio_ffmpeg
 import mlx.core as mx
 import numpy as np
 
-from LTX_2_MLX.components.guiders import (
-    MultiModalGuiderParams,
-    create_multimodal_guider_factory,
-)
-from LTX_2_MLX.components.noisers import GaussianNoiser, Noiser
+from LTX_2_MLX.components.noisers import Noiser
 from LTX_2_MLX.components.schedulers import DISTILLED_SIGMA_VALUES, LTX2Scheduler
 from LTX_2_MLX.components.types import AudioLatentShape, VideoPixelShape
 from LTX_2_MLX.conditioning import TemporalRegionMask
-from LTX_2_MLX.model.video_vae import TilingConfig
+from LTX_2_MLX.pipelines.base import Pipeline
 from LTX_2_MLX.pipelines.common import GeneratedVideo, decode_outputs, denoise_stage
 from LTX_2_MLX.pipelines.media_io import (
     check_video_file,
@@ -31,6 +27,7 @@ from LTX_2_MLX.pipelines.media_io import (
     read_video_file,
 )
 from LTX_2_MLX.pipelines.model_ledger import ModelLedger
+from LTX_2_MLX.pipelines.request import GenerationRequest
 
 
 @dataclass(frozen=True)
@@ -119,47 +116,47 @@ def encode_clip_audio(ledger: ModelLedger, clip: SourceClip) -> mx.array | None:
     return latent
 
 
-class RetakePipeline:
-    """Guided with the LTX-2 schedule (a dev checkpoint), or `distilled=True`: the 8 fixed
-    distilled sigmas, unguided (a distilled checkpoint)."""
+class RetakePipeline(Pipeline):
+    """Guided with the LTX-2 schedule (a dev checkpoint). The request's `regenerate_video` /
+    `regenerate_audio` False keeps that stream as the clip has it."""
 
-    def __init__(self, ledger: ModelLedger, tiling: TilingConfig | None = None, distilled: bool = False):
-        self.ledger = ledger
-        self.tiling = tiling
-        self.distilled = distilled
+    name = "retake"
+    summary = "regenerate --start-time..--end-time of the clip --video-path, guided, keeping the rest"
+    needs_source_video = True
+    source_video_options = "--start-time S --end-time S"
 
-    def __call__(
-        self, video_path: str, prompt: str, start_time: float, end_time: float, seed: int, negative_prompt: str = "",
-        num_inference_steps: int = 40, video_guider_params: MultiModalGuiderParams | None = None,
-        audio_guider_params: MultiModalGuiderParams | None = None, regenerate_video: bool = True,
-        regenerate_audio: bool = True, enhance_prompt: bool = False, noiser: Noiser | None = None,
-    ) -> GeneratedVideo:  # fmt: skip
-        """`regenerate_video` / `regenerate_audio`: False keeps that stream as the clip has it.
-        `noiser` replaces the seed's Gaussian noise (e.g. InjectedNoiser for given noise)."""
+    def schedule(self, request: GenerationRequest) -> mx.array:
+        return LTX2Scheduler().execute(steps=request.num_inference_steps)
+
+    def generate(self, request: GenerationRequest, noiser: Noiser) -> GeneratedVideo:
         ledger = self.ledger
-        clip = probe_clip(video_path)
-        check_time_range(clip, start_time, end_time)
+        clip = probe_clip(request.source_video)
         video_latent, audio_latent = encode_clip_video(ledger, clip), encode_clip_audio(ledger, clip)
 
         def region(regenerate: bool) -> list[TemporalRegionMask]:
             # An empty range keeps the whole stream.
-            return [TemporalRegionMask(start_time, end_time, clip.fps) if regenerate else TemporalRegionMask(0, 0, clip.fps)]
+            start, end = (request.start_time, request.end_time) if regenerate else (0, 0)
+            return [TemporalRegionMask(start, end, clip.fps)]
 
-        prompts = [prompt] if self.distilled else [prompt, negative_prompt]
-        contexts = ledger.encode_prompts(prompts, enhance_first_prompt=enhance_prompt, seed=seed)
-        if self.distilled:
-            sigmas, guiders = mx.array(DISTILLED_SIGMA_VALUES), (None, None)
-        else:
-            sigmas = LTX2Scheduler().execute(steps=num_inference_steps)
-            guiders = (
-                create_multimodal_guider_factory(video_guider_params or MultiModalGuiderParams(), contexts[1][0]),
-                create_multimodal_guider_factory(audio_guider_params or MultiModalGuiderParams(), contexts[1][1]),
-            )
+        prompts = self.encode_prompts(request)
         transformer = ledger.transformer()
         video_state, audio_state = denoise_stage(
-            ledger, transformer, clip.shape, contexts[0][:2], sigmas, noiser or GaussianNoiser(seed),
-            region(regenerate_video), guiders, initial_video_latent=video_latent, initial_audio_latent=audio_latent,
-            audio_conditionings=region(regenerate_audio) if audio_latent is not None else [],
+            ledger, transformer, clip.shape, prompts.positive, self.schedule(request), noiser,
+            region(request.regenerate_video), self.guiders(request, prompts), initial_video_latent=video_latent,
+            initial_audio_latent=audio_latent,
+            audio_conditionings=region(request.regenerate_audio) if audio_latent is not None else [],
+            on_step=self.stage_progress("denoising"),
         )  # fmt: skip
         del transformer
-        return decode_outputs(ledger, video_state.latent, audio_state.latent, clip.fps, seed, self.tiling)
+        return decode_outputs(ledger, video_state.latent, audio_state.latent, clip.fps, request.seed, self.tiling)
+
+
+class RetakeDistilledPipeline(RetakePipeline):
+    """Retake with a distilled checkpoint: the 8 fixed distilled sigmas, unguided."""
+
+    name = "retake-distilled"
+    summary = "retake with a distilled checkpoint: 8 unguided steps"
+    guided = False
+
+    def schedule(self, request: GenerationRequest) -> mx.array:
+        return mx.array(DISTILLED_SIGMA_VALUES)

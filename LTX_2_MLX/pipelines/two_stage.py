@@ -6,111 +6,74 @@ from dataclasses import replace
 
 import mlx.core as mx
 
-from LTX_2_MLX.components.guiders import MultiModalGuiderParams, create_multimodal_guider_factory
-from LTX_2_MLX.components.noisers import GaussianNoiser, Noiser
-from LTX_2_MLX.components.schedulers import DISTILLED_SIGMA_VALUES, STAGE_2_DISTILLED_SIGMA_VALUES, LTX2Scheduler
-from LTX_2_MLX.components.types import LatentState, VideoPixelShape
-from LTX_2_MLX.model.upscaler import upsample_latent
-from LTX_2_MLX.model.video_vae import TilingConfig
+from LTX_2_MLX.components.noisers import Noiser
+from LTX_2_MLX.components.schedulers import DISTILLED_SIGMA_VALUES, LTX2Scheduler
+from LTX_2_MLX.pipelines.base import Pipeline
 from LTX_2_MLX.pipelines.common import (
     GeneratedVideo,
-    ImageConditioningInput,
-    check_generation_size,
-    decode_outputs,
     denoise_stage,
     encode_images,
+    half_and_full_shapes,
+    refine_upscaled,
 )
-from LTX_2_MLX.pipelines.model_ledger import ModelLedger
+from LTX_2_MLX.pipelines.request import GenerationRequest
 
 
-def half_and_full_shapes(height: int, width: int, num_frames: int, frame_rate: float) -> tuple[VideoPixelShape, ...]:
-    check_generation_size(height, width, num_frames, divisor=64)
-    full = VideoPixelShape(batch=1, frames=num_frames, height=height, width=width, fps=frame_rate)
-    return full._replace(height=height // 2, width=width // 2), full
-
-
-def refine_upscaled(
-    ledger: ModelLedger, transformer, stage_1: tuple[LatentState, LatentState], contexts: tuple[mx.array, mx.array],
-    images: list[ImageConditioningInput], shape: VideoPixelShape, noiser: Noiser, all_as_keyframes: bool = False,
-) -> tuple[LatentState, LatentState]:  # fmt: skip
-    """Stage 2: upscale the half-size video latent x2, re-noise it to the first stage-2 sigma
-    and denoise it (with the stage-1 audio) at full size, unguided."""
-    video_state, audio_state = stage_1
-    statistics = ledger.video_encoder().per_channel_statistics
-    upscaled = upsample_latent(video_state.latent[:1], ledger.spatial_upscaler(), statistics)
-    sigmas = mx.array(STAGE_2_DISTILLED_SIGMA_VALUES)
-    return denoise_stage(
-        ledger, transformer, shape, contexts, sigmas, noiser, encode_images(ledger, images, shape, all_as_keyframes),
-        noise_scale=sigmas[0], initial_video_latent=upscaled, initial_audio_latent=audio_state.latent,
-    )  # fmt: skip
-
-
-class DistilledPipeline:
+class DistilledPipeline(Pipeline):
     """A distilled checkpoint: 8 fixed-sigma steps at half size, then the stage-2 refinement
     with the same model, no guidance."""
 
-    def __init__(self, ledger: ModelLedger, tiling: TilingConfig | None = None):
-        self.ledger = ledger
-        self.tiling = tiling
+    name = "distilled"
+    summary = "a distilled checkpoint: 8 + 3 unguided steps, half size then upscaled"
+    size_multiple, two_stage, guided, needs_spatial_upscaler = 64, True, False, True
 
-    def __call__(
-        self, prompt: str, seed: int, height: int, width: int, num_frames: int, frame_rate: float,
-        images: list[ImageConditioningInput] = (), enhance_prompt: bool = False, noiser: Noiser | None = None,
-    ) -> GeneratedVideo:  # fmt: skip
-        """`noiser` replaces the seed's Gaussian noise (both stages draw from it)."""
-        ledger = self.ledger
-        half, full = half_and_full_shapes(height, width, num_frames, frame_rate)
-        ((video_context, audio_context, _),) = ledger.encode_prompts(
-            [prompt], enhance_first_prompt=enhance_prompt, image=images[0].path if images else None, seed=seed
-        )
-        contexts, noiser = (video_context, audio_context), noiser or GaussianNoiser(seed)
-        conditionings = encode_images(ledger, images, half)
+    def generate(self, request: GenerationRequest, noiser: Noiser) -> GeneratedVideo:
+        ledger, audio = self.ledger, request.generate_audio
+        half, full = half_and_full_shapes(request)
+        contexts = self.encode_prompts(request).positive
+        conditionings = encode_images(ledger, request.images, half)
         transformer = ledger.transformer()
-        stage_1 = denoise_stage(ledger, transformer, half, contexts, mx.array(DISTILLED_SIGMA_VALUES), noiser, conditionings)
-        video_state, audio_state = refine_upscaled(ledger, transformer, stage_1, contexts, images, full, noiser)
+        stage_1 = denoise_stage(
+            ledger, transformer, half, contexts, mx.array(DISTILLED_SIGMA_VALUES), noiser, conditionings,
+            generate_audio=audio, on_step=self.stage_progress("stage 1"),
+        )  # fmt: skip
+        video_state, audio_state = refine_upscaled(
+            ledger, transformer, stage_1, contexts, request.images, full, noiser, generate_audio=audio,
+            on_step=self.stage_progress("stage 2"),
+        )  # fmt: skip
         del transformer
-        return decode_outputs(ledger, video_state.latent, audio_state.latent, frame_rate, seed, self.tiling)
+        return self.decode(request, video_state.latent, audio_state.latent)
 
 
-class TI2VidTwoStagesPipeline:
+class TI2VidTwoStagesPipeline(Pipeline):
     """A full (dev) checkpoint: guided generation at half size with the LTX-2 schedule, then
     the stage-2 refinement with the distilled LoRA fused in."""
 
+    name = "two-stage"
+    summary = "guided at half size, latent x2 upscale, 3 refining steps with the distilled LoRA"
+    size_multiple, two_stage, needs_spatial_upscaler, needs_distilled_lora = 64, True, True, True
     images_as_keyframes = False
 
-    def __init__(self, ledger: ModelLedger, distilled_lora: list[tuple[str, float]], tiling: TilingConfig | None = None):
-        self.ledger = ledger
-        self.stage_2_ledger = replace(ledger, loras=[*ledger.loras, *distilled_lora])
-        self.tiling = tiling
-
-    def __call__(
-        self, prompt: str, negative_prompt: str, seed: int, height: int, width: int, num_frames: int,
-        frame_rate: float, num_inference_steps: int, video_guider_params: MultiModalGuiderParams,
-        audio_guider_params: MultiModalGuiderParams, images: list[ImageConditioningInput] = (),
-        enhance_prompt: bool = False, noiser: Noiser | None = None,
-    ) -> GeneratedVideo:  # fmt: skip
-        ledger = self.ledger
-        half, full = half_and_full_shapes(height, width, num_frames, frame_rate)
-        (video_context, audio_context, _), (negative_video, negative_audio, _) = ledger.encode_prompts(
-            [prompt, negative_prompt], enhance_first_prompt=enhance_prompt,
-            image=images[0].path if images else None, seed=seed,
-        )  # fmt: skip
-        contexts, noiser = (video_context, audio_context), noiser or GaussianNoiser(seed)
-        conditionings = encode_images(ledger, images, half, self.images_as_keyframes)
-        guiders = (
-            create_multimodal_guider_factory(video_guider_params, negative_video),
-            create_multimodal_guider_factory(audio_guider_params, negative_audio),
-        )
+    def generate(self, request: GenerationRequest, noiser: Noiser) -> GeneratedVideo:
+        ledger, audio = self.ledger, request.generate_audio
+        half, full = half_and_full_shapes(request)
+        prompts = self.encode_prompts(request)
+        conditionings = encode_images(ledger, request.images, half, self.images_as_keyframes)
         transformer = ledger.transformer()
-        sigmas = LTX2Scheduler().execute(steps=num_inference_steps)
-        stage_1 = denoise_stage(ledger, transformer, half, contexts, sigmas, noiser, conditionings, guiders)
+        sigmas = LTX2Scheduler().execute(steps=request.num_inference_steps)
+        stage_1 = denoise_stage(
+            ledger, transformer, half, prompts.positive, sigmas, noiser, conditionings, self.guiders(request, prompts),
+            generate_audio=audio, on_step=self.stage_progress("stage 1"),
+        )  # fmt: skip
         del transformer
-        transformer = self.stage_2_ledger.transformer()
+        stage_2_ledger = replace(ledger, loras=[*ledger.loras, request.distilled_lora])
+        transformer = stage_2_ledger.transformer()
         video_state, audio_state = refine_upscaled(
-            self.stage_2_ledger, transformer, stage_1, contexts, images, full, noiser, self.images_as_keyframes
-        )
+            stage_2_ledger, transformer, stage_1, prompts.positive, request.images, full, noiser,
+            self.images_as_keyframes, generate_audio=audio, on_step=self.stage_progress("stage 2"),
+        )  # fmt: skip
         del transformer
-        return decode_outputs(ledger, video_state.latent, audio_state.latent, frame_rate, seed, self.tiling)
+        return self.decode(request, video_state.latent, audio_state.latent)
 
 
 class KeyframeInterpolationPipeline(TI2VidTwoStagesPipeline):
@@ -118,4 +81,7 @@ class KeyframeInterpolationPipeline(TI2VidTwoStagesPipeline):
     as keyframe tokens at its frame instead of replacing latents (ltx-pipelines
     `keyframe_interpolation.py`)."""
 
+    name = "keyframes"
+    summary = "two-stage interpolation: every --image guides as a keyframe at its frame"
+    min_images = 2
     images_as_keyframes = True
