@@ -1,14 +1,18 @@
-"""Reading official Lightricks safetensors checkpoints: config metadata, prefixed tensors,
-and strict loading of converted weights into MLX modules."""
+"""Reading official Lightricks safetensors checkpoints: one `Checkpoint` per file (header,
+metadata and config read once), prefixed tensors, and strict loading of converted weights
+into MLX modules."""
 
+import copy
 import json
-import math
 import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 from mlx.utils import tree_flatten
 
 # One entry of a weight map: turns a checkpoint key (prefix already stripped) and its tensor
@@ -20,11 +24,32 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used for what was asked of it."""
 
 
-def _read_header(path: Path) -> dict:
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor as the header describes it: its safetensors dtype code (e.g. "BF16",
+    "F8_E4M3"), its shape and the byte range of its data in the file."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+
+@dataclass
+class _Header:
+    """What one file's header says, shared by every Checkpoint opened on that file."""
+
+    entries: dict[str, TensorEntry]
+    metadata: dict[str, str]
+    config: dict | None = None  # the metadata's `config` JSON, parsed on first use
+
+
+def _read_header(path: Path, size: int) -> _Header:
     """The safetensors JSON header, read without touching tensor data."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file. Check the path, or download it with scripts/download_weights.py.")
-    size = path.stat().st_size
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
@@ -36,68 +61,207 @@ def _read_header(path: Path) -> dict:
             header = json.loads(f.read(header_len))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise CheckpointError(f"{path}: corrupt safetensors header ({err}). Re-download it.") from None
-    data_end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-    if 8 + header_len + data_end > size:
-        raise CheckpointError(
-            f"{path}: truncated ({size} bytes, header promises {8 + header_len + data_end}). Re-download it."
-        )
-    return header
+    data_start = 8 + header_len
+    try:
+        metadata = header.pop("__metadata__", None) or {}
+        entries = {
+            name: TensorEntry(entry["dtype"], tuple(entry["shape"]), *(data_start + o for o in entry["data_offsets"]))
+            for name, entry in header.items()
+        }
+    except (AttributeError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: malformed safetensors header ({err!r}). Re-download it.") from None
+    data_end = max((entry.end for entry in entries.values()), default=data_start)
+    if data_end > size:
+        raise CheckpointError(f"{path}: truncated ({size} bytes, header promises {data_end}). Re-download it.")
+    return _Header(entries, metadata)
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
+# Headers of the files opened in this process, by (resolved path, size, mtime, inode): a file
+# rewritten in place or replaced by a rename is read again. Only headers are kept, never
+# tensors, so a dropped model's weights are not pinned here.
+_OPENED: dict[tuple, _Header] = {}
+_OPENED_LIMIT = 64
+
+# How each safetensors dtype is read back from its bytes (bfloat16 and e4m3 via their bits).
+_NUMPY_DTYPES = {
+    "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+    "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?", "F8_E4M3": "u1",
+}  # fmt: skip
+
+
+class Checkpoint:
+    """A safetensors file whose header (tensor names, shapes, dtypes, byte ranges), metadata
+    and config are read once per process and shared by every loader.
+
+    `Checkpoint.open(path)` returns the cached header while the file is unchanged. Tensors are
+    never cached: each `load` maps the file anew (lazily: only what is evaluated is read), so
+    a model's weights go when the model does.
+    """
+
+    def __init__(self, path: Path, header: _Header):
+        self.path = path
+        self._header = header
+
+    @classmethod
+    def open(cls, source: "str | Path | Checkpoint") -> "Checkpoint":
+        if isinstance(source, Checkpoint):
+            return source
+        path = Path(source)
+        if not path.is_file():
+            raise CheckpointError(
+                f"{path}: no such file. Check the path, or download it with scripts/download_weights.py."
+            )
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        header = _OPENED.get(key)
+        if header is None:
+            header = _read_header(path, stat.st_size)
+            if len(_OPENED) >= _OPENED_LIMIT:
+                del _OPENED[next(iter(_OPENED))]
+            _OPENED[key] = header
+        return cls(path, header)
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({str(self.path)!r}, {len(self.entries)} tensors)"
+
+    @property
+    def entries(self) -> dict[str, TensorEntry]:
+        return self._header.entries
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The string metadata of the file (empty if it has none)."""
+        return dict(self._header.metadata)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.entries)
+
+    def holds(self, prefix: str) -> bool:
+        """Whether any tensor's name starts with `prefix`."""
+        return any(name.startswith(prefix) for name in self.entries)
+
+    def config(self, section: str | None = None, what: str = "model") -> dict:
+        """The model config JSON that official checkpoints store under the metadata key `config`
+        (a copy: callers may change it).
+
+        `section` picks one part of a combined checkpoint (e.g. "transformer", "vae"); the
+        whole config is returned, checked to hold that section.
+        """
+        if self._header.config is None:
+            if "config" not in self._header.metadata:
+                raise CheckpointError(
+                    f"{self.path}: no 'config' in the safetensors metadata, so the {what} cannot be built. Use an "
+                    "official Lightricks checkpoint, or one written by `ltx2-mlx convert` / `ltx2-mlx quantize`."
+                )
+            try:
+                self._header.config = json.loads(self._header.metadata["config"])
+            except json.JSONDecodeError as err:
+                raise CheckpointError(f"{self.path}: the metadata 'config' is not valid JSON ({err}).") from None
+        config = self._header.config
+        if section is not None and section not in config:
+            raise CheckpointError(
+                f"{self.path}: its config has no '{section}' section (it has {sorted(config)}), "
+                f"so it does not hold a {what}. Pass the LTX-2 checkpoint that contains one."
+            )
+        return copy.deepcopy(config)
+
+    def stored_bytes(self, prefix: str = "") -> int:
+        """Bytes of the tensors under `prefix` as stored in the file."""
+        return sum(entry.nbytes for name, entry in self.entries.items() if name.startswith(prefix))
+
+    def read_tensor(self, name: str, decode_fp8: bool = True) -> mx.array:
+        """One tensor read straight from its byte range, without mapping the file: for small
+        tensors (statistics, scales) wanted without the model they belong to."""
+        if name not in self.entries:
+            raise CheckpointError(f"{self.path}: has no tensor {name}. Is this the right file for this model?")
+        entry = self.entries[name]
+        if entry.dtype not in _NUMPY_DTYPES:
+            raise CheckpointError(f"{self.path}: tensor {name} is {entry.dtype}, which cannot be read here.")
+        with open(self.path, "rb") as f:
+            f.seek(entry.start)
+            data = f.read(entry.nbytes)
+        array = mx.array(np.frombuffer(data, dtype=_NUMPY_DTYPES[entry.dtype]).reshape(entry.shape))
+        if entry.dtype == "BF16":
+            array = array.view(mx.bfloat16)
+        elif entry.dtype == "F8_E4M3" and decode_fp8:
+            array = mx.from_fp8(array, dtype=mx.bfloat16)
+        return array
+
+    def load(self, prefix: str = "", decode_fp8: bool = True) -> dict[str, mx.array]:
+        """Tensors whose key starts with `prefix`, the prefix removed (see `load_groups`)."""
+        return self.load_groups((prefix,), decode_fp8)[prefix]
+
+    def load_groups(self, prefixes: Sequence[str], decode_fp8: bool = True) -> dict[str, dict[str, mx.array]]:
+        """{prefix: {key without the prefix: tensor}} for each of `prefixes`, from one mx.load.
+
+        e4m3 fp8 tensors are decoded to bfloat16, or with decode_fp8=False kept as their raw
+        uint8 bytes (for modules that compute in fp8).
+
+        mx.load maps the file lazily: a tensor is read from disk only when evaluated, so taking
+        a slice of a 40 GB checkpoint does not read the rest of it.
+        """
+        wanted = {name: entry for name, entry in self.entries.items() if any(name.startswith(p) for p in prefixes)}
+        groups: dict[str, dict[str, mx.array]] = {prefix: {} for prefix in prefixes}
+        if not wanted:
+            return groups
+        for name, entry in wanted.items():
+            if entry.dtype.startswith("F8") and entry.dtype != "F8_E4M3":
+                raise CheckpointError(
+                    f"{self.path}: tensor {name} is {entry.dtype}, which MLX cannot decode; "
+                    "use a bf16 or e4m3 fp8 file."
+                )
+        try:
+            tensors = mx.load(str(self.path), format="safetensors")
+        except (RuntimeError, ValueError) as err:
+            raise CheckpointError(f"{self.path}: could not be read as safetensors ({err}). Re-download it.") from None
+        for name, entry in wanted.items():
+            value = tensors[name]
+            if entry.dtype == "F8_E4M3" and decode_fp8:  # MLX reads float8 tensors as their raw bytes
+                value = mx.from_fp8(value, dtype=mx.bfloat16)
+            for prefix in prefixes:
+                if name.startswith(prefix):
+                    groups[prefix][name[len(prefix) :]] = value
+        return groups
+
+
+# The path-taking forms, for callers that need one fact about a file.
+
+
+def read_metadata(checkpoint: str | Path | Checkpoint) -> dict[str, str]:
     """The string metadata of a safetensors file (empty if it has none)."""
-    return _read_header(Path(path)).get("__metadata__") or {}
+    return Checkpoint.open(checkpoint).metadata
 
 
-def read_config(path: str | Path, section: str | None = None, what: str = "model") -> dict:
+def read_config(checkpoint: str | Path | Checkpoint, section: str | None = None, what: str = "model") -> dict:
     """The model config JSON that official checkpoints store under the metadata key `config`.
 
     `section` picks one part of a combined checkpoint (e.g. "transformer", "vae").
     """
-    path = Path(path)
-    metadata = read_metadata(path)
-    if "config" not in metadata:
-        raise CheckpointError(
-            f"{path}: no 'config' in the safetensors metadata, so the {what} cannot be built. "
-            "Use an official Lightricks checkpoint, or one written by `ltx2-mlx convert` / `ltx2-mlx quantize`."
-        )
-    try:
-        config = json.loads(metadata["config"])
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: the metadata 'config' is not valid JSON ({err}).") from None
-    if section is None:
-        return config
-    if section not in config:
-        raise CheckpointError(
-            f"{path}: its config has no '{section}' section (it has {sorted(config)}), "
-            f"so it does not hold a {what}. Pass the LTX-2 checkpoint that contains one."
-        )
-    return config
+    return Checkpoint.open(checkpoint).config(section, what)
 
 
-def tensor_names(path: str | Path) -> list[str]:
-    return [k for k in _read_header(Path(path)) if k != "__metadata__"]
+def tensor_names(checkpoint: str | Path | Checkpoint) -> list[str]:
+    return Checkpoint.open(checkpoint).names
 
 
-def tensor_shapes(path: str | Path) -> dict[str, list[int]]:
-    return {k: t["shape"] for k, t in _read_header(Path(path)).items() if k != "__metadata__"}
+def tensor_shapes(checkpoint: str | Path | Checkpoint) -> dict[str, list[int]]:
+    return {name: list(entry.shape) for name, entry in Checkpoint.open(checkpoint).entries.items()}
 
 
-def tensor_dtypes(path: str | Path) -> dict[str, str]:
+def tensor_dtypes(checkpoint: str | Path | Checkpoint) -> dict[str, str]:
     """Each tensor's stored safetensors dtype code (e.g. "BF16", "F8_E4M3")."""
-    return {k: t["dtype"] for k, t in _read_header(Path(path)).items() if k != "__metadata__"}
+    return {name: entry.dtype for name, entry in Checkpoint.open(checkpoint).entries.items()}
 
 
-_DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2}
-
-
-def stored_bytes(path: str | Path, prefix: str = "") -> int:
+def stored_bytes(checkpoint: str | Path | Checkpoint, prefix: str = "") -> int:
     """Bytes of the tensors under `prefix` as stored in the file (from the header alone)."""
-    total = 0
-    for key, entry in _read_header(Path(path)).items():
-        if key != "__metadata__" and key.startswith(prefix):
-            total += math.prod(entry["shape"]) * _DTYPE_BYTES.get(entry["dtype"], 1)
-    return total
+    return Checkpoint.open(checkpoint).stored_bytes(prefix)
+
+
+def load_tensors(checkpoint: str | Path | Checkpoint, prefix: str = "", decode_fp8: bool = True) -> dict[str, mx.array]:
+    """Tensors whose key starts with `prefix`, the prefix removed (`Checkpoint.load`)."""
+    return Checkpoint.open(checkpoint).load(prefix, decode_fp8)
 
 
 def evaluate_parameters(module: nn.Module, description: str, progress_above: int = 2**30) -> None:
@@ -112,36 +276,6 @@ def evaluate_parameters(module: nn.Module, description: str, progress_above: int
         for parameter in parameters:
             mx.eval(parameter)
             progress.update(parameter.nbytes)
-
-
-def load_tensors(path: str | Path, prefix: str = "", decode_fp8: bool = True) -> dict[str, mx.array]:
-    """Tensors whose key starts with `prefix`, the prefix removed.
-
-    e4m3 fp8 tensors are decoded to bfloat16, or with decode_fp8=False kept as their raw
-    uint8 bytes (for modules that compute in fp8).
-
-    mx.load maps the file lazily: a tensor is read from disk only when evaluated, so taking a
-    slice of a 40 GB checkpoint does not read the rest of it.
-    """
-    path = Path(path)
-    header = _read_header(path)
-    try:
-        tensors = mx.load(str(path), format="safetensors")
-    except (RuntimeError, ValueError) as err:
-        raise CheckpointError(f"{path}: could not be read as safetensors ({err}). Re-download it.") from None
-    selected = {}
-    for key, value in tensors.items():
-        if not key.startswith(prefix):
-            continue
-        stored = header[key]["dtype"]
-        if stored == "F8_E4M3":
-            # MLX reads float8 tensors as their raw bytes.
-            if decode_fp8:
-                value = mx.from_fp8(value, dtype=mx.bfloat16)
-        elif stored.startswith("F8"):
-            raise CheckpointError(f"{path}: tensor {key} is {stored}, which MLX cannot decode; use a bf16 or e4m3 fp8 file.")
-        selected[key[len(prefix) :]] = value
-    return selected
 
 
 def convert_weights(weights: dict[str, mx.array], converters: list[tuple[str, Converter]]) -> dict[str, mx.array]:
