@@ -11,12 +11,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from LTX_2_MLX.loader.checkpoint import (
-    CheckpointError,
-    load_module_weights,
-    load_tensors,
-    read_config,
-)
+from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, load_module_weights
 from LTX_2_MLX.model.audio_vae import (
     AudioVAE,
     AudioVAEConfig,
@@ -28,57 +23,59 @@ from LTX_2_MLX.model.audio_vae import (
 from LTX_2_MLX.model.audio_vae import audio_vae as audio_vae_module
 from LTX_2_MLX.model.audio_vae import vocoder as vocoder_module
 
+SHARED_STATISTICS_PREFIX = "audio_vae.per_channel_statistics."
+
 
 def load_audio_vae(
-    path: str | Path,
+    checkpoint: str | Path | Checkpoint,
     dtype: mx.Dtype | None = None,
     encoder: bool = True,
     decoder: bool = True,
 ) -> AudioVAE:
-    """The audio VAE of the checkpoint at `path`, in `dtype` (the file's own when None).
+    """The audio VAE of the checkpoint, in `dtype` (the file's own when None).
 
     `encoder=False` skips the encoder (decoding latents needs only the decoder), `decoder=False`
     the decoder. Missing, unexpected or misshapen weights raise CheckpointError.
     """
-    section = read_config(path, "audio_vae", what="audio VAE")["audio_vae"]
+    checkpoint = Checkpoint.open(checkpoint)
+    section = checkpoint.config("audio_vae", what="audio VAE")["audio_vae"]
     try:
         config = AudioVAEConfig.from_section(section)
     except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: unusable 'audio_vae' config: {err}") from None
+        raise CheckpointError(f"{checkpoint.path}: unusable 'audio_vae' config: {err}") from None
     vae = AudioVAE(config, encoder=encoder, decoder=decoder)
-    statistics = {
-        f"per_channel_statistics.{k}": v for k, v in load_tensors(path, "audio_vae.per_channel_statistics.").items()
-    }
+    parts = [part for part in ("encoder", "decoder") if getattr(vae, part) is not None]
+    groups = checkpoint.load_groups([SHARED_STATISTICS_PREFIX, *(f"audio_vae.{part}." for part in parts)])
+    statistics = {f"per_channel_statistics.{k}": v for k, v in groups[SHARED_STATISTICS_PREFIX].items()}
     weights = {}
-    for part in ("encoder", "decoder"):
-        if getattr(vae, part) is None:
-            continue
-        tensors = load_tensors(path, f"audio_vae.{part}.")
+    for part in parts:
+        tensors = groups[f"audio_vae.{part}."]
         if not tensors:
             raise CheckpointError(
-                f"{path}: no 'audio_vae.{part}.*' weights; this file holds no audio VAE {part} "
+                f"{checkpoint.path}: no 'audio_vae.{part}.*' weights; this file holds no audio VAE {part} "
                 f"(load it with {part}=False if you do not need it)."
             )
         # The shared copy wins over a part's own, as ltx-core's key filter maps both to one key.
         tensors.update(statistics)
         weights.update({f"{part}.{k}": v for k, v in audio_vae_module.sanitize(tensors).items()})
-    load_module_weights(vae, weights, path, "audio VAE", dtype)
+    load_module_weights(vae, weights, checkpoint.path, "audio VAE", dtype)
     mx.eval(vae.parameters())
     return vae.eval()
 
 
-def load_vocoder(path: str | Path, dtype: mx.Dtype | None = None) -> Vocoder | VocoderWithBWE:
-    """The vocoder of the checkpoint at `path`: a HiFi-GAN `Vocoder` (LTX-2) or a BigVGAN
+def load_vocoder(checkpoint: str | Path | Checkpoint, dtype: mx.Dtype | None = None) -> Vocoder | VocoderWithBWE:
+    """The vocoder of the checkpoint: a HiFi-GAN `Vocoder` (LTX-2) or a BigVGAN
     `VocoderWithBWE` (LTX-2.3), in `dtype` (the file's own when None)."""
-    section = read_config(path, "vocoder", what="vocoder")["vocoder"]
+    checkpoint = Checkpoint.open(checkpoint)
+    section = checkpoint.config("vocoder", what="vocoder")["vocoder"]
     try:
         config = VocoderConfig.from_section(section)
     except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: unusable 'vocoder' config: {err}") from None
+        raise CheckpointError(f"{checkpoint.path}: unusable 'vocoder' config: {err}") from None
     vocoder = build_vocoder(config)
-    tensors = load_tensors(path, "vocoder.")
+    tensors = checkpoint.load("vocoder.")
     if not tensors:
-        raise CheckpointError(f"{path}: no 'vocoder.*' weights; this file holds no vocoder.")
-    load_module_weights(vocoder, vocoder_module.sanitize(tensors), path, "vocoder", dtype)
+        raise CheckpointError(f"{checkpoint.path}: no 'vocoder.*' weights; this file holds no vocoder.")
+    load_module_weights(vocoder, vocoder_module.sanitize(tensors), checkpoint.path, "vocoder", dtype)
     mx.eval(vocoder.parameters())
     return vocoder.eval()

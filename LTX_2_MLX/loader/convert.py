@@ -13,7 +13,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from LTX_2_MLX.loader.checkpoint import CheckpointError, load_tensors, read_metadata
+from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError
 
 _SAFETENSORS_DTYPES = {
     mx.float32: "F32", mx.float16: "F16", mx.bfloat16: "BF16", mx.int64: "I64", mx.int32: "I32",
@@ -22,16 +22,23 @@ _SAFETENSORS_DTYPES = {
 
 
 def check_output_path(
-    path: str | Path, inputs: Sequence[str | Path] = (), suffixes: Sequence[str] = (".safetensors",), what: str = "output"
+    path: str | Path,
+    inputs: Sequence[str | Path] = (),
+    suffixes: Sequence[str] = (".safetensors",),
+    what: str = "output",
 ) -> Path:
     """Refuse, before any work, an output that could not be written or would replace an input:
     a wrong extension, a missing or read-only directory, a directory, or the same file as one of
     `inputs` (by resolved path or by inode, so links count)."""
     path = Path(path)
     if path.suffix.lower() not in suffixes:
-        raise CheckpointError(f"{path}: the {what} must end in {' or '.join(suffixes)}, e.g. {path.with_suffix(suffixes[0])}")
+        raise CheckpointError(
+            f"{path}: the {what} must end in {' or '.join(suffixes)}, e.g. {path.with_suffix(suffixes[0])}"
+        )
     if path.is_dir():
-        raise CheckpointError(f"{path}: is a directory; give a file name for the {what}, e.g. {path / ('out' + suffixes[0])}")
+        raise CheckpointError(
+            f"{path}: is a directory; give a file name for the {what}, e.g. {path / ('out' + suffixes[0])}"
+        )
     folder = path.parent
     if not folder.is_dir():
         raise CheckpointError(f"{path}: the directory {folder} does not exist; create it first (mkdir -p {folder}).")
@@ -40,7 +47,9 @@ def check_output_path(
     for source in inputs:
         source = Path(source)
         if path.resolve() == source.resolve() or _same_file(path, source):
-            raise CheckpointError(f"{path}: is the input {source}; refusing to overwrite it. Choose another {what} path.")
+            raise CheckpointError(
+                f"{path}: is the input {source}; refusing to overwrite it. Choose another {what} path."
+            )
     return path
 
 
@@ -86,17 +95,18 @@ def write_safetensors(path: str | Path, tensors: dict[str, mx.array], metadata: 
         partial.unlink(missing_ok=True)
 
 
-def convert_checkpoint(source: str | Path, destination: str | Path, dtype: mx.Dtype) -> int:
+def convert_checkpoint(source: str | Path | Checkpoint, destination: str | Path, dtype: mx.Dtype) -> int:
     """Cast every floating tensor of `source` to `dtype`; returns the number of tensors."""
-    source, destination = Path(source), check_output_path(destination, [source])
-    metadata = read_metadata(source)
+    source = Checkpoint.open(source)
+    destination = check_output_path(destination, [source.path])
+    metadata = source.metadata
     if "config" not in metadata:
         raise CheckpointError(
-            f"{source}: no 'config' in the safetensors metadata; only official LTX-2 files can be converted."
+            f"{source.path}: no 'config' in the safetensors metadata; only official LTX-2 files can be converted."
         )
     tensors = {
         key: value.astype(dtype) if mx.issubdtype(value.dtype, mx.floating) else value
-        for key, value in load_tensors(source).items()
+        for key, value in source.load().items()
     }
     count = len(tensors)
     write_safetensors(destination, tensors, {**metadata, "converted_by": "LTX_2_MLX", "dtype": str(dtype)})

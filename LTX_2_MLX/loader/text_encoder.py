@@ -8,15 +8,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from tqdm import tqdm
 
-from LTX_2_MLX.loader.checkpoint import (
-    CheckpointError,
-    load_module_weights,
-    load_tensors,
-    read_config,
-    read_metadata,
-    tensor_names,
-    tensor_shapes,
-)
+from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, load_module_weights
 from LTX_2_MLX.model.text_encoder.embeddings_connector import EmbeddingsConnectorConfig
 from LTX_2_MLX.model.text_encoder.embeddings_processor import (
     EmbeddingsProcessor,
@@ -35,7 +27,7 @@ _DOWNLOAD_HINT = (
 )
 
 
-def _gemma_shards(gemma_dir: Path) -> list[Path]:
+def _gemma_shards(gemma_dir: Path) -> list[Checkpoint]:
     index = gemma_dir / "model.safetensors.index.json"
     if index.is_file():
         weight_map = json.loads(index.read_text()).get("weight_map", {})
@@ -45,11 +37,11 @@ def _gemma_shards(gemma_dir: Path) -> list[Path]:
             raise CheckpointError(
                 f"{gemma_dir}: shards listed in model.safetensors.index.json are missing: {absent}. {_DOWNLOAD_HINT}"
             )
-        return shards
-    shards = sorted(gemma_dir.glob("*.safetensors"))
+    else:
+        shards = sorted(gemma_dir.glob("*.safetensors"))
     if not shards:
         raise CheckpointError(f"{gemma_dir}: no model*.safetensors files. {_DOWNLOAD_HINT}")
-    return shards
+    return [Checkpoint.open(shard) for shard in shards]
 
 
 def _find_tokenizer_dir(gemma_dir: Path) -> Path:
@@ -70,9 +62,9 @@ def _quantizable(group_size: int):
     return predicate
 
 
-def _read_gemma_dir(gemma_dir: Path) -> tuple[dict, Gemma3TextConfig, list[Path], dict, str]:
-    """The directory's raw config, its parsed text config, its shards, their tensor names and
-    the language model's key prefix: everything but the weights."""
+def _read_gemma_dir(gemma_dir: Path) -> tuple[dict, Gemma3TextConfig, list[Checkpoint], str]:
+    """The directory's raw config, its parsed text config, its shards and the language model's
+    key prefix: everything but the weights."""
     if not gemma_dir.is_dir():
         raise CheckpointError(f"{gemma_dir}: no such directory. {_DOWNLOAD_HINT}")
     config_path = gemma_dir / "config.json"
@@ -84,14 +76,13 @@ def _read_gemma_dir(gemma_dir: Path) -> tuple[dict, Gemma3TextConfig, list[Path]
         raise CheckpointError(f"{config_path}: not valid JSON ({err}). {_DOWNLOAD_HINT}") from None
     config = Gemma3TextConfig.from_dict(raw_config, str(config_path))
     shards = _gemma_shards(gemma_dir)
-    names = {shard: tensor_names(shard) for shard in shards}
-    prefix = language_model_prefix(name for shard_names in names.values() for name in shard_names)
+    prefix = language_model_prefix(name for shard in shards for name in shard.entries)
     if prefix is None:
         raise CheckpointError(
             f"{gemma_dir}: no Gemma language model in its safetensors (looked for "
             "language_model.model.embed_tokens.weight and its variants). Is this a Gemma 3 directory?"
         )
-    return raw_config, config, shards, names, prefix
+    return raw_config, config, shards, prefix
 
 
 def check_text_encoder_dir(gemma_dir: str | Path) -> None:
@@ -101,19 +92,21 @@ def check_text_encoder_dir(gemma_dir: str | Path) -> None:
     _find_tokenizer_dir(gemma_dir)
 
 
-def check_prompt_embeddings(path: str | Path, checkpoint_path: str | Path | None = None) -> None:
+def check_prompt_embeddings(path: str | Path | Checkpoint, checkpoint: str | Path | Checkpoint | None = None) -> None:
     """Refuse, from its header alone, a file that is not prompt embeddings from `ltx2-mlx
     encode-prompt`, or (given the checkpoint) one without the audio context the model needs."""
-    path = Path(path)
-    shapes = tensor_shapes(path)
-    if read_metadata(path).get("format") != PROMPT_EMBEDDINGS_FORMAT or not {"video_context", "mask"} <= set(shapes):
+    embeddings = Checkpoint.open(path)
+    names = embeddings.entries
+    if embeddings.metadata.get("format") != PROMPT_EMBEDDINGS_FORMAT or not {"video_context", "mask"} <= set(names):
         raise CheckpointError(
-            f"{path}: not a prompt-embeddings file (it holds {sorted(shapes)[:4]}); write one with `ltx2-mlx encode-prompt`."
+            f"{embeddings.path}: not a prompt-embeddings file (it holds {sorted(names)[:4]}); "
+            "write one with `ltx2-mlx encode-prompt`."
         )
-    if checkpoint_path is not None and "audio_context" not in shapes:
-        if any(name.startswith("model.diffusion_model.audio_") for name in tensor_names(checkpoint_path)):
+    if checkpoint is not None and "audio_context" not in names:
+        checkpoint = Checkpoint.open(checkpoint)
+        if checkpoint.holds("model.diffusion_model.audio_"):
             raise CheckpointError(
-                f"{path}: has no audio context, but {Path(checkpoint_path).name} makes audio; "
+                f"{embeddings.path}: has no audio context, but {checkpoint.path.name} makes audio; "
                 "encode the prompt again with `ltx2-mlx encode-prompt --checkpoint-path` that checkpoint."
             )
 
@@ -133,11 +126,11 @@ def load_text_encoder(
     if quantize_bits not in (None, 4, 8):
         raise ValueError(f"quantize_bits={quantize_bits} must be None, 8 or 4.")
     gemma_dir = Path(gemma_dir)
-    raw_config, config, shards, names, prefix = _read_gemma_dir(gemma_dir)
+    raw_config, config, shards, prefix = _read_gemma_dir(gemma_dir)
     weights = {}
     for shard in shards:
-        if any(name.startswith(prefix) for name in names[shard]):
-            weights.update(load_tensors(shard, prefix))  # lazy: only the language model is read
+        if shard.holds(prefix):
+            weights.update(shard.load(prefix))  # lazy: only the language model is read
     weights = {k: v for k, v in weights.items() if not k.startswith(("vision_tower.", "multi_modal_projector."))}
 
     model = Gemma3TextModel(config)
@@ -159,11 +152,11 @@ def load_text_encoder(
     tokenizer = GemmaTokenizer(_find_tokenizer_dir(gemma_dir), max_length=max_length)
     if not with_vision:
         return GemmaTextEncoder(model, tokenizer)
-    vision, image_options = _load_vision(gemma_dir, raw_config, config, shards, names, dtype)
+    vision, image_options = _load_vision(gemma_dir, raw_config, config, shards, dtype)
     return GemmaTextEncoder(model, tokenizer, vision, **image_options)
 
 
-def _load_vision(gemma_dir, raw_config, text_config, shards, names, dtype):
+def _load_vision(gemma_dir, raw_config, text_config, shards: list[Checkpoint], dtype):
     vision_config = VisionConfig.from_dict(raw_config, text_config.hidden_size, str(gemma_dir / "config.json"))
     if vision_config is None:
         raise CheckpointError(
@@ -172,8 +165,8 @@ def _load_vision(gemma_dir, raw_config, text_config, shards, names, dtype):
         )
     weights = {}
     for shard in shards:
-        if any("vision_tower." in n or "multi_modal_projector." in n for n in names[shard]):
-            weights.update(sanitize_vision(load_tensors(shard)))
+        if any("vision_tower." in n or "multi_modal_projector." in n for n in shard.entries):
+            weights.update(sanitize_vision(shard.load()))
     vision = Gemma3Vision(vision_config)
     load_module_weights(vision, weights, gemma_dir, "Gemma vision tower", dtype)
     mx.eval(vision.parameters())
@@ -199,13 +192,17 @@ _PROCESSOR_PREFIXES = {
 }
 
 
-def load_embeddings_processor(checkpoint_path: str | Path, dtype: mx.Dtype | None = None) -> EmbeddingsProcessor:
+def load_embeddings_processor(
+    checkpoint: str | Path | Checkpoint, dtype: mx.Dtype | None = None
+) -> EmbeddingsProcessor:
     """Feature extractor (V1 or V2, as the checkpoint's transformer config says) and the video
     and audio embeddings connectors. Widths and register counts come from the weights."""
-    config = read_config(checkpoint_path, "transformer", what="text embeddings processor")["transformer"]
+    checkpoint = Checkpoint.open(checkpoint)
+    checkpoint_path = checkpoint.path
+    config = checkpoint.config("transformer", what="text embeddings processor")["transformer"]
     weights = {}
-    for source, target in _PROCESSOR_PREFIXES.items():
-        weights.update({target + k: v for k, v in load_tensors(checkpoint_path, source).items()})
+    for source, tensors in checkpoint.load_groups(list(_PROCESSOR_PREFIXES)).items():
+        weights.update({_PROCESSOR_PREFIXES[source] + k: v for k, v in tensors.items()})
     try:
         version = feature_extractor_version(config)
     except ValueError as err:
@@ -262,7 +259,7 @@ def load_embeddings_processor(checkpoint_path: str | Path, dtype: mx.Dtype | Non
         else None,
     )
     processor = EmbeddingsProcessor(processor_config)
-    load_module_weights(processor, weights, checkpoint_path, "text embeddings processor", dtype)
+    load_module_weights(processor, weights, checkpoint.path, "text embeddings processor", dtype)
     mx.eval(processor.parameters())
     return processor
 
@@ -270,7 +267,7 @@ def load_embeddings_processor(checkpoint_path: str | Path, dtype: mx.Dtype | Non
 def encode_prompts(
     prompts: list[str],
     gemma_dir: str | Path,
-    checkpoint_path: str | Path,
+    checkpoint_path: str | Path | Checkpoint,
     *,
     enhance_first_prompt: bool = False,
     enhance_prompt_image=None,

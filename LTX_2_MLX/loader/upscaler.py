@@ -5,29 +5,30 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from LTX_2_MLX.loader.checkpoint import CheckpointError, load_module_weights, load_tensors, read_config
+from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, load_module_weights
 from LTX_2_MLX.model.upscaler import LatentUpsampler, LatentUpsamplerConfig
 
 WHAT = "latent upscaler"
 
 
-def check_upscaler_file(path: str | Path) -> LatentUpsamplerConfig:
+def check_upscaler_file(checkpoint: str | Path | Checkpoint) -> LatentUpsamplerConfig:
     """The upscaler config of a file, read from its header alone (refused if it has none)."""
-    raw_config = read_config(path, what=WHAT)
+    checkpoint = Checkpoint.open(checkpoint)
+    raw_config = checkpoint.config(what=WHAT)
     try:
         return LatentUpsamplerConfig.from_dict(raw_config)
     except (ValueError, TypeError) as err:
-        raise CheckpointError(f"{path}: its {WHAT} config is not usable: {err}.") from None
+        raise CheckpointError(f"{checkpoint.path}: its {WHAT} config is not usable: {err}.") from None
 
 
-def load_upscaler(path: str | Path, dtype: mx.Dtype | None = None) -> LatentUpsampler:
+def load_upscaler(checkpoint: str | Path | Checkpoint, dtype: mx.Dtype | None = None) -> LatentUpsampler:
     """Build the upsampler the file's config describes and load its weights strictly.
 
     dtype: cast floating weights to it (e.g. mx.bfloat16); None keeps the file's dtype.
     """
-    config = check_upscaler_file(path)
-    upscaler = LatentUpsampler(config)
-    weights = LatentUpsampler.sanitize(load_tensors(path))
-    load_module_weights(upscaler, weights, path, WHAT, dtype)
+    checkpoint = Checkpoint.open(checkpoint)
+    upscaler = LatentUpsampler(check_upscaler_file(checkpoint))
+    weights = LatentUpsampler.sanitize(checkpoint.load())
+    load_module_weights(upscaler, weights, checkpoint.path, WHAT, dtype)
     mx.eval(upscaler.parameters())
     return upscaler.eval()

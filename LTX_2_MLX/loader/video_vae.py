@@ -9,38 +9,43 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from LTX_2_MLX.loader.checkpoint import CheckpointError, load_module_weights, load_tensors, read_config
+from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, load_module_weights
 from LTX_2_MLX.model.video_vae import PerChannelStatistics, VideoVAE, VideoVAEConfig
 from LTX_2_MLX.model.video_vae.video_vae import sanitize
 
+SHARED_STATISTICS_PREFIX = "vae.per_channel_statistics."
+
+
+def video_vae_config(checkpoint: str | Path | Checkpoint) -> VideoVAEConfig:
+    checkpoint = Checkpoint.open(checkpoint)
+    try:
+        return VideoVAEConfig.from_dict(checkpoint.config("vae", what="video VAE")["vae"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{checkpoint.path}: unusable 'vae' config: {err}") from None
+
 
 def load_video_vae(
-    path: str | Path,
+    checkpoint: str | Path | Checkpoint,
     dtype: mx.Dtype | None = None,
     encoder: bool = True,
     decoder: bool = True,
 ) -> VideoVAE:
-    """The VAE of the checkpoint at `path`, in `dtype` (the file's own when None).
+    """The VAE of the checkpoint, in `dtype` (the file's own when None).
 
     `encoder=False` / `decoder=False` skip a half that is not needed (the decoder alone is
     enough to turn latents into video). Missing, unexpected or misshapen weights raise
     CheckpointError.
     """
-    config_dict = read_config(path, "vae", what="video VAE")["vae"]
-    try:
-        config = VideoVAEConfig.from_dict(config_dict)
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: unusable 'vae' config: {err}") from None
-    vae = VideoVAE(config, encoder=encoder, decoder=decoder)
-
-    shared_statistics = PerChannelStatistics.sanitize(load_tensors(path, "vae.per_channel_statistics."))
+    checkpoint = Checkpoint.open(checkpoint)
+    vae = VideoVAE(video_vae_config(checkpoint), encoder=encoder, decoder=decoder)
+    parts = [part for part in ("encoder", "decoder") if getattr(vae, part) is not None]
+    groups = checkpoint.load_groups([SHARED_STATISTICS_PREFIX, *(f"vae.{part}." for part in parts)])
+    shared_statistics = PerChannelStatistics.sanitize(groups[SHARED_STATISTICS_PREFIX])
     weights = {}
-    for part in ("encoder", "decoder"):
-        if getattr(vae, part) is None:
-            continue
-        tensors = load_tensors(path, f"vae.{part}.")
+    for part in parts:
+        tensors = groups[f"vae.{part}."]
         if not tensors:
-            raise CheckpointError(f"{path}: no 'vae.{part}.*' weights; this file holds no video VAE {part}.")
+            raise CheckpointError(f"{checkpoint.path}: no 'vae.{part}.*' weights; this file holds no video VAE {part}.")
         # ltx-core maps `vae.per_channel_statistics.*` and `vae.<part>.per_channel_statistics.*`
         # to the same module keys; the shared copy is the one official files carry.
         own = {k: v for k, v in tensors.items() if k.startswith("per_channel_statistics.")}
@@ -49,6 +54,26 @@ def load_video_vae(
         tensors = {k: v for k, v in tensors.items() if k not in own}
         weights.update({f"{part}.{k}": v for k, v in sanitize(tensors).items()})
         weights.update({f"{part}.per_channel_statistics.{k}": v for k, v in statistics.items()})
-    load_module_weights(vae, weights, path, "video VAE", dtype)
+    load_module_weights(vae, weights, checkpoint.path, "video VAE", dtype)
     mx.eval(vae.parameters())
     return vae.eval()
+
+
+def load_latent_statistics(checkpoint: str | Path | Checkpoint, dtype: mx.Dtype | None = None) -> PerChannelStatistics:
+    """The per-channel latent statistics the VAE encoder normalises with (and the decoder
+    un-normalises with), as the encoder `load_video_vae` builds would hold them, in `dtype`:
+    read from their byte ranges alone, so neither half of the VAE is built or mapped."""
+    checkpoint = Checkpoint.open(checkpoint)
+    statistics = PerChannelStatistics(video_vae_config(checkpoint).latent_channels)
+    weights = {}
+    # The encoder's own copy, overridden by the shared one, as load_video_vae does.
+    for prefix in ("vae.encoder.per_channel_statistics.", SHARED_STATISTICS_PREFIX):
+        stored = {
+            key: prefix + key for key in PerChannelStatistics.CHECKPOINT_KEYS if prefix + key in checkpoint.entries
+        }
+        weights.update(
+            PerChannelStatistics.sanitize({key: checkpoint.read_tensor(name) for key, name in stored.items()})
+        )
+    load_module_weights(statistics, weights, checkpoint.path, "video VAE latent statistics", dtype)
+    mx.eval(statistics.parameters())
+    return statistics.eval()
