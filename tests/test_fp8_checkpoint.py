@@ -1,5 +1,6 @@
 """Lightricks' official fp8 checkpoints (ltx-2-19b-{dev,distilled}-fp8.safetensors) read by
-load_transformer, on a tiny file written in their layout.
+load_transformer_as_stored (what the model ledger loads the DiT with), on a tiny file written in
+their layout.
 
 The real files hold 6,404 tensors (TensorRT-LLM's LTX_2_CHECKPOINT_FORMAT.md): 5,920 under
 model.diffusion_model., i.e. the bf16 DiT's 3,510 plus the text connectors' 2 x 29, plus 2,352 =
@@ -36,8 +37,8 @@ from transformer_fixtures import (
     to_mlx_modality,
 )
 
-from LTX_2_MLX.loader import CheckpointError, load_transformer
-from LTX_2_MLX.quantization import Fp8Linear, quantized_layers
+from LTX_2_MLX.loader import CheckpointError
+from LTX_2_MLX.quantization import Fp8Linear, load_transformer_as_stored, quantized_layers
 
 PREFIX = "model.diffusion_model."
 NUM_LAYERS = 4  # blocks 1 and 2 in fp8; 0 and 3 in bf16, as 0 and 43-47 of 48 in the real files
@@ -135,7 +136,7 @@ def test_real_file_tensor_count_is_the_bf16_dit_plus_two_scales_per_fp8_linear()
 
 
 def test_official_fp8_file_matches_reference_with_dequantized_weights_fp32(official_fp8):
-    model = load_transformer(write(official_fp8, "official"), dtype=mx.float32)
+    model = load_transformer_as_stored(write(official_fp8, "official"), dtype=mx.float32)
     assert quantized_layers(model) == official_fp8["layers"]
     modules = dict(model.named_modules())
     for layer in official_fp8["layers"]:
@@ -152,7 +153,7 @@ def test_official_fp8_file_matches_reference_with_dequantized_weights_fp32(offic
 
 
 def test_official_fp8_file_bf16_close_to_reference(official_fp8):
-    model = load_transformer(write(official_fp8, "official-bf16"), dtype=mx.bfloat16)
+    model = load_transformer_as_stored(write(official_fp8, "official-bf16"), dtype=mx.bfloat16)
     (ref_video, ref_audio), (video, audio) = run_both(official_fp8, model, mx.bfloat16)
     assert video.dtype == mx.bfloat16
     assert_cosine("official fp8 layout bf16 video velocity", video, ref_video)
@@ -167,8 +168,8 @@ def test_comfy_quant_markers_load_like_the_official_file(official_fp8):
     """ComfyUI's layout: the per-layer format marker as a U8 `.comfy_quant` tensor."""
     tensors = dict(official_fp8["tensors"])
     tensors.update({f"{PREFIX}{layer}.comfy_quant": comfy_marker("float8_e4m3fn") for layer in official_fp8["layers"]})
-    marked = load_transformer(write(official_fp8, "comfy", tensors), dtype=mx.float32)
-    official = load_transformer(write(official_fp8, "official-again"), dtype=mx.float32)
+    marked = load_transformer_as_stored(write(official_fp8, "comfy", tensors), dtype=mx.float32)
+    official = load_transformer_as_stored(write(official_fp8, "official-again"), dtype=mx.float32)
     assert quantized_layers(marked) == quantized_layers(official)
     expected, actual = dict(tree_flatten(official.parameters())), dict(tree_flatten(marked.parameters()))
     assert sorted(actual) == sorted(expected)
@@ -225,6 +226,6 @@ def test_unknown_fp8_layout_is_refused_naming_the_tensor(official_fp8, damage):
     tensors, metadata = dict(official_fp8["tensors"]), dict(official_fp8["metadata"])
     named = damage(tensors, metadata)
     with pytest.raises(CheckpointError) as refusal:
-        load_transformer(write(official_fp8, damage.__name__, tensors, metadata), dtype=mx.float32)
+        load_transformer_as_stored(write(official_fp8, damage.__name__, tensors, metadata), dtype=mx.float32)
     message = str(refusal.value)
     assert named in message and "\n" not in message, message

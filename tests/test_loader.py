@@ -97,8 +97,12 @@ def test_converted_checkpoint_loads_back_the_same(tiny, tmp_path):
     converted = tmp_path / "tiny-bf16.safetensors"
     convert_checkpoint(path, converted, mx.bfloat16)
     video, audio = reference_modalities(config, batch=1)
-    original = load_transformer(path, dtype=mx.bfloat16)(to_mlx_modality(video, mx.bfloat16), to_mlx_modality(audio, mx.bfloat16))
-    reloaded = load_transformer(converted, dtype=mx.bfloat16)(to_mlx_modality(video, mx.bfloat16), to_mlx_modality(audio, mx.bfloat16))
+    original = load_transformer(path, dtype=mx.bfloat16)(
+        to_mlx_modality(video, mx.bfloat16), to_mlx_modality(audio, mx.bfloat16)
+    )
+    reloaded = load_transformer(converted, dtype=mx.bfloat16)(
+        to_mlx_modality(video, mx.bfloat16), to_mlx_modality(audio, mx.bfloat16)
+    )
     assert_matches("converted bf16 checkpoint reloads identically (video)", reloaded[0], original[0], tol=0.0)
     assert_matches("converted bf16 checkpoint reloads identically (audio)", reloaded[1], original[1], tol=0.0)
 
@@ -127,23 +131,26 @@ def test_checkpoint_with_another_extension_loads(tiny, tmp_path):
 
 
 def test_fp8_checkpoint_stays_fp8_and_decodes_to_its_values(tiny, tmp_path):
-    """Official fp8 files store the block linears as float8_e4m3fn: load_transformer keeps those
-    layers in fp8 (upcast on the fly), never reading the bytes as if they were numbers."""
-    from LTX_2_MLX.quantization import Fp8Linear
+    """Official fp8 files store the block linears as float8_e4m3fn: load_transformer_as_stored
+    keeps those layers in fp8 (upcast on the fly), never reading the bytes as if they were
+    numbers; the float loader refuses the file, naming the one that reads it."""
+    from LTX_2_MLX.quantization import Fp8Linear, load_transformer_as_stored
 
     config, reference, _ = tiny
     state = {f"model.diffusion_model.{k}": v for k, v in reference.state_dict().items()}
     fp8 = {k: v.to(torch.float8_e4m3fn) if ".to_q." in k or ".ff.net." in k else v for k, v in state.items()}
     path = save_checkpoint(tmp_path / "tiny-fp8.safetensors", fp8, config)
-    layer = load_transformer(path, dtype=mx.float32).transformer_blocks[0].attn1.to_q
+    with pytest.raises(CheckpointError, match="stored in fp8; load it with .*load_transformer_as_stored"):
+        load_transformer(path)
+    layer = load_transformer_as_stored(path, dtype=mx.float32).transformer_blocks[0].attn1.to_q
     assert isinstance(layer, Fp8Linear)
     expected = fp8["model.diffusion_model.transformer_blocks.0.attn1.to_q.weight"].float()
     decoded = mx.from_fp8(layer.weight, dtype=mx.float32)
     assert_matches("fp8 checkpoint weight decoded exactly", decoded, expected, tol=0.0)
 
 
-def test_cli_quantize_writes_a_file_load_transformer_reads_back(tiny, tmp_path):
-    from LTX_2_MLX.pipelines.model_ledger import prepare_transformer
+def test_cli_quantize_writes_a_file_load_transformer_as_stored_reads_back(tiny, tmp_path):
+    from LTX_2_MLX.quantization import load_transformer_as_stored, prepare_transformer
 
     config, _, path = tiny
     out = tmp_path / "tiny-int8.safetensors"
@@ -153,5 +160,5 @@ def test_cli_quantize_writes_a_file_load_transformer_reads_back(tiny, tmp_path):
     video, audio = reference_modalities(config, batch=1)
     inputs = (to_mlx_modality(video, mx.bfloat16), to_mlx_modality(audio, mx.bfloat16))
     expected = prepare_transformer(load_transformer(path, dtype=mx.bfloat16), [], "int8")(*inputs)
-    reloaded = load_transformer(out)(*inputs)
+    reloaded = load_transformer_as_stored(out)(*inputs)
     assert_matches("quantize CLI int8 file reloads identically (video)", reloaded[0], expected[0], tol=0.0)

@@ -30,8 +30,8 @@ from transformer_fixtures import (
     to_mlx_modality,
 )
 
-import LTX_2_MLX.loader.lora as lora_module
 from LTX_2_MLX.loader import CheckpointError, load_transformer
+from LTX_2_MLX.loader.checkpoint import Checkpoint
 from LTX_2_MLX.loader.lora import apply_loras, check_lora_file
 from LTX_2_MLX.loader.transformer import transformer_config
 from LTX_2_MLX.model.transformer import LTXModelConfig, LTXModelType
@@ -468,7 +468,8 @@ def test_check_lora_file_reads_only_the_header(setup, monkeypatch):
     def no_tensors(*args, **kwargs):
         raise AssertionError("check_lora_file loaded tensors")
 
-    monkeypatch.setattr(lora_module, "load_tensors", no_tensors)
+    monkeypatch.setattr(mx, "load", no_tensors)
+    monkeypatch.setattr(Checkpoint, "read_tensor", no_tensors)
     check_lora_file(path, transformer_config(setup["checkpoint"]))
 
 

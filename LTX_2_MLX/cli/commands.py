@@ -7,7 +7,7 @@ import click
 import mlx.core as mx
 
 from LTX_2_MLX.cli import main
-from LTX_2_MLX.loader.checkpoint import read_config, read_metadata, tensor_names
+from LTX_2_MLX.loader.checkpoint import Checkpoint
 
 DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 FILE = click.Path(dir_okay=False, path_type=Path)
@@ -25,16 +25,16 @@ def inspect(checkpoint: Path) -> None:
     """Report what an LTX-2 checkpoint holds, and load its transformer to check it."""
     from mlx.utils import tree_flatten
 
-    from LTX_2_MLX.loader import load_transformer
+    from LTX_2_MLX.quantization import load_transformer_as_stored
 
-    config = read_config(checkpoint)
-    names = tensor_names(checkpoint)
-    click.echo(f"{checkpoint}: {len(names)} tensors; config sections: {', '.join(sorted(config)) or '(none)'}")
-    quantization = read_metadata(checkpoint).get("quantization")
+    opened = Checkpoint.open(checkpoint)
+    config = opened.config()
+    click.echo(f"{checkpoint}: {len(opened.entries)} tensors; config sections: {', '.join(sorted(config)) or '(none)'}")
+    quantization = opened.metadata.get("quantization")
     if quantization:
         click.echo(f"quantized transformer: {quantization[:80]}")
     if "transformer" in config:
-        model = load_transformer(checkpoint, dtype=mx.bfloat16)
+        model = load_transformer_as_stored(opened, dtype=mx.bfloat16)
         c = model.config
         count = sum(p.size for _, p in tree_flatten(model.parameters()))
         click.echo(
@@ -53,7 +53,7 @@ def convert(source: Path, destination: Path, dtype: str) -> None:
     """Write SOURCE's tensors in another dtype to DESTINATION (same layout and config)."""
     from LTX_2_MLX.loader.convert import check_output_path, convert_checkpoint
 
-    read_config(source)
+    Checkpoint.open(source).config()
     check_output_path(destination, [source], what="converted checkpoint")
     count = convert_checkpoint(source, destination, DTYPES[dtype])
     click.echo(f"wrote {destination} ({count} tensors, {dtype})")
@@ -71,18 +71,22 @@ def quantize(source: Path, destination: Path, mode: str, loras) -> None:
     from LTX_2_MLX.loader import load_transformer
     from LTX_2_MLX.loader.convert import check_output_path
     from LTX_2_MLX.loader.lora import check_lora_file
-    from LTX_2_MLX.loader.transformer import transformer_config
-    from LTX_2_MLX.pipelines.model_ledger import prepare_transformer
-    from LTX_2_MLX.quantization import save_quantized_transformer
+    from LTX_2_MLX.loader.transformer import stored_quantization, transformer_config
+    from LTX_2_MLX.quantization import prepare_transformer, save_quantized_transformer
 
-    config = transformer_config(source)
-    if "quantization" in read_metadata(source):
-        raise click.ClickException(f"{source}: is already quantized; quantize the original bf16 checkpoint instead.")
+    opened = Checkpoint.open(source)
+    config = transformer_config(opened)
+    stored = stored_quantization(opened)
+    if stored is not None:
+        raise click.ClickException(
+            f"{source}: is already {'fp8' if stored == 'fp8' else 'quantized'}; "
+            "quantize the original bf16 checkpoint instead."
+        )
     for path, _ in loras:
         check_lora_file(path, config)
     check_output_path(destination, [source, *(path for path, _ in loras)], what="quantized checkpoint")
-    model = prepare_transformer(load_transformer(source, dtype=mx.bfloat16), list(loras), mode)
-    save_quantized_transformer(model, destination, source)
+    model = prepare_transformer(load_transformer(opened, dtype=mx.bfloat16), list(loras), mode)
+    save_quantized_transformer(model, destination, opened)
     click.echo(f"wrote {destination} (transformer in {mode}, every other part as in {source.name})")
 
 
@@ -100,12 +104,13 @@ def encode_prompt(checkpoint_path, gemma_path, prompt, output_path, text_encoder
     from LTX_2_MLX.loader.text_encoder import check_text_encoder_dir, encode_prompts
     from LTX_2_MLX.model.text_encoder import save_prompt_embeddings
 
-    read_config(checkpoint_path, "transformer", what="text embeddings processor")
+    checkpoint = Checkpoint.open(checkpoint_path)
+    checkpoint.config("transformer", what="text embeddings processor")
     check_text_encoder_dir(gemma_path)
     check_output_path(output_path, [checkpoint_path], what="prompt embeddings")
     bits = int(text_encoder_bits) if text_encoder_bits else None
     ((video_context, audio_context, mask),) = encode_prompts(
-        [prompt], gemma_path, checkpoint_path, quantize_bits=bits, dtype=DTYPES[dtype]
+        [prompt], gemma_path, checkpoint, quantize_bits=bits, dtype=DTYPES[dtype]
     )
     save_prompt_embeddings(output_path, video_context, audio_context, mask, prompt)
     click.echo(f"wrote {output_path}")

@@ -54,10 +54,10 @@ from pathlib import Path
 import mlx.core as mx
 from mlx import nn
 
-from LTX_2_MLX.loader.checkpoint import CheckpointError, load_tensors, read_metadata, tensor_shapes
+from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError
 from LTX_2_MLX.loader.transformer import CONNECTOR_PREFIXES
+from LTX_2_MLX.model.common.fp8_linear import Fp8Linear
 from LTX_2_MLX.model.transformer import LTXModel, LTXModelConfig
-from LTX_2_MLX.quantization.fp8_cast import Fp8Linear
 
 KOHYA_PREFIX = "lora_unet_"
 KOHYA_WRAPPER_PREFIX = "model_"  # musubi-tuner trains a wrapper whose `model` is the DiT
@@ -184,9 +184,10 @@ def _model_name(module: LoraModule, kohya_names: Mapping[str, str | None] | None
     return module.stem
 
 
-def _diffusers_alpha(path: str | Path) -> float | None:
+def _diffusers_alpha(lora: Checkpoint) -> float | None:
     """lora_alpha of the PEFT config diffusers stores beside its LoRAs; None when absent."""
-    raw = read_metadata(path).get(DIFFUSERS_METADATA_KEY)
+    path = lora.path
+    raw = lora.metadata.get(DIFFUSERS_METADATA_KEY)
     if raw is None:
         return None
     try:
@@ -207,14 +208,15 @@ def _diffusers_alpha(path: str | Path) -> float | None:
     return None if alpha is None else float(alpha)
 
 
-def _lora_modules(path: str | Path, weight_shapes: Mapping[str, tuple[int, int]] | None) -> dict[str, LoraModule]:
+def _lora_modules(lora: Checkpoint, weight_shapes: Mapping[str, tuple[int, int]] | None) -> dict[str, LoraModule]:
     """A LoRA file's modules by the model's module name, checked from the header alone.
 
     `weight_shapes` ({module: (out, in)} of the model's 2-D weights) checks that every module
     exists with the right shape; without it only the file itself is checked and kohya names
     stay unresolved (keyed by their file name).
     """
-    shapes = tensor_shapes(path)
+    path = lora.path
+    shapes = {name: list(entry.shape) for name, entry in lora.entries.items()}
     modules = [module for module in _parse_keys(path, shapes) if not _is_text_encoder_side(module)]
     malformed = [
         module.describe(shapes, f", alpha {tuple(shapes[module.alpha])}" if module.alpha else "")
@@ -230,7 +232,7 @@ def _lora_modules(path: str | Path, weight_shapes: Mapping[str, tuple[int, int]]
             f"{_shown(malformed)}. The file is damaged or not a plain linear LoRA; re-export it."
         )
     if any(module.layout == DIFFUSERS_PREFIX and module.alpha is None for module in modules):
-        alpha = _diffusers_alpha(path)
+        alpha = _diffusers_alpha(lora)
         modules = [
             replace(module, metadata_alpha=alpha) if module.layout == DIFFUSERS_PREFIX else module for module in modules
         ]
@@ -280,7 +282,7 @@ def _weight_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
     return shapes
 
 
-def check_lora_file(path: str | Path, config: LTXModelConfig | None = None) -> None:
+def check_lora_file(path: str | Path | Checkpoint, config: LTXModelConfig | None = None) -> None:
     """Raise CheckpointError (one line, naming the fix) for a LoRA file `apply_loras` would
     refuse, reading only the safetensors header, so a CLI can check before any model loads.
 
@@ -289,16 +291,17 @@ def check_lora_file(path: str | Path, config: LTXModelConfig | None = None) -> N
     module, with the LoRA's shapes. The model is built lazily for its module names and shapes:
     its parameters are never evaluated, so even the 48-layer DiT costs ~0.1 s and no memory.
     """
-    _lora_modules(path, None if config is None else _weight_shapes(LTXModel(config)))
+    _lora_modules(Checkpoint.open(path), None if config is None else _weight_shapes(LTXModel(config)))
 
 
 def read_lora(
-    path: str | Path, weight_shapes: Mapping[str, tuple[int, int]] | None = None
+    path: str | Path | Checkpoint, weight_shapes: Mapping[str, tuple[int, int]] | None = None
 ) -> dict[str, tuple[mx.array, mx.array, float]]:
     """module -> (A, B, alpha / rank, or 1 without alpha) of a LoRA file, checked as
     `check_lora_file` does (against `weight_shapes`, the model's {module: (out, in)}, if given)."""
-    modules = _lora_modules(path, weight_shapes)
-    tensors = load_tensors(path)
+    lora = Checkpoint.open(path)
+    modules = _lora_modules(lora, weight_shapes)
+    tensors = lora.load()
     lora = {}
     for name, module in modules.items():
         down, up = tensors[module.down], tensors[module.up]
@@ -340,7 +343,7 @@ def _fuse_fp8(layer: Fp8Linear, pairs: list[tuple[mx.array, mx.array, float]]) -
         layer.weight = mx.to_fp8(lora_delta(pairs, mx.bfloat16) + mx.from_fp8(layer.weight, dtype=mx.bfloat16))
 
 
-def apply_loras(model: nn.Module, loras: Sequence[tuple[str | Path, float]]) -> nn.Module:
+def apply_loras(model: nn.Module, loras: Sequence[tuple[str | Path | Checkpoint, float]]) -> nn.Module:
     """Fuse LoRAs [(path, strength), ...] into `model`'s weights in place and return it.
 
     Every file is read and checked against the model before any weight changes. As in the

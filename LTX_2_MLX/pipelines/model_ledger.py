@@ -8,18 +8,20 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from LTX_2_MLX.loader.checkpoint import CheckpointError, read_config, stored_bytes
+from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError
 
 
 @dataclass
 class ModelLedger:
-    checkpoint_path: str | Path
+    checkpoint_path: str | Path | Checkpoint
     gemma_path: str | Path | None = None
     dtype: mx.Dtype = mx.bfloat16
     spatial_upscaler_path: str | Path | None = None
     loras: list[tuple[str, float]] = field(default_factory=list)
     text_encoder_bits: int | None = None
     quantization: str | None = None  # "fp8", "int8" or "int4" for the DiT
+    # "guidance" or "tensor": the DiT shared with the other processes mlx.launch started.
+    parallel: str | None = None
     # Prompt-embedding files standing in for the pipeline's prompts by position
     # (0: the prompt, 1: the negative prompt); None or missing entries are encoded with Gemma.
     precomputed_embeddings: tuple[str | Path | None, ...] = ()
@@ -27,7 +29,9 @@ class ModelLedger:
     report: Callable[[str], None] = field(default=lambda message: None, repr=False)
 
     def __post_init__(self):
-        self.config = read_config(self.checkpoint_path, section="transformer", what="LTX-2 transformer")
+        # Opened once: every model below is read through this one header.
+        self.checkpoint = Checkpoint.open(self.checkpoint_path)
+        self.config = self.checkpoint.config("transformer", what="LTX-2 transformer")
 
     @property
     def has_audio(self) -> bool:
@@ -41,22 +45,32 @@ class ModelLedger:
         except (KeyError, TypeError):
             return 8
 
-    def _announce(self, what: str, path: str | Path, prefix: str = "") -> None:
-        size = stored_bytes(path, prefix) if Path(path).is_file() else sum(
-            stored_bytes(shard) for shard in Path(path).glob("*.safetensors")
-        )
-        self.report(f"loading {what} from {Path(path).name} ({size / 2**30:.2f} GiB on disk)")
+    def _announce(self, what: str, source: Checkpoint | str | Path, prefix: str = "") -> None:
+        """`source`: a checkpoint (the tensors under `prefix` are counted) or a directory of
+        safetensors shards (all counted)."""
+        if isinstance(source, Checkpoint) or Path(source).is_file():
+            source = Checkpoint.open(source)
+            name, size = source.path.name, source.stored_bytes(prefix)
+        else:
+            shards = Path(source).glob("*.safetensors")
+            name, size = Path(source).name, sum(Checkpoint.open(shard).stored_bytes() for shard in shards)
+        self.report(f"loading {what} from {name} ({size / 2**30:.2f} GiB on disk)")
 
     def transformer(self):
-        """The X0 (denoised-output) wrapper of the DiT, LoRAs fused and quantized as asked."""
-        from LTX_2_MLX.loader import load_transformer
+        """The X0 (denoised-output) wrapper of the DiT as the checkpoint stores it (float, fp8 or
+        quantized), LoRAs fused and quantized as asked."""
         from LTX_2_MLX.model.transformer import X0Model
+        from LTX_2_MLX.quantization import load_transformer_as_stored, prepare_transformer
 
         extras = [f"{self.quantization} quantization"] if self.quantization else []
         extras += [f"{len(self.loras)} LoRA{'s' * (len(self.loras) > 1)}"] if self.loras else []
-        self._announce("the transformer" + (f" ({', '.join(extras)})" if extras else ""), self.checkpoint_path,
+        self._announce("the transformer" + (f" ({', '.join(extras)})" if extras else ""), self.checkpoint,
                        "model.diffusion_model.")  # fmt: skip
-        model = load_transformer(self.checkpoint_path, dtype=self.dtype)
+        if self.parallel is not None:
+            from LTX_2_MLX.distributed import parallel_transformer
+
+            return parallel_transformer(self.parallel, self.checkpoint, self.dtype, self.loras, self.quantization)
+        model = load_transformer_as_stored(self.checkpoint, dtype=self.dtype)
         return X0Model(prepare_transformer(model, self.loras, self.quantization))
 
     def encode_prompts(self, prompts: list[str], enhance_first_prompt: bool = False, image=None, seed: int = 42):
@@ -77,7 +91,7 @@ class ModelLedger:
         self._announce("the Gemma 3 text encoder", self.gemma_path)
         encoded = iter(
             encode_prompts(
-                missing, self.gemma_path, self.checkpoint_path, dtype=self.dtype, quantize_bits=self.text_encoder_bits,
+                missing, self.gemma_path, self.checkpoint, dtype=self.dtype, quantize_bits=self.text_encoder_bits,
                 enhance_first_prompt=enhance_first_prompt and results[0] is None, enhance_prompt_image=image,
                 enhance_prompt_seed=seed,
             )
@@ -87,43 +101,48 @@ class ModelLedger:
     def video_encoder(self):
         from LTX_2_MLX.loader import load_video_vae
 
-        self._announce("the video VAE encoder", self.checkpoint_path, "vae.encoder.")
-        return load_video_vae(self.checkpoint_path, dtype=self.dtype, decoder=False).encoder
+        self._announce("the video VAE encoder", self.checkpoint, "vae.encoder.")
+        return load_video_vae(self.checkpoint, dtype=self.dtype, decoder=False).encoder
+
+    def latent_statistics(self):
+        """The video VAE's per-channel latent statistics (a PerChannelStatistics, the same values
+        as `video_encoder().per_channel_statistics`), read from the checkpoint without building
+        the encoder: what `upsample_latent` un-normalises and re-normalises with."""
+        from LTX_2_MLX.loader.video_vae import load_latent_statistics
+
+        return load_latent_statistics(self.checkpoint, dtype=self.dtype)
 
     def video_decoder(self):
         from LTX_2_MLX.loader import load_video_vae
 
-        self._announce("the video VAE decoder", self.checkpoint_path, "vae.decoder.")
-        return load_video_vae(self.checkpoint_path, dtype=self.dtype, encoder=False).decoder
+        self._announce("the video VAE decoder", self.checkpoint, "vae.decoder.")
+        return load_video_vae(self.checkpoint, dtype=self.dtype, encoder=False).decoder
+
+    def _require_audio(self) -> None:
+        if not self.has_audio:
+            raise CheckpointError(f"{self.checkpoint.path}: holds no audio VAE / vocoder; it cannot make audio.")
+
+    def audio_encoder(self):
+        """The audio VAE's encoder alone (for audio given as input)."""
+        from LTX_2_MLX.loader.audio_vae import load_audio_vae
+
+        self._require_audio()
+        self._announce("the audio VAE encoder", self.checkpoint, "audio_vae.encoder.")
+        return load_audio_vae(self.checkpoint, dtype=self.dtype, decoder=False).encoder
 
     def audio_decoder_and_vocoder(self):
         from LTX_2_MLX.loader.audio_vae import load_audio_vae, load_vocoder
 
-        if not self.has_audio:
-            raise CheckpointError(f"{self.checkpoint_path}: holds no audio VAE / vocoder; it cannot make audio.")
-        self._announce("the audio VAE decoder and vocoder", self.checkpoint_path, "audio_vae.decoder.")
-        decoder = load_audio_vae(self.checkpoint_path, dtype=self.dtype, encoder=False).decoder
-        return decoder, load_vocoder(self.checkpoint_path, dtype=self.dtype)
+        self._require_audio()
+        self._announce("the audio VAE decoder and vocoder", self.checkpoint, "audio_vae.decoder.")
+        decoder = load_audio_vae(self.checkpoint, dtype=self.dtype, encoder=False).decoder
+        return decoder, load_vocoder(self.checkpoint, dtype=self.dtype)
 
     def spatial_upscaler(self):
         from LTX_2_MLX.loader import load_upscaler
 
         if self.spatial_upscaler_path is None:
             raise ValueError("two-stage generation needs the spatial upscaler: pass --spatial-upscaler-path")
-        self._announce("the spatial upscaler", self.spatial_upscaler_path)
-        return load_upscaler(self.spatial_upscaler_path, dtype=self.dtype)
-
-
-def prepare_transformer(model, loras: list[tuple[str, float]], quantization: str | None):
-    """Fuse LoRAs and quantize in the reference's order: fp8 layers take the LoRA after the
-    cast (as fp8_cast does); int8/int4 quantize the fused weights."""
-    from LTX_2_MLX.loader.lora import apply_loras
-    from LTX_2_MLX.quantization import quantize_transformer
-
-    if quantization == "fp8":
-        quantize_transformer(model, "fp8")
-    if loras:
-        apply_loras(model, loras)
-    if quantization in ("int8", "int4"):
-        quantize_transformer(model, quantization)
-    return model
+        upscaler = Checkpoint.open(self.spatial_upscaler_path)
+        self._announce("the spatial upscaler", upscaler)
+        return load_upscaler(upscaler, dtype=self.dtype)

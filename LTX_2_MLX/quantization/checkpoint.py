@@ -13,31 +13,45 @@ import mlx.core as mx
 from mlx import nn
 from mlx.utils import tree_flatten, tree_map_with_path
 
-from LTX_2_MLX.loader.checkpoint import (
-    CheckpointError,
-    load_module_weights,
-    load_tensors,
-    read_config,
-    read_metadata,
-    tensor_dtypes,
-)
+from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, load_module_weights
 from LTX_2_MLX.loader.convert import check_output_path, write_safetensors
-from LTX_2_MLX.loader.transformer import CONNECTOR_PREFIXES, TRANSFORMER_PREFIX, transformer_config
+from LTX_2_MLX.loader.transformer import (
+    CONNECTOR_PREFIXES,
+    QUANTIZATION_KEY,
+    TRANSFORMER_PREFIX,
+    load_transformer,
+    stored_quantization,
+    transformer_config,
+)
+from LTX_2_MLX.model.common.fp8_linear import Fp8Linear
 from LTX_2_MLX.model.transformer import LTXModel, LTXModelType
-from LTX_2_MLX.quantization.fp8_cast import Fp8Linear
 from LTX_2_MLX.quantization.quantize import QuantizationSpec, quantized_layers
 
-QUANTIZATION_KEY = "quantization"
+
+def load_transformer_as_stored(
+    checkpoint: str | Path | Checkpoint, dtype: mx.Dtype = mx.bfloat16, model_type: LTXModelType | None = None
+) -> LTXModel:
+    """The DiT as the file stores it: a file written by `ltx2-mlx quantize` loads as it was
+    saved (int8/int4/fp8); official fp8 files keep their fp8 layers in fp8 (upcast on the fly),
+    `dtype` applying to the rest; float files load as `dtype` (loader.load_transformer)."""
+    checkpoint = Checkpoint.open(checkpoint)
+    stored = stored_quantization(checkpoint)
+    if stored == "quantized":
+        return load_quantized_transformer(checkpoint, model_type)
+    if stored == "fp8":
+        return load_fp8_transformer(checkpoint, dtype, model_type)
+    return load_transformer(checkpoint, dtype, model_type)
 
 
-def save_quantized_transformer(model: LTXModel, path: str | Path, source: str | Path) -> None:
+def save_quantized_transformer(model: LTXModel, path: str | Path, source: str | Path | Checkpoint) -> None:
     """Write a model quantized by quantize_transformer (or load_fp8_transformer) to `path` as a
     complete checkpoint: the quantized DiT, and every other tensor of `source` (the checkpoint
     the model came from: VAEs, vocoder, text projection and connectors) copied unchanged, with
     `source`'s metadata. Every loader reads the file like the original; the DiT's float weights
     of `source` are not read.
     """
-    source, path = Path(source), check_output_path(path, [source])
+    source = Checkpoint.open(source)
+    path = check_output_path(path, [source.path])
     spec = getattr(model, "quantization", None)
     layers = quantized_layers(model)
     if spec is None or not layers:
@@ -45,41 +59,45 @@ def save_quantized_transformer(model: LTXModel, path: str | Path, source: str | 
             "the model is not quantized; call quantize_transformer(model, mode) first, "
             "or write a float checkpoint with `ltx2-mlx convert`."
         )
-    read_config(source, section="transformer", what="LTX-2 transformer")
+    source.config("transformer", what="LTX-2 transformer")
     tensors = {
         key: value
-        for key, value in load_tensors(source).items()
+        for key, value in source.load().items()
         if not key.startswith(TRANSFORMER_PREFIX) or key[len(TRANSFORMER_PREFIX) :].startswith(CONNECTOR_PREFIXES)
     }
     tensors.update({TRANSFORMER_PREFIX + key: value for key, value in tree_flatten(model.parameters())})
     quantization = json.dumps({**spec.to_dict(), "layers": layers})
     # The source's own fp8 bookkeeping (official fp8 files) would no longer describe the file.
-    metadata = {k: v for k, v in read_metadata(source).items() if k != FP8_METADATA_KEY}
+    metadata = {k: v for k, v in source.metadata.items() if k != FP8_METADATA_KEY}
     write_safetensors(path, tensors, {**metadata, QUANTIZATION_KEY: quantization, "converted_by": "LTX_2_MLX"})
 
 
-def _quantization_metadata(path: Path) -> tuple[QuantizationSpec, list[str]]:
-    metadata = read_metadata(path)
+def _quantization_metadata(checkpoint: Checkpoint) -> tuple[QuantizationSpec, list[str]]:
+    metadata = checkpoint.metadata
     if QUANTIZATION_KEY not in metadata:
         raise CheckpointError(
-            f"{path}: no '{QUANTIZATION_KEY}' in its metadata, so it is not a quantized LTX_2_MLX checkpoint. "
-            "Load a float or official fp8 file with load_transformer / load_fp8_transformer instead."
+            f"{checkpoint.path}: no '{QUANTIZATION_KEY}' in its metadata, so it is not a quantized LTX_2_MLX "
+            "checkpoint. "
+            "Load a float or official fp8 file with load_transformer_as_stored instead."
         )
     try:
         values = json.loads(metadata[QUANTIZATION_KEY])
         layers = values.pop("layers")
         return QuantizationSpec.from_dict(values), layers
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: unreadable '{QUANTIZATION_KEY}' metadata ({err}). Re-write the file.") from None
+        raise CheckpointError(
+            f"{checkpoint.path}: unreadable '{QUANTIZATION_KEY}' metadata ({err}). Re-write the file."
+        ) from None
 
 
-def load_quantized_transformer(path: str | Path, model_type: LTXModelType | None = None) -> LTXModel:
+def load_quantized_transformer(checkpoint: str | Path | Checkpoint, model_type: LTXModelType | None = None) -> LTXModel:
     """Build the DiT the file's config describes, with its quantized layers, and load it."""
-    path = Path(path)
-    spec, layers = _quantization_metadata(path)
-    model = LTXModel(transformer_config(path, model_type))
+    checkpoint = Checkpoint.open(checkpoint)
+    path = checkpoint.path
+    spec, layers = _quantization_metadata(checkpoint)
+    model = LTXModel(transformer_config(checkpoint, model_type))
     wanted = set(layers)
-    tensors = {k: v for k, v in load_tensors(path, TRANSFORMER_PREFIX).items() if not k.startswith(CONNECTOR_PREFIXES)}
+    tensors = {k: v for k, v in checkpoint.load(TRANSFORMER_PREFIX).items() if not k.startswith(CONNECTOR_PREFIXES)}
     scaled = {key.removesuffix(".weight_scale") for key in tensors if key.endswith(".weight_scale")}
 
     def empty_layer(layer_path: str, module: nn.Module) -> nn.Module:
@@ -171,10 +189,11 @@ def _check_fp8_companions(path: Path, tensors: dict[str, mx.array], fp8_layers: 
     _refuse_other_formats(path, markers, "its .comfy_quant tensors")
 
 
-def _check_fp8_metadata(path: Path, stored: dict[str, str], fp8_layers: set[str]) -> None:
+def _check_fp8_metadata(checkpoint: Checkpoint, stored: dict[str, str], fp8_layers: set[str]) -> None:
     """The metadata's transformer layers must all be F8_E4M3 layers marked float8_e4m3fn; the
     names of other parts of the file are for their own loaders."""
-    raw = read_metadata(path).get(FP8_METADATA_KEY)
+    path = checkpoint.path
+    raw = checkpoint.metadata.get(FP8_METADATA_KEY)
     if raw is None:
         return
     try:
@@ -195,7 +214,7 @@ def _check_fp8_metadata(path: Path, stored: dict[str, str], fp8_layers: set[str]
 
 
 def load_fp8_transformer(
-    path: str | Path, dtype: mx.Dtype = mx.bfloat16, model_type: LTXModelType | None = None
+    checkpoint: str | Path | Checkpoint, dtype: mx.Dtype = mx.bfloat16, model_type: LTXModelType | None = None
 ) -> LTXModel:
     """Load a checkpoint whose Linear weights are (partly) float8_e4m3fn, keeping them in fp8:
     the official ltx-2-19b-*-fp8 files, ComfyUI scaled-fp8 files, and unscaled fp8_cast files.
@@ -207,13 +226,14 @@ def load_fp8_transformer(
     in `dtype`, like ltx-core's fp8_cast. Any other tensor the model does not have is refused
     by name. All other tensors are cast to `dtype`.
     """
-    path = Path(path)
+    checkpoint = Checkpoint.open(checkpoint)
+    path = checkpoint.path
     stored = {
-        key[len(TRANSFORMER_PREFIX) :]: code
-        for key, code in tensor_dtypes(path).items()
+        key[len(TRANSFORMER_PREFIX) :]: entry.dtype
+        for key, entry in checkpoint.entries.items()
         if key.startswith(TRANSFORMER_PREFIX) and not key[len(TRANSFORMER_PREFIX) :].startswith(CONNECTOR_PREFIXES)
     }
-    model = LTXModel(transformer_config(path, model_type))
+    model = LTXModel(transformer_config(checkpoint, model_type))
     fp8_layers = []
 
     def fp8_layer(layer_path: str, module: nn.Module) -> nn.Module:
@@ -231,12 +251,12 @@ def load_fp8_transformer(
         )
     tensors = {
         key: value
-        for key, value in load_tensors(path, TRANSFORMER_PREFIX, decode_fp8=False).items()
+        for key, value in checkpoint.load(TRANSFORMER_PREFIX, decode_fp8=False).items()
         if not key.startswith(CONNECTOR_PREFIXES)
     }
     parameters = {key for key, _ in tree_flatten(model.parameters())}
     _check_fp8_companions(path, tensors, set(fp8_layers), parameters)
-    _check_fp8_metadata(path, stored, set(fp8_layers))
+    _check_fp8_metadata(checkpoint, stored, set(fp8_layers))
     fp8_keys = {f"{layer}.{name}" for layer in fp8_layers for name in ("weight", "bias")}
     weights = {}
     for key, value in tensors.items():

@@ -3,12 +3,9 @@
 The reference downcasts the weight and bias of the transformer blocks' attention projections
 and feed-forward layers to float8_e4m3fn (`TRANSFORMER_LINEAR_DOWNCAST_MAP`), and upcasts them
 to the activation dtype inside every Linear forward (`UPCAST_DURING_INFERENCE`, no stochastic
-rounding). Everything else (AdaLN, timestep, patchify/proj_out, caption projection, the LTX-2.3
-attention gates) keeps its dtype.
+rounding): the layer doing so is `model.common.fp8_linear.Fp8Linear`. Everything else (AdaLN,
+timestep, patchify/proj_out, caption projection, the LTX-2.3 attention gates) keeps its dtype.
 """
-
-import mlx.core as mx
-from mlx import nn
 
 # Module-path prefix and suffixes of the layers the reference downcasts (its key suffixes
 # without ".weight"/".bias"). "ff.net.*" also matches "audio_ff.net.*", as in the reference.
@@ -19,53 +16,3 @@ FP8_CAST_SUFFIXES = (".to_q", ".to_k", ".to_v", ".to_out.0", "ff.net.0.proj", "f
 def is_fp8_cast_target(path: str) -> bool:
     """Whether ltx-core's fp8_cast policy stores the layer at this module path in fp8."""
     return path.startswith(FP8_CAST_PREFIX) and path.endswith(FP8_CAST_SUFFIXES)
-
-
-def fp8_to(value: mx.array, dtype: mx.Dtype) -> mx.array:
-    """An fp8 (raw e4m3 bytes, uint8) or floating array as `dtype`."""
-    return mx.from_fp8(value, dtype=dtype) if value.dtype == mx.uint8 else value.astype(dtype)
-
-
-class Fp8Linear(nn.Module):
-    """A Linear whose weight (and bias) are stored as e4m3 bytes (uint8) and upcast to the
-    input's dtype on every call.
-
-    `weight_scale` (a float32 scalar) exists only for layers read from a scaled fp8
-    checkpoint, whose true weight is e4m3 value x weight_scale; it is applied to the output.
-    """
-
-    def __init__(self, input_dims: int, output_dims: int, bias: bool = True, scaled: bool = False):
-        super().__init__()
-        self.weight = mx.zeros((output_dims, input_dims), dtype=mx.uint8)
-        if bias:
-            self.bias = mx.zeros((output_dims,), dtype=mx.uint8)
-        if scaled:
-            self.weight_scale = mx.ones((), dtype=mx.float32)
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear) -> "Fp8Linear":
-        """Round a Linear's weight and bias to e4m3 (round to nearest even, as torch's .to())."""
-        output_dims, input_dims = linear.weight.shape
-        layer = cls(input_dims, output_dims, bias="bias" in linear)
-        layer.weight = mx.to_fp8(linear.weight)
-        if "bias" in linear:
-            layer.bias = mx.to_fp8(linear.bias)
-        return layer
-
-    def dequantized_weight(self, dtype: mx.Dtype) -> mx.array:
-        weight = fp8_to(self.weight, dtype)
-        if "weight_scale" in self:
-            weight = weight * self.weight_scale.astype(dtype)
-        return weight
-
-    def __call__(self, x: mx.array) -> mx.array:
-        out = x @ fp8_to(self.weight, x.dtype).T
-        if "weight_scale" in self:
-            out = out * self.weight_scale.astype(x.dtype)
-        if "bias" in self:
-            out = out + fp8_to(self.bias, x.dtype)
-        return out
-
-    def _extra_repr(self) -> str:
-        output_dims, input_dims = self.weight.shape
-        return f"input_dims={input_dims}, output_dims={output_dims}, bias={'bias' in self}"

@@ -1,12 +1,16 @@
-"""Weight quantization of a loaded DiT: fp8 (ltx-core's fp8_cast) or MLX affine int8/int4."""
+"""Weight quantization of a loaded DiT: fp8 (ltx-core's fp8_cast) or MLX affine int8/int4, and
+LoRA fusion in the order the reference applies the two."""
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import mlx.core as mx
 from mlx import nn
 from mlx.utils import tree_flatten, tree_map_with_path
 
-from LTX_2_MLX.quantization.fp8_cast import Fp8Linear, is_fp8_cast_target
+from LTX_2_MLX.loader.lora import apply_loras
+from LTX_2_MLX.model.common.fp8_linear import Fp8Linear
+from LTX_2_MLX.quantization.fp8_cast import is_fp8_cast_target
 
 GROUP_SIZE = 64
 MODES = ("fp8", "int8", "int4")
@@ -62,7 +66,8 @@ def quantize_transformer(model: nn.Module, mode: str) -> nn.Module:
 
     Block by block, each evaluated before the next: the original weights of a block are freed
     as soon as its quantized copy exists, so the peak stays near the model's size. Apply LoRAs
-    before quantizing to int8/int4 (loader.lora.apply_loras cannot fuse into affine layers).
+    before quantizing to int8/int4 (loader.lora.apply_loras cannot fuse into affine layers);
+    `prepare_transformer` does both in the right order.
     """
     spec = QuantizationSpec.for_mode(mode)
     already = quantized_layers(model)
@@ -91,3 +96,15 @@ def quantized_layers(model: nn.Module) -> list[str]:
 def parameter_bytes(model: nn.Module) -> int:
     """Sum of nbytes over all parameters: the memory the weights occupy."""
     return sum(value.nbytes for _, value in tree_flatten(model.parameters()))
+
+
+def prepare_transformer(model: nn.Module, loras: Sequence[tuple[str, float]], quantization: str | None) -> nn.Module:
+    """Fuse LoRAs and quantize in the reference's order: fp8 layers take the LoRA after the
+    cast (as fp8_cast does); int8/int4 quantize the fused weights."""
+    if quantization == "fp8":
+        quantize_transformer(model, "fp8")
+    if loras:
+        apply_loras(model, loras)
+    if quantization in ("int8", "int4"):
+        quantize_transformer(model, quantization)
+    return model

@@ -1,0 +1,180 @@
+"""A checkpoint is opened once: through a whole `generate` run each file's safetensors header is
+parsed once and `mx.load` maps a file once per model built from it; the latent statistics the
+upscaler un/normalises with are read from their byte ranges, with no VAE encoder built.
+
+Before the shared `Checkpoint`, a one-stage run on the tiny checkpoint parsed its header 30
+times and mapped it with `mx.load` 10 times (the distilled two-stage run: 34 and 12)."""
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from mlx import nn
+from reference import save_checkpoint
+from safetensors.torch import load_file, save_file
+
+import LTX_2_MLX.loader.checkpoint as checkpoint_module
+from LTX_2_MLX.cli import main
+from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError
+from LTX_2_MLX.loader.video_vae import load_latent_statistics, load_video_vae
+from LTX_2_MLX.model.video_vae.video_vae import VideoEncoder
+from LTX_2_MLX.pipelines.model_ledger import ModelLedger
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+CHECKPOINT = "ltx-tiny.safetensors"
+GEMMA_SHARD = "model.safetensors"
+UPSCALER = "upscaler.safetensors"
+
+
+@dataclass
+class Reads:
+    headers: Counter = field(default_factory=Counter)  # file name -> header parses
+    loads: Counter = field(default_factory=Counter)  # file name -> mx.load calls
+    models: int = 0  # modules given weights (every loader ends in one load_weights)
+    encoders: int = 0  # video VAE encoders built
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """What is read from disk from here on, starting with no header cached."""
+    monkeypatch.setattr(checkpoint_module, "_OPENED", {})
+    counted = Reads()
+    read_header, load, load_weights, build_encoder = (
+        checkpoint_module._read_header, mx.load, nn.Module.load_weights, VideoEncoder.__init__
+    )  # fmt: skip
+
+    def counting_read_header(path, *args):
+        counted.headers[Path(path).name] += 1
+        return read_header(path, *args)
+
+    def counting_load(path, *args, **kwargs):
+        counted.loads[Path(path).name] += 1
+        return load(path, *args, **kwargs)
+
+    def counting_load_weights(self, *args, **kwargs):
+        counted.models += 1
+        return load_weights(self, *args, **kwargs)
+
+    def counting_encoder(self, *args, **kwargs):
+        counted.encoders += 1
+        build_encoder(self, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module, "_read_header", counting_read_header)
+    monkeypatch.setattr(mx, "load", counting_load)
+    monkeypatch.setattr(nn.Module, "load_weights", counting_load_weights)
+    monkeypatch.setattr(VideoEncoder, "__init__", counting_encoder)
+    return counted
+
+
+def _generate(model_files, output, pipeline: str):
+    checkpoint, gemma, _, upscaler = model_files[:4]
+    args = ["generate", "--checkpoint-path", checkpoint, "--gemma-path", str(gemma), "--prompt", "a red fox runs",
+            "--output-path", str(output), "--num-frames", "9", "--dtype", "float32", "--no-tiled-decode",
+            "--pipeline", pipeline]  # fmt: skip
+    if pipeline == "one-stage":
+        args += ["--height", "64", "--width", "64", "--num-inference-steps", "2"]
+    else:
+        args += ["--height", "128", "--width", "128", "--spatial-upscaler-path", str(upscaler)]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+
+def test_one_stage_generation_parses_each_header_once_and_maps_once_per_model(model_files, tmp_path, reads):
+    _generate(model_files, tmp_path / "fox.mp4", "one-stage")
+    assert reads.headers == {CHECKPOINT: 1, GEMMA_SHARD: 1}
+    # The checkpoint feeds the text embeddings processor, the DiT, the video decoder, the audio
+    # decoder and the vocoder; Gemma's one shard its language model.
+    assert reads.loads == {CHECKPOINT: 5, GEMMA_SHARD: 1}
+    assert reads.models == 6
+
+
+def test_distilled_generation_parses_each_header_once_and_maps_once_per_model(model_files, tmp_path, reads):
+    _generate(model_files, tmp_path / "fox.mp4", "distilled")
+    assert reads.headers == {CHECKPOINT: 1, GEMMA_SHARD: 1, UPSCALER: 1}
+    assert reads.loads[UPSCALER] == 1 and reads.loads[GEMMA_SHARD] == 1
+    assert sum(reads.loads.values()) <= reads.models
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the two-stage pipelines still take the upscaler's statistics from ledger.video_encoder(); once they "
+    "call ledger.latent_statistics() this passes: remove the mark",
+)
+def test_distilled_generation_builds_no_encoder_for_the_statistics(model_files, tmp_path, reads):
+    _generate(model_files, tmp_path / "fox.mp4", "distilled")  # no image: nothing to encode
+    assert reads.encoders == 0
+
+
+def test_latent_statistics_equal_the_encoders_and_build_no_encoder(model_files, reads):
+    ledger = ModelLedger(model_files[0], dtype=mx.bfloat16)
+    statistics = ledger.latent_statistics()
+    assert reads.encoders == 0 and not reads.loads  # read from byte ranges, nothing mapped
+    encoder = ledger.video_encoder()
+    expected = encoder.per_channel_statistics
+    for name in ("mean_of_means", "std_of_means"):
+        ours, theirs = getattr(statistics, name), getattr(expected, name)
+        assert ours.dtype == theirs.dtype == mx.bfloat16 and mx.array_equal(ours, theirs).item(), name
+    assert float(mx.abs(statistics.std_of_means - 1).max()) > 0.01  # the file's values, not the defaults
+    latent = mx.random.normal((1, encoder.latent_channels, 2, 3, 3), key=mx.random.key(0)).astype(mx.bfloat16)
+    assert mx.array_equal(statistics.un_normalize(latent), expected.un_normalize(latent)).item()
+    assert mx.array_equal(statistics.normalize(latent), expected.normalize(latent)).item()
+
+
+@pytest.mark.parametrize("layout", ["encoder's own", "own and shared"])
+def test_latent_statistics_follow_the_encoder_for_other_layouts(model_files, tmp_path, layout):
+    """Files may also carry `vae.encoder.per_channel_statistics.*`; the shared copy wins, as in
+    load_video_vae (and ltx-core's key map)."""
+    tensors = load_file(model_files[0])
+    config = Checkpoint.open(model_files[0]).config()
+    shared = {k: v for k, v in tensors.items() if k.startswith("vae.per_channel_statistics.")}
+    for key, value in shared.items():
+        tensors[key.replace("vae.", "vae.encoder.", 1)] = value * 2 if layout == "own and shared" else value
+        if layout == "encoder's own":
+            del tensors[key]
+    path = save_checkpoint(tmp_path / "vae-layout.safetensors", tensors, config)
+    statistics = load_latent_statistics(path, dtype=mx.float32)
+    expected = load_video_vae(path, dtype=mx.float32, decoder=False).encoder.per_channel_statistics
+    assert mx.array_equal(statistics.mean_of_means, expected.mean_of_means).item()
+    assert mx.array_equal(statistics.std_of_means, expected.std_of_means).item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.uint8,
+                                   torch.float8_e4m3fn])  # fmt: skip
+def test_read_tensor_matches_mx_load(tmp_path, dtype):
+    values = torch.linspace(-3, 3, 24).reshape(2, 3, 4)
+    path = tmp_path / "one.safetensors"
+    save_file({"a.small": values.to(dtype), "b.other": torch.zeros(5)}, str(path))
+    checkpoint = Checkpoint.open(path)
+    for decode_fp8 in (True, False):
+        read = checkpoint.read_tensor("a.small", decode_fp8=decode_fp8)
+        (loaded,) = checkpoint.load("a.", decode_fp8=decode_fp8).values()
+        assert read.dtype == loaded.dtype and read.shape == loaded.shape == (2, 3, 4)
+        assert mx.array_equal(read, loaded).item()
+    with pytest.raises(CheckpointError, match="has no tensor a.missing"):
+        checkpoint.read_tensor("a.missing")
+
+
+def test_a_rewritten_file_is_read_again(tmp_path, reads):
+    path = tmp_path / "changing.safetensors"
+    save_file({"x": torch.ones(3)}, str(path), metadata={"version": "1"})
+    assert Checkpoint.open(path).metadata == {"version": "1"}
+    assert Checkpoint.open(str(path)).stored_bytes() == 12 and reads.headers[path.name] == 1
+    save_file({"x": torch.ones(3), "y": torch.ones(2, dtype=torch.float16)}, str(path), metadata={"version": "2"})
+    rewritten = Checkpoint.open(path)
+    assert rewritten.metadata == {"version": "2"} and rewritten.stored_bytes() == 16
+    assert reads.headers[path.name] == 2
+    assert np.array_equal(np.array(rewritten.read_tensor("y")), np.ones(2, np.float16))
+
+
+def test_config_is_a_copy(model_files):
+    checkpoint = Checkpoint.open(model_files[0])
+    changed = checkpoint.config()
+    changed["vae"]["latent_channels"] = -1
+    changed.pop("transformer")
+    assert checkpoint.config("transformer")["vae"]["latent_channels"] > 0
