@@ -6,8 +6,8 @@ import types
 import mlx.core as mx
 import pytest
 import torch
-
 from reference import PARITY_FIGURES, REFUSALS
+
 
 def _register_reference_import_placeholders() -> None:
     """`import ltx_pipelines` runs its package __init__, which imports every pipeline and with
@@ -76,3 +76,37 @@ def model_files(tmp_path_factory):
     from generate_fixtures import build_model_files
 
     return build_model_files(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory):
+    """A 17-frame 64x64 clip at 24 fps with a stereo 16 kHz tone (AAC), for retake and extend."""
+    import numpy as np
+
+    from LTX_2_MLX.pipelines.media_io import write_video
+
+    frames, fps, size = 17, 24.0, 64
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    pixels = np.random.RandomState(2).randint(0, 255, (frames, size, size, 3), np.uint8)
+    t = np.arange(int(16000 * frames / fps)) / 16000
+    waveform = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)]).astype(np.float32) * 0.5
+    write_video(path, [pixels], fps, (waveform, 16000))
+    return str(path)
+
+
+@pytest.fixture
+def sixteen_mel_bins(monkeypatch):
+    """Our audio encoder made with the 16 mel bins the tiny encoder was built for (the tiny
+    checkpoint's config says 64, for the vocoder)."""
+    from test_audio_vae import MEL_BINS
+
+    from LTX_2_MLX.pipelines import retake
+
+    load = retake.load_audio_encoder
+
+    def load_with_its_mel_bins(ledger):
+        encoder = load(ledger)
+        encoder.mel_bins = MEL_BINS
+        return encoder
+
+    monkeypatch.setattr(retake, "load_audio_encoder", load_with_its_mel_bins)

@@ -213,7 +213,66 @@ GENERATE_CASES = [
     ("clip on another pipeline", lambda a, f: a + ["--video-path", f["video"]], "does not use --video-path"),
     ("time range on another pipeline", lambda a, f: a + ["--start-time", "0", "--end-time", "0.1"],
      "does not use --start-time/--end-time"),
+    ("extend without a clip", lambda a, f: _extend(a, f), "add --video-path FILE --extend-frames N"),
+    ("extend without frames", lambda a, f: _extend(a, f, "--video-path", f["video"]),
+     "--extend-frames 0: add a positive multiple of 8 frames"),
+    ("extend by 5 frames", lambda a, f: _extend(a, f, "--video-path", f["video"], "--extend-frames", "5"),
+     "--extend-frames 5: add a positive multiple of 8 frames (one latent frame is 8 frames), e.g. 8"),
+    ("extend with a time range", lambda a, f: _extend(a, f, "--video-path", f["video"], "--extend-frames", "8",
+                                                      "--start-time", "0", "--end-time", "0.1"),
+     "--pipeline extend does not use --start-time/--end-time"),
+    ("extend frames on retake", lambda a, f: _retake(a, f, "--video-path", f["video"], "--start-time", "0",
+                                                     "--end-time", "0.1", "--extend-frames", "8"),
+     "--pipeline retake does not use --extend-frames"),
+    ("guidance on an unguided pipeline", lambda a, f: _without(a, "--num-inference-steps") + [
+        "--pipeline", "distilled", "--spatial-upscaler-path", f["upscaler"], "--height", "128", "--width", "128",
+        "--video-cfg-guidance-scale", "4"], "--pipeline distilled is unguided: drop --video-cfg-guidance-scale"),
+    ("audio guidance without audio", lambda a, f: a + ["--no-audio", "--audio-cfg-guidance-scale", "5"],
+     "--no-audio generates no audio: drop --audio-cfg-guidance-scale"),
+    ("audio guidance on a2vid", lambda a, f: _a2vid(a, f, "--audio-path", f["audio"], "--v2a-guidance-scale", "2"),
+     "--pipeline a2vid takes the audio as given: drop --v2a-guidance-scale"),
+    ("STG block past the last", lambda a, f: a + ["--video-stg-blocks", "0", "7"],
+     "--video-stg-blocks 7: this transformer has blocks 0 to 1"),
+    ("STG block not a number", lambda a, f: a + ["--audio-stg-blocks", "last"], "block 'last' is not a number"),
+    ("rescale above 1", lambda a, f: a + ["--video-rescale-scale", "1.5"], "1.5 must be in [0, 1]"),
+    ("infinite CFG", lambda a, f: a + ["--audio-cfg-guidance-scale", "inf"], "inf must be a finite number"),
+    ("image CRF above 51", lambda a, f: a + ["--image", f["image"], "0", "1", "60"], "CRF 60 must be in [0, 51]"),
+    ("image with two values", lambda a, f: a + ["--image", f["image"], "0"],
+     "takes PATH FRAME STRENGTH [CRF], got"),
+    ("LoRA strength not a number", lambda a, f: a + ["--lora", f["lora"], "strong"], "strength 'strong' is not a number"),
+    ("distilled LoRA twice", lambda a, f: a + ["--pipeline", "two-stage", "--spatial-upscaler-path", f["upscaler"],
+                                               "--distilled-lora", f["lora"], "--distilled-lora", f["lora"], "0.5",
+                                               "--height", "128", "--width", "128"], "give it once"),
+    ("stage-2 LoRA strength on two-stage", lambda a, f: a + ["--pipeline", "two-stage", "--spatial-upscaler-path",
+        f["upscaler"], "--distilled-lora", f["lora"], "--distilled-lora-strength-stage-2", "0.4", "--height", "128",
+        "--width", "128"], "--pipeline two-stage does not use --distilled-lora-strength-stage-2"),
+    ("no audio on a2vid", lambda a, f: _a2vid(a, f, "--audio-path", f["audio"], "--no-audio"),
+     "--pipeline a2vid does not use --no-audio"),
+    ("skip stage 2 on one-stage", lambda a, f: a + ["--skip-stage-2"], "--pipeline one-stage does not use --skip-stage-2"),
+    ("attention mask on one-stage", lambda a, f: a + ["--conditioning-attention-mask", f["video"], "0.5"],
+     "--pipeline one-stage does not use --conditioning-attention-mask"),
+    ("attention mask and strength", lambda a, f: _ic_lora(a, f, "--conditioning-attention-mask", f["video"], "0.5",
+                                                          "--conditioning-attention-strength", "0.5"),
+     "--conditioning-attention-mask carries its own strength: drop --conditioning-attention-strength"),
+    ("attention mask that is not a video", lambda a, f: _ic_lora(a, f, "--conditioning-attention-mask",
+                                                                 f["fake_video"], "0.5"), "clip.mp4"),
+    ("attention mask strength above 1", lambda a, f: _ic_lora(a, f, "--conditioning-attention-mask", f["video"], "2"),
+     "2.0 is not in the range 0.0<=x<=1.0"),
 ]  # fmt: skip
+
+
+def _extend(args, files, *extra):
+    """An extend run (the clip sets size and rate) with what `extra` adds or breaks."""
+    for option in ("--height", "--width", "--num-frames"):
+        args = _without(args, option)
+    return args + ["--pipeline", "extend", *extra]
+
+
+def _ic_lora(args, files, *extra):
+    """An ic-lora run with everything but what `extra` adds or breaks."""
+    return _without(args, "--num-inference-steps") + [
+        "--pipeline", "ic-lora", "--video-conditioning", files["video"], "1", "--lora", files["lora"], "1",
+        "--spatial-upscaler-path", files["upscaler"], "--height", "128", "--width", "128", *extra]  # fmt: skip
 
 
 def _retake(args, files, *extra):

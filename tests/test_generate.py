@@ -182,3 +182,53 @@ def test_generate_refuses_a_model_that_would_not_fit(model_files, tmp_path, monk
     assert not output.exists()
     monkeypatch.setattr(cli, "memory_budget_bytes", lambda: 1024**3)  # 1 GiB: enough for the tiny DiT
     assert _generate(model_files, output).exit_code == 0
+
+
+def test_no_audio_writes_a_silent_video_from_the_video_stream_alone(model_files, tmp_path, monkeypatch):
+    import imageio_ffmpeg
+
+    from LTX_2_MLX.model.transformer import X0Model
+
+    calls = []
+    original = X0Model.__call__
+
+    def recording(self, video, audio=None, perturbations=None):
+        calls.append(audio)
+        return original(self, video, audio, perturbations)
+
+    monkeypatch.setattr(X0Model, "__call__", recording)
+    output = tmp_path / "silent.mp4"
+    result = _generate(model_files, output, "--no-audio")
+    assert result.exit_code == 0, result.output
+    assert calls and all(audio is None for audio in calls)  # no audio tokens ever reach the DiT
+    meta = next(imageio_ffmpeg.read_frames(str(output)))
+    assert meta.get("audio_codec") is None and tuple(meta["size"]) == (64, 64)
+
+
+def test_options_reach_the_request(model_files, tmp_path, monkeypatch):
+    """Guidance, image CRF and LoRA strengths as the reference parses them (a LoRA's strength
+    defaults to 1.0); every guidance option not given keeps the checkpoint version's default."""
+    from LTX_2_MLX.pipelines.registry import PIPELINES
+    from LTX_2_MLX.pipelines.request import detect_params
+
+    seen = {}
+
+    def capture(self, request, noiser):
+        seen.update(request=request, loras=self.ledger.loras)
+        raise KeyboardInterrupt  # stop before anything loads; leaves no file
+
+    monkeypatch.setattr(PIPELINES["one-stage"], "generate", capture)
+    _generate(model_files, tmp_path / "x.mp4", "--video-cfg-guidance-scale", "4.5", "--video-stg-blocks", "0", "1",
+              "--a2v-guidance-scale", "2", "--audio-skip-step", "1", "--v2a-guidance-scale", "1.5",
+              "--audio-rescale-scale", "0", "--image", str(model_files[2]), "0", "0.8", "20",
+              "--image", str(model_files[2]), "8", "1", "--lora", str(model_files[4]))  # fmt: skip
+    request = seen["request"]
+    video, audio = request.video_guider_params, request.audio_guider_params
+    assert (video.cfg_scale, video.stg_blocks, video.modality_scale) == (4.5, [0, 1], 2.0)
+    assert (audio.skip_step, audio.modality_scale, audio.rescale_scale) == (1, 1.5, 0.0)
+    reference = detect_params(model_files[0]).video_guider_params
+    assert (video.stg_scale, video.rescale_scale, video.skip_step) == (
+        reference.stg_scale, reference.rescale_scale, reference.skip_step)
+    assert [(i.frame_idx, i.strength, i.crf) for i in request.images] == [(0, 0.8, 20), (8, 1.0, 33)]
+    assert seen["loras"] == [(str(model_files[4]), 1.0)]
+    assert list(tmp_path.iterdir()) == []

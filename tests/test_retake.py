@@ -15,7 +15,6 @@ set-up (float32 `torch`, tiny ledgers) is test_pipeline_parity's.
 from functools import partial
 
 import mlx.core as mx
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -28,7 +27,7 @@ from LTX_2_MLX.cli import main
 from LTX_2_MLX.components.guiders import MultiModalGuiderParams
 from LTX_2_MLX.components.noisers import InjectedNoiser
 from LTX_2_MLX.pipelines import retake
-from LTX_2_MLX.pipelines.media_io import read_audio, read_video_file, write_video
+from LTX_2_MLX.pipelines.media_io import read_audio, read_video_file
 from LTX_2_MLX.pipelines.model_ledger import ModelLedger
 
 FRAMES, FPS, SIZE = 17, 24.0, 64
@@ -41,30 +40,6 @@ START, END = 0.5, 0.7  # only the last latent frame (pixel frames 9-16) overlaps
 # (regenerate_video, regenerate_audio, distilled)
 CASES = {"video only": (True, False, False), "audio only": (False, True, False), "both": (True, True, False),
          "both, distilled": (True, True, True)}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    """A 17-frame 64x64 clip at 24 fps with a stereo 16 kHz tone (AAC), as our readers decode it."""
-    path = tmp_path_factory.mktemp("retake") / "clip.mp4"
-    frames = np.random.RandomState(2).randint(0, 255, (FRAMES, SIZE, SIZE, 3), np.uint8)
-    t = np.arange(int(16000 * FRAMES / FPS)) / 16000
-    waveform = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)]).astype(np.float32) * 0.5
-    write_video(path, [frames], FPS, (waveform, 16000))
-    return str(path)
-
-
-@pytest.fixture
-def sixteen_mel_bins(monkeypatch):
-    """Our audio encoder made with the 16 mel bins the tiny encoder was built for."""
-    load = retake.load_audio_encoder
-
-    def load_with_its_mel_bins(ledger):
-        encoder = load(ledger)
-        encoder.mel_bins = MEL_BINS
-        return encoder
-
-    monkeypatch.setattr(retake, "load_audio_encoder", load_with_its_mel_bins)
 
 
 def _noises() -> list[torch.Tensor]:

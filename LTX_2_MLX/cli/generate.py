@@ -169,11 +169,13 @@ def default_output_path(prompt: str | None, seed: int) -> Path:
 @click.option("--skip-stage-2", is_flag=True,
               help="ic-lora: stop after the first stage; the video is written at half the size.")
 @click.option("--video-path", type=EXISTING_FILE, default=None,
-              help="retake: the clip to change (its size, 8k+1 frame count and frame rate are kept).")
+              help="retake, extend: the clip to change (its size, 8k+1 frame count and frame rate are kept).")
 @click.option("--start-time", type=float, default=None, help="retake: start of the range to regenerate, seconds.")
 @click.option("--end-time", type=float, default=None, help="retake: end of the range to regenerate, seconds.")
 @click.option("--keep-video", is_flag=True, help="retake: keep the clip's video whole (regenerate audio only).")
 @click.option("--keep-audio", is_flag=True, help="retake: keep the clip's audio whole (regenerate video only).")
+@click.option("--extend-frames", type=click.IntRange(min=1), default=None,
+              help="extend: how many frames to add after the clip --video-path, a multiple of 8.")
 @click.option("--audio-path", type=EXISTING_FILE, default=None,
               help="a2vid: the audio (or a video with sound) to generate the video to; it is muxed into the output.")
 @click.option("--audio-start-time", type=click.FloatRange(min=0.0), default=0.0,
@@ -294,6 +296,7 @@ def prepare_generation(options: dict):
         audio_max_duration=o["audio_max_duration"],
         source_video=str(o["video_path"]) if o["video_path"] else None, start_time=o["start_time"],
         end_time=o["end_time"], regenerate_video=not o["keep_video"], regenerate_audio=not o["keep_audio"],
+        extend_frames=o["extend_frames"] or 0,
     )  # fmt: skip
     if pipeline.needs_source_video:
         given = [f"--{key.replace('_', '-')}" for key in ("height", "width", "num_frames", "frame_rate") if o[key]]

@@ -56,6 +56,7 @@ class Pipeline:
     min_images: ClassVar[int] = 0
     needs_audio: ClassVar[bool] = False  # generates video to the given audio_path
     needs_source_video: ClassVar[bool] = False  # changes a given clip: size, frames and rate are the clip's
+    extends_clip: ClassVar[bool] = False  # adds frames after the clip instead of regenerating a range
     source_video_options: ClassVar[str] = ""  # what else changing the clip takes, for the error message
     defaults: ClassVar[PipelineParams | None] = None  # None: the checkpoint version's
 
@@ -116,19 +117,8 @@ class Pipeline:
 
     @classmethod
     def with_source_video(cls, request: GenerationRequest) -> GenerationRequest:
-        """The request at the source clip's size, frame count and rate, once the clip and the
-        time range are checked (decoding it, no model); unchanged for other pipelines."""
-        if not cls.needs_source_video or request.source_video is None:
-            return request
-        from LTX_2_MLX.pipelines.retake import check_time_range, probe_clip
-
-        clip = probe_clip(request.source_video)
-        if request.extend_frames:
-            return replace(request, height=clip.height, width=clip.width, frame_rate=clip.fps)
-        if request.start_time is None or request.end_time is None:
-            raise ValueError(f"--pipeline {cls.name} regenerates a time range: add --start-time S --end-time S")
-        check_time_range(clip, request.start_time, request.end_time)
-        return replace(request, height=clip.height, width=clip.width, num_frames=clip.num_frames, frame_rate=clip.fps)
+        """Pipelines that change a clip take its size, frames and rate here; others unchanged."""
+        return request
 
     @classmethod
     def check(cls, request: GenerationRequest, spatial_upscaler: bool, loras: int) -> None:
@@ -172,7 +162,7 @@ class Pipeline:
     @classmethod
     def _options_used(cls, request: GenerationRequest) -> list[tuple[str, bool, bool]]:
         """(option, given, used by this pipeline) for every option that only some pipelines use."""
-        extends = cls.needs_source_video and request.extend_frames > 0
+        retakes = cls.needs_source_video and not cls.extends_clip
         return [
             ("--distilled-lora", request.distilled_lora is not None, cls.needs_distilled_lora),
             ("--video-conditioning", bool(request.video_conditioning), cls.needs_video_conditioning),
@@ -186,10 +176,9 @@ class Pipeline:
              request.audio_start_time != 0.0 or request.audio_max_duration is not None, cls.needs_audio),
             ("--no-audio", not request.generate_audio, not (cls.needs_audio or cls.needs_source_video)),
             ("--video-path", request.source_video is not None, cls.needs_source_video),
-            ("--start-time/--end-time", (request.start_time, request.end_time) != (None, None),
-             cls.needs_source_video and not extends),
-            ("--keep-video/--keep-audio", not (request.regenerate_video and request.regenerate_audio),
-             cls.needs_source_video and not extends),
+            ("--start-time/--end-time", (request.start_time, request.end_time) != (None, None), retakes),
+            ("--keep-video/--keep-audio", not (request.regenerate_video and request.regenerate_audio), retakes),
+            ("--extend-frames", request.extend_frames != 0, cls.extends_clip),
             ("--image", bool(request.images), not cls.needs_source_video),
         ]  # fmt: skip
 

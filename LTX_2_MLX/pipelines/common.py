@@ -81,6 +81,16 @@ class GeneratedVideo:
     audio: tuple[np.ndarray, int] | None
     chunks: int = 1
 
+    def all_frames(self) -> np.ndarray:
+        """Every frame as one (F, H, W, 3) uint8 array (decoding what is not decoded yet)."""
+        return np.concatenate(list(self.frames))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the mp4 (H.264, AAC audio when there is audio), decoding frames as they are written."""
+        from LTX_2_MLX.pipelines.media_io import write_video
+
+        return write_video(path, self.frames, self.fps, self.audio)
+
 
 def encode_images(
     ledger: ModelLedger, images: list[ImageConditioningInput], shape: VideoPixelShape, all_as_keyframes: bool = False

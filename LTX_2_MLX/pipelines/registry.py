@@ -4,6 +4,7 @@ generate` only looks pipelines up here."""
 
 from LTX_2_MLX.pipelines.a2vid import A2VidPipelineTwoStage
 from LTX_2_MLX.pipelines.base import Pipeline
+from LTX_2_MLX.pipelines.extend import ExtendPipeline
 from LTX_2_MLX.pipelines.ic_lora import ICLoraPipeline
 from LTX_2_MLX.pipelines.retake import RetakeDistilledPipeline, RetakePipeline
 from LTX_2_MLX.pipelines.ti2vid_one_stage import TI2VidOneStagePipeline
@@ -22,5 +23,6 @@ PIPELINES: dict[str, type[Pipeline]] = {
         A2VidPipelineTwoStage,
         RetakePipeline,
         RetakeDistilledPipeline,
+        ExtendPipeline,
     )
 }

@@ -98,14 +98,13 @@ class GenerationRequest:
     audio_start_time: float = 0.0
     audio_max_duration: float | None = None
     # retake / extend: the clip to change; retake regenerates [start_time, end_time) s, extend
-    # adds extend_frames frames after it (or before, with extend_backwards).
+    # adds extend_frames (a multiple of 8) frames after it.
     source_video: str | None = None
     start_time: float | None = None
     end_time: float | None = None
     regenerate_video: bool = True
     regenerate_audio: bool = True
     extend_frames: int = 0
-    extend_backwards: bool = False
 
     def __post_init__(self):
         # Lists from Python callers become tuples, so a request stays hashable and immutable.

@@ -8,7 +8,7 @@ size the VAE takes (multiples of 32, 8k+1 frames), as the reference's CLI requir
 over its whole length, as in the reference.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import imageio_ffmpeg
 import mlx.core as mx
@@ -97,9 +97,10 @@ def load_audio_encoder(ledger: ModelLedger):
     return load_audio_vae(ledger.checkpoint_path, dtype=ledger.dtype, decoder=False).encoder
 
 
-def encode_clip_audio(ledger: ModelLedger, clip: SourceClip) -> mx.array | None:
-    """The clip's audio through the audio VAE encoder, cut (or zero-padded) to the video's
-    length in audio latent frames; None when the clip has no audio."""
+def encode_clip_audio(ledger: ModelLedger, clip: SourceClip, padded_to: VideoPixelShape | None = None) -> mx.array | None:
+    """The clip's audio through the audio VAE encoder, cut to the clip's video length in audio
+    latent frames and zero-padded to it (or to `padded_to`'s length); None when the clip has no
+    audio."""
     from LTX_2_MLX.model.audio_vae import encode_audio
     from LTX_2_MLX.model.audio_vae.ops import Audio
 
@@ -107,8 +108,8 @@ def encode_clip_audio(ledger: ModelLedger, clip: SourceClip) -> mx.array | None:
         return None
     waveform, sample_rate = read_audio(clip.path)
     latent = encode_audio(Audio(mx.array(waveform)[None].astype(ledger.dtype), sample_rate), load_audio_encoder(ledger))
-    frames = AudioLatentShape.from_video_pixel_shape(clip.shape).frames
-    latent = latent[:, :, :frames]
+    latent = latent[:, :, : AudioLatentShape.from_video_pixel_shape(clip.shape).frames]
+    frames = AudioLatentShape.from_video_pixel_shape(padded_to or clip.shape).frames
     if latent.shape[2] < frames:
         padding = mx.zeros((*latent.shape[:2], frames - latent.shape[2], latent.shape[3]), latent.dtype)
         latent = mx.concatenate([latent, padding], axis=2)
@@ -124,6 +125,18 @@ class RetakePipeline(Pipeline):
     summary = "regenerate --start-time..--end-time of the clip --video-path, guided, keeping the rest"
     needs_source_video = True
     source_video_options = "--start-time S --end-time S"
+
+    @classmethod
+    def with_source_video(cls, request: GenerationRequest) -> GenerationRequest:
+        """At the clip's size, frame count and rate, once the clip and the time range are
+        checked (decoding it, no model)."""
+        if request.source_video is None:
+            return request
+        if request.start_time is None or request.end_time is None:
+            raise ValueError(f"--pipeline {cls.name} regenerates a time range: add --start-time S --end-time S")
+        clip = probe_clip(request.source_video)
+        check_time_range(clip, request.start_time, request.end_time)
+        return replace(request, height=clip.height, width=clip.width, num_frames=clip.num_frames, frame_rate=clip.fps)
 
     def schedule(self, request: GenerationRequest) -> mx.array:
         return LTX2Scheduler().execute(steps=request.num_inference_steps)
