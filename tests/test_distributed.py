@@ -105,8 +105,9 @@ def test_processes_given_different_arguments_stop_with_one_line(model_files, tmp
     arguments = [sys.executable, "-m", "LTX_2_MLX.cli", *_generate_args(model_files, output), "--parallel", "guidance"]
     launched = _launch("bash", "-c", shlex.join(arguments) + " --seed $MLX_RANK")
     errors = [line for line in launched.stderr.splitlines() if line.startswith("error:")]
-    # mlx.launch itself exits 0; it reports each rank's exit status.
-    assert all(f"Node with rank {rank} exited with code 1" in launched.stderr for rank in (0, 1)), launched.stderr
+    # mlx.launch itself exits 0 and reports each rank's exit status; once one rank has exited it
+    # terminates the others, so the slower one may end with -15 after printing its line.
+    assert "exited with code 1" in launched.stderr and "exited with code 0" not in launched.stderr, launched.stderr
     assert len(errors) == 2 and all("were not given the same arguments" in line for line in errors), launched.stderr
     REFUSALS.append(("mlx.launch -n 2 -- ltx2-mlx generate ... --seed <differs per rank>", errors[0]))
     assert list(tmp_path.iterdir()) == []

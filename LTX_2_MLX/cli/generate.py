@@ -191,16 +191,24 @@ def default_output_path(prompt: str | None, seed: int) -> Path:
 @click.option("--tiled-decode/--no-tiled-decode", default=True, show_default=True,
               help="Decode the video in overlapping tiles, chunk by chunk (less memory).")
 @click.option("--skip-memory-check", is_flag=True, help="Try even when the transformer looks too big for this machine.")
+@click.option("--parallel", type=click.Choice(["guidance", "tensor"]), default=None,
+              help="Under `mlx.launch`: share the DiT's work with the other processes. guidance: each holds the "
+              "whole DiT and runs a share of each guided step's passes; tensor: each holds a share of every "
+              "block's weights. Rank 0 writes the video.")
 def generate(**options) -> None:
     """Generate a video (with audio) from a prompt, optionally conditioned on images."""
+    from LTX_2_MLX.distributed import checked_on_every_rank, is_writer
     from LTX_2_MLX.model.video_vae import TilingConfig
     from LTX_2_MLX.pipelines.media_io import write_video
 
-    pipeline, request, ledger, output_path = prepare_generation(options)
+    group, (pipeline, request, ledger, output_path) = checked_on_every_rank(options, prepare_generation)
+    if not is_writer(group):
+        ledger.report = lambda message: None
     tiling = TilingConfig.default() if options["tiled_decode"] else None
     result = pipeline(ledger, tiling)(request)
-    write_video(output_path, result.frames, result.fps, result.audio)
-    click.echo(f"wrote {output_path}")
+    if is_writer(group):  # the frames decode as they are written: on rank 0 alone
+        write_video(output_path, result.frames, result.fps, result.audio)
+        click.echo(f"wrote {output_path}")
 
 
 def _guider_params(defaults, o: dict, stream: str, modality_option: str):
@@ -249,6 +257,10 @@ def prepare_generation(options: dict):
     checkpoint = o["checkpoint_path"]
 
     config = transformer_config(checkpoint)  # the file, its config and its DiT, from the header alone
+    if o["parallel"] is not None:
+        from LTX_2_MLX.distributed import check_parallel_mode
+
+        check_parallel_mode(o["parallel"], pipeline.guided, config, pipeline.name)
     read_config(checkpoint, "vae", what="video VAE")
     defaults = pipeline.params(checkpoint)
     default_height, default_width = defaults.size(pipeline.two_stage)
@@ -357,6 +369,7 @@ def prepare_generation(options: dict):
         text_encoder_bits=int(o["text_encoder_bits"]) if o["text_encoder_bits"] else None,
         quantization=o["quantization"], spatial_upscaler_path=o["spatial_upscaler_path"],
         precomputed_embeddings=(o["embedding"], o["negative_embedding"]), report=lambda m: click.echo(m, err=True),
+        parallel=o["parallel"],
     )  # fmt: skip
     return pipeline, request, ledger, output_path
 

@@ -53,6 +53,7 @@ class A2VidPipelineTwoStage(Pipeline):
     name = "a2vid"
     summary = "video to the sound of --audio-path (held fixed): guided at half size, x2, distilled-LoRA refine"
     size_multiple, two_stage, needs_spatial_upscaler, needs_distilled_lora, needs_audio = 64, True, True, True, True
+    enhance_prompt_seed = 42  # ltx-pipelines passes no seed to the enhancement here
 
     def generate(self, request: GenerationRequest, noiser: Noiser) -> GeneratedVideo:
         ledger = self.ledger

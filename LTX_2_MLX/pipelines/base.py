@@ -59,6 +59,9 @@ class Pipeline:
     extends_clip: ClassVar[bool] = False  # adds frames after the clip instead of regenerating a range
     source_video_options: ClassVar[str] = ""  # what else changing the clip takes, for the error message
     defaults: ClassVar[PipelineParams | None] = None  # None: the checkpoint version's
+    # The seed Gemma samples the enhanced prompt with: the generation's, or a fixed one where the
+    # reference passes none (its default, 42).
+    enhance_prompt_seed: ClassVar[int | None] = None
 
     def __init__(self, ledger: ModelLedger, tiling: TilingConfig | None = None):
         self.ledger = ledger
@@ -192,7 +195,8 @@ class Pipeline:
         prompts = [request.prompt, request.negative_prompt] if self.guided else [request.prompt]
         encoded = self.ledger.encode_prompts(
             prompts, enhance_first_prompt=request.enhance_prompt,
-            image=request.images[0].path if request.images else None, seed=request.seed,
+            image=request.images[0].path if request.images else None,
+            seed=request.seed if self.enhance_prompt_seed is None else self.enhance_prompt_seed,
         )  # fmt: skip
         (video, audio, _), *negative = encoded
         if not negative:

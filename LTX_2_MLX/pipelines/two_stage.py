@@ -26,6 +26,7 @@ class DistilledPipeline(Pipeline):
     name = "distilled"
     summary = "a distilled checkpoint: 8 + 3 unguided steps, half size then upscaled"
     size_multiple, two_stage, guided, needs_spatial_upscaler = 64, True, False, True
+    enhance_prompt_seed = 42  # ltx-pipelines passes no seed to the enhancement here
 
     def generate(self, request: GenerationRequest, noiser: Noiser) -> GeneratedVideo:
         ledger, audio = self.ledger, request.generate_audio
