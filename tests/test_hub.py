@@ -1,11 +1,17 @@
 """The default model's files: found in the Hugging Face cache without network, fetched with a
-size line first, and every Hub failure turned into one HubError line naming the fix. Offline:
-the Hub is replaced by fakes, the cache is a tmp dir in huggingface_hub's own layout."""
+size line first, and every Hub failure turned into one HubError line naming the fix; and
+scripts/download_weights.py's extras (the LTX-2.3 distilled LoRA, the IC-LoRAs, the x1.5
+upscaler) fetched the same way. Offline: the Hub is replaced by fakes, the cache is a tmp dir in
+huggingface_hub's own layout."""
 
 import hashlib
+import importlib.util
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 from collections import namedtuple
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,12 +19,16 @@ from types import SimpleNamespace
 import huggingface_hub
 import pytest
 import requests
+from click.testing import CliRunner
 from huggingface_hub import constants
 from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError
 from huggingface_hub.hf_api import BlobLfsInfo, RepoSibling
 
+from LTX_2_MLX.cli.runner import run_cli
 from LTX_2_MLX.loader import hub
-from LTX_2_MLX.loader.hub import DEFAULT_MODEL, HubError, resolve_default_model
+from LTX_2_MLX.loader.hub import DEFAULT_EXTRAS, DEFAULT_MODEL, EXTRAS, HubError, resolve_default_model
+
+DOWNLOAD_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "download_weights.py"
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 CHECKPOINT, UPSCALER, GEMMA = DEFAULT_MODEL.checkpoint, DEFAULT_MODEL.spatial_upscaler, DEFAULT_MODEL.gemma
@@ -34,6 +44,7 @@ HUB_SIZES = {
     GEMMA_SHARDS[1]: 12_000_000_000,
 }
 GEMMA_FILES = ("config.json", "model.safetensors.index.json", "tokenizer.json", *GEMMA_SHARDS)
+EXTRA_SIZE = 300_000_000  # what the fake Hub reports for an extra (a LoRA, an upscaler)
 
 
 def blob_name(repo: str, filename: str) -> str:
@@ -100,10 +111,12 @@ class FakeHub:
 
     def model_info(self, repo, files_metadata=False, timeout=None):  # set on HfApi as a bound method: no `api`
         self.events.append(("model_info", repo))
-        names = GEMMA_FILES if repo == GEMMA.repo else [f.filename for f in (CHECKPOINT, UPSCALER) if f.repo == repo]
+        files = (CHECKPOINT, UPSCALER, *(extra.file for extra in EXTRAS.values()))
+        names = GEMMA_FILES if repo == GEMMA.repo else [f.filename for f in files if f.repo == repo]
+        sizes = {name: HUB_SIZES.get(name, EXTRA_SIZE) for name in names}
         siblings = [
-            RepoSibling(name, size=HUB_SIZES[name], lfs=BlobLfsInfo(HUB_SIZES[name], blob_name(repo, name), 135))
-            for name in names
+            RepoSibling(name, size=size, lfs=BlobLfsInfo(size, blob_name(repo, name), 135))
+            for name, size in sizes.items()
         ]
         siblings.append(RepoSibling("README.md", size=5_000, blob_id="a git blob id"))  # no LFS; no pattern takes it
         return SimpleNamespace(
@@ -265,3 +278,90 @@ def test_an_interrupted_download_counts_only_the_bytes_left(cache, monkeypatch):
 
     resolve_default_model(need_gemma=False, echo=fake.echo)
     assert f"{CHECKPOINT.filename} (9.5 GB)" in dict(fake.events)["echo"]
+
+
+@pytest.fixture(scope="module")
+def download_script():
+    spec = importlib.util.spec_from_file_location("download_weights", DOWNLOAD_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fetched(fake: FakeHub) -> list[str]:
+    return [name for kind, name in fake.events if kind == "download"]
+
+
+def test_what_fetches_the_named_extras_and_prints_where_they_are(cache, monkeypatch, download_script, tmp_path):
+    fake = FakeHub(cache, monkeypatch)
+    wanted = [EXTRAS["distilled-lora"].file, EXTRAS["ic-lora-union"].file, EXTRAS["ic-lora-pose"].file]
+    dest = tmp_path / "weights"
+    args = ["--what", "distilled-lora", "--what", "ic-lora-union", "--what", "ic-lora-pose", "--dest", str(dest)]
+    result = CliRunner().invoke(download_script.main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert _fetched(fake) == [file.filename for file in wanted]
+    size_line, *printed = result.output.splitlines()
+    assert size_line.startswith("fetching 0.9 GB into the Hugging Face cache") and wanted[1].filename in size_line
+    assert printed == [f"{file.filename}: {dest / file.filename}" for file in wanted]
+    for file in wanted:
+        assert (dest / file.filename).resolve() == hub.cached_path(file, cache).resolve()
+    assert EXTRAS["distilled-lora"].file == hub.LORAS["ltx-2.3-distilled-lora"]
+    assert wanted[2].repo == "Lightricks/LTX-2-19b-IC-LoRA-Pose-Control"
+
+
+def test_all_is_the_default_model_and_every_extra_that_fits_it(cache, monkeypatch, download_script):
+    """--all adds the LTX-2.3 distilled LoRA, the x1.5 upscaler and the LTX-2.3 IC-LoRAs to the
+    default model (already cached here), and none of LTX-2's 19B IC-LoRAs."""
+    put_in_cache(cache, CHECKPOINT.repo, CHECKPOINT.filename)
+    put_in_cache(cache, UPSCALER.repo, UPSCALER.filename)
+    put_gemma_in_cache(cache)
+    fake = FakeHub(cache, monkeypatch)
+    result = CliRunner().invoke(download_script.main, ["--all"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert set(DEFAULT_EXTRAS) == {"distilled-lora", "spatial-upscaler-x1.5", "ic-lora-union", "ic-lora-motion-track"}
+    assert _fetched(fake) == [EXTRAS[name].file.filename for name in DEFAULT_EXTRAS]
+    assert all(name.startswith("ltx-2.3-") for name in _fetched(fake))
+    printed = [line.split(":")[0] for line in result.output.splitlines()[1:]]
+    assert printed == [CHECKPOINT.filename, UPSCALER.filename, GEMMA.repo, *_fetched(fake)]
+
+
+def test_extras_in_the_cache_need_no_network(cache, download_script):
+    lora = EXTRAS["ic-lora-motion-track"].file
+    path = put_in_cache(cache, lora.repo, lora.filename)
+    result = CliRunner().invoke(download_script.main, ["--what", "ic-lora-motion-track"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.output == f"{lora.filename}: {path}\n"
+
+
+def test_an_unreachable_hub_fails_the_download_script_in_one_line(cache, monkeypatch, download_script, capsys):
+    FakeHub(cache, monkeypatch)
+
+    def retrying_download(*args, **kwargs):
+        logging.getLogger("huggingface_hub.utils._http").warning("'(MaxRetryError(...))' thrown\nRetrying in 1s")
+        unreachable_download()
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", retrying_download)
+    code = run_cli(lambda: download_script.main.main(["--what", "ic-lora-union"], standalone_mode=False), lambda: False)
+    out, err = capsys.readouterr()
+    lora = EXTRAS["ic-lora-union"].file.filename
+    assert code == 1 and out.startswith("fetching 0.3 GB") and "Retrying" not in out + err
+    assert err == (
+        f"error: cannot reach huggingface.co to fetch {lora}: connect and run again, or pass a local copy to "
+        "--lora/--distilled-lora; `python scripts/download_weights.py` fetches them ahead.\n"
+    )
+
+
+def test_download_script_with_hf_hub_offline_says_so_in_one_line(tmp_path):
+    """The script as a user runs it, offline (HF_HUB_OFFLINE): one line, exit status 1, no
+    traceback and no network."""
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    run = subprocess.run(
+        [sys.executable, str(DOWNLOAD_SCRIPT), "--what", "ic-lora-pose", "--what", "ic-lora-depth"],
+        env=environment, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 1 and run.stdout == ""
+    names = f"{EXTRAS['ic-lora-pose'].file.filename}, {EXTRAS['ic-lora-depth'].file.filename}"
+    assert run.stderr == (
+        f"error: HF_HUB_OFFLINE is set and {names} are not in the Hugging Face cache ({hub._shown(tmp_path / 'hub')}): "
+        "unset it and run again, or pass a local copy to --lora/--distilled-lora.\n"
+    )

@@ -84,9 +84,35 @@ UPSCALERS = {
     "ltx-2.3-spatial-x1.5": HubFile(LTX_2_3, "ltx-2.3-spatial-upscaler-x1.5-1.0.safetensors"),
     "ltx-2.3-temporal-x2": HubFile(LTX_2_3, "ltx-2.3-temporal-upscaler-x2-1.0.safetensors"),
 }
+# IC-LoRAs (`--pipeline ic-lora --lora`), one repository each. The same README's "LoRAs" list
+# names Union Control and Motion Track Control for LTX-2.3 and Detailer and Pose Control for
+# LTX-2; Canny and Depth Control are the other IC-LoRAs Lightricks publishes for LTX-2
+# (huggingface.co/models?other=base_model:finetune:Lightricks/LTX-2), named as the Pose one is.
+IC_LORAS = {
+    "ltx-2.3-ic-lora-union-control": HubFile(
+        "Lightricks/LTX-2.3-22b-IC-LoRA-Union-Control", "ltx-2.3-22b-ic-lora-union-control-ref0.5.safetensors"
+    ),
+    "ltx-2.3-ic-lora-motion-track-control": HubFile(
+        "Lightricks/LTX-2.3-22b-IC-LoRA-Motion-Track-Control",
+        "ltx-2.3-22b-ic-lora-motion-track-control-ref0.5.safetensors",
+    ),
+    "ltx-2-ic-lora-canny-control": HubFile(
+        "Lightricks/LTX-2-19b-IC-LoRA-Canny-Control", "ltx-2-19b-ic-lora-canny-control.safetensors"
+    ),
+    "ltx-2-ic-lora-depth-control": HubFile(
+        "Lightricks/LTX-2-19b-IC-LoRA-Depth-Control", "ltx-2-19b-ic-lora-depth-control.safetensors"
+    ),
+    "ltx-2-ic-lora-detailer": HubFile(
+        "Lightricks/LTX-2-19b-IC-LoRA-Detailer", "ltx-2-19b-ic-lora-detailer.safetensors"
+    ),
+    "ltx-2-ic-lora-pose-control": HubFile(
+        "Lightricks/LTX-2-19b-IC-LoRA-Pose-Control", "ltx-2-19b-ic-lora-pose-control.safetensors"
+    ),
+}
 LORAS = {
     "ltx-2-distilled-lora": HubFile(LTX_2, "ltx-2-19b-distilled-lora-384.safetensors"),
     "ltx-2.3-distilled-lora": HubFile(LTX_2_3, "ltx-2.3-22b-distilled-lora-384-1.1.safetensors"),
+    **IC_LORAS,
 }
 GEMMA_FILES = ("*.json", "*.safetensors", "tokenizer.model")
 # Both gated by Google's Gemma licence. Lightricks' docs point at the QAT one (bf16 weights
@@ -106,6 +132,7 @@ class DefaultModel:
     spatial_upscaler: HubFile
     gemma: HubFolder
     pipeline: str
+    generation: str  # the LTX generation ("2.3": the 22B DiT) whose LoRAs fit it
 
 
 DEFAULT_MODEL = DefaultModel(
@@ -113,7 +140,36 @@ DEFAULT_MODEL = DefaultModel(
     spatial_upscaler=UPSCALERS["ltx-2.3-spatial-x2"],
     gemma=GEMMAS["gemma-3-12b-it-qat"],
     pipeline="distilled",
+    generation="2.3",
 )
+
+
+@dataclass(frozen=True)
+class Extra:
+    """A file some pipelines take beside the checkpoint, offered by a short name: it fits the
+    checkpoints of one LTX generation ("2.3": 22B, "2": 19B)."""
+
+    file: HubFile
+    generation: str
+    used_for: str
+
+
+EXTRAS = {
+    "distilled-lora": Extra(LORAS["ltx-2.3-distilled-lora"], "2.3",
+                            "stage 2 of two-stage, two-stage-hq, keyframes, a2vid (--distilled-lora)"),
+    "spatial-upscaler-x1.5": Extra(UPSCALERS["ltx-2.3-spatial-x1.5"], "2.3",
+                                   "latent x1.5, from Python (load_upscaler)"),
+    "ic-lora-union": Extra(IC_LORAS["ltx-2.3-ic-lora-union-control"], "2.3",
+                           "--pipeline ic-lora following depth, pose or edge videos"),
+    "ic-lora-motion-track": Extra(IC_LORAS["ltx-2.3-ic-lora-motion-track-control"], "2.3",
+                                  "--pipeline ic-lora following motion tracks"),
+    "ic-lora-canny": Extra(IC_LORAS["ltx-2-ic-lora-canny-control"], "2", "--pipeline ic-lora following edge videos"),
+    "ic-lora-depth": Extra(IC_LORAS["ltx-2-ic-lora-depth-control"], "2", "--pipeline ic-lora following depth videos"),
+    "ic-lora-detailer": Extra(IC_LORAS["ltx-2-ic-lora-detailer"], "2", "--pipeline ic-lora adding detail to a video"),
+    "ic-lora-pose": Extra(IC_LORAS["ltx-2-ic-lora-pose-control"], "2", "--pipeline ic-lora following pose videos"),
+}  # fmt: skip
+# What fits the default model: `download_weights.py --all` fetches these beside it.
+DEFAULT_EXTRAS = tuple(name for name, extra in EXTRAS.items() if extra.generation == DEFAULT_MODEL.generation)
 
 
 @dataclass(frozen=True)
@@ -166,35 +222,35 @@ def fetch(items: Sequence[HubItem], download: bool = True, echo: Callable[[str],
     missing = [item for item, path in zip(items, found) if path is None]
     if not missing:
         return found
-    names = ", ".join(item.name for item in missing)
+    names, local = ", ".join(item.name for item in missing), _local_files_hint(missing)
     if not download:
         raise HubError(
             f"not in the Hugging Face cache ({_shown(cache_dir)}): {names}; `python scripts/download_weights.py "
-            "--default` fetches them, or pass --checkpoint-path/--gemma-path to local files."
+            f"--default` fetches them, or {local}."
         )
     if _offline():
         raise HubError(
             f"HF_HUB_OFFLINE is set and {names} {'is' if len(missing) == 1 else 'are'} not in the Hugging Face cache "
-            f"({_shown(cache_dir)}): unset it and run again, or pass --checkpoint-path/--gemma-path to local files."
+            f"({_shown(cache_dir)}): unset it and run again, or {local}."
         )
     with _quiet_hub_logs():
         to_fetch = {}
         for item in missing:
-            with _as_hub_error(item.repo, names):
+            with _as_hub_error(item.repo, names, local):
                 to_fetch[item] = _bytes_to_fetch(item, cache_dir)
         total = sum(sum(sizes.values()) for sizes in to_fetch.values())
         free = shutil.disk_usage(_existing_ancestor(cache_dir)).free
         if total > free:
             raise HubError(
                 f"{names} need {_gb(total)} but {_shown(cache_dir)} has {_gb(free)} free: free some space, "
-                "or set HF_HUB_CACHE to a disk with room (or pass --checkpoint-path/--gemma-path to local files)."
+                f"or set HF_HUB_CACHE to a disk with room (or {local})."
             )
         echo(
             f"fetching {_gb(total)} into the Hugging Face cache ({_shown(cache_dir)}): "
             + ", ".join(_described(item, sizes) for item, sizes in to_fetch.items())
         )
         for item in missing:
-            with _as_hub_error(item.repo, names):
+            with _as_hub_error(item.repo, names, local):
                 if isinstance(item, HubFile):
                     huggingface_hub.hf_hub_download(item.repo, item.filename, cache_dir=cache_dir)
                 else:
@@ -228,8 +284,8 @@ def _bytes_to_fetch(item: HubItem, cache_dir: Path) -> dict[str, int]:
         files = [sibling for sibling in info.siblings if sibling.rfilename == item.filename]
         if not files:
             raise HubError(
-                f"{item.repo} no longer has {item.filename}: update LTX-2-MLX, or download a checkpoint yourself "
-                "and pass it with --checkpoint-path."
+                f"{item.repo} no longer has {item.filename}: update LTX-2-MLX, or download the file yourself "
+                f"and {_local_files_hint([item])}."
             )
     else:
         files = filter_repo_objects(info.siblings, allow_patterns=item.allow_patterns, key=lambda s: s.rfilename)
@@ -273,9 +329,17 @@ def _connection_errors() -> tuple[type[Exception], ...]:
     return tuple(errors)
 
 
+def _local_files_hint(missing: Sequence[HubItem]) -> str:
+    """How to do without the Hub: the options that take local copies of the missing files."""
+    if all(item in LORAS.values() for item in missing):
+        return "pass a local copy to --lora/--distilled-lora"
+    return "pass --checkpoint-path/--gemma-path to local files"
+
+
 @contextlib.contextmanager
-def _as_hub_error(repo: str, names: str) -> Iterator[None]:
-    """Turn huggingface_hub's exceptions into one-line HubErrors."""
+def _as_hub_error(repo: str, names: str, local: str) -> Iterator[None]:
+    """Turn huggingface_hub's exceptions into one-line HubErrors; `local` says how to do
+    without the Hub."""
     try:
         yield
     except GatedRepoError:
@@ -286,19 +350,16 @@ def _as_hub_error(repo: str, names: str) -> Iterator[None]:
     except RepositoryNotFoundError:
         raise HubError(
             f"the Hub does not show {repo} to you (renamed, or your token is refused): `hf auth login` again, "
-            "or pass --checkpoint-path/--gemma-path to local files."
+            f"or {local}."
         ) from None
     except _connection_errors():
         raise HubError(
-            f"cannot reach huggingface.co to fetch {names}: connect and run again, or pass "
-            "--checkpoint-path/--gemma-path to local files; `python scripts/download_weights.py` fetches them ahead."
+            f"cannot reach huggingface.co to fetch {names}: connect and run again, or {local}; "
+            "`python scripts/download_weights.py` fetches them ahead."
         ) from None
     except HfHubHTTPError as err:
         status = getattr(getattr(err, "response", None), "status_code", None)
-        raise HubError(
-            f"the Hub failed to serve {repo} (HTTP {status}): try again later, "
-            "or pass --checkpoint-path/--gemma-path to local files."
-        ) from None
+        raise HubError(f"the Hub failed to serve {repo} (HTTP {status}): try again later, or {local}.") from None
 
 
 @contextlib.contextmanager
