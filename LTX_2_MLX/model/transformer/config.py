@@ -86,9 +86,7 @@ class LTXModelConfig:
         fixed = dict(_FIXED, **(_FIXED_AUDIO_VIDEO if model_type.has_audio else {}))
         for key, expected in fixed.items():
             if section.get(key) != expected:
-                raise ValueError(
-                    f"transformer config '{key}' is {section.get(key)!r}, but LTX-2 requires {expected!r}"
-                )
+                raise ValueError(f"transformer config '{key}' is {section.get(key)!r}, but LTX-2 requires {expected!r}")
         caption_proj_before_connector = bool(section.get("caption_proj_before_connector", False))
         if not caption_proj_before_connector and "caption_channels" not in section:
             raise ValueError("transformer config lacks 'caption_channels' (needed for the caption projection)")
@@ -107,8 +105,9 @@ class LTXModelConfig:
         try:
             rope_type = LTXRopeType(section.get("rope_type", "interleaved"))
         except ValueError:
-            raise ValueError(f"transformer config 'rope_type' is {section.get('rope_type')!r}; "
-                             "expected 'interleaved' or 'split'") from None
+            raise ValueError(
+                f"transformer config 'rope_type' is {section.get('rope_type')!r}; expected 'interleaved' or 'split'"
+            ) from None
         return cls(
             model_type=model_type,
             caption_channels=section.get("caption_channels"),

@@ -1,5 +1,7 @@
 """Small building blocks of the DiT: timestep AdaLN, feed-forward, caption projection."""
 
+import math
+
 import mlx.core as mx
 import mlx.nn as nn
 
@@ -28,13 +30,24 @@ class AdaLayerNormSingle(nn.Module):
         return self.linear(nn.silu(embedded)), embedded
 
 
+@mx.compile
+def gelu_tanh(x: mx.array) -> mx.array:
+    """GELU's tanh approximation in float32, rounded once to x's dtype, as torch's kernel
+    computes it (x³ as x·x·x). One fused kernel per shape: nn.gelu_approx (shapeless) is
+    split in two around x**3 and rounds every step in bf16; a shapeless compile of this
+    expression is split in three by its broadcast constants."""
+    x32 = x.astype(mx.float32)
+    inner = math.sqrt(2 / math.pi) * (x32 + 0.044715 * (x32 * x32 * x32))
+    return (0.5 * x32 * (1 + mx.tanh(inner))).astype(x.dtype)
+
+
 class GELUApprox(nn.Module):
     def __init__(self, dim_in: int, dim_out: int):
         super().__init__()
         self.proj = nn.Linear(dim_in, dim_out)
 
     def __call__(self, x: mx.array) -> mx.array:
-        return nn.gelu_approx(self.proj(x))
+        return gelu_tanh(self.proj(x))
 
 
 class FeedForward(nn.Module):
@@ -56,4 +69,4 @@ class PixArtAlphaTextProjection(nn.Module):
         self.linear_2 = nn.Linear(hidden_size, hidden_size)
 
     def __call__(self, caption: mx.array) -> mx.array:
-        return self.linear_2(nn.gelu_approx(self.linear_1(caption)))
+        return self.linear_2(gelu_tanh(self.linear_1(caption)))

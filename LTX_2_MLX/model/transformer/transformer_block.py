@@ -40,22 +40,41 @@ class TransformerArgs:
     self_attention_mask: mx.array | None = None
 
 
-@mx.compile
-def _modulate(normed: mx.array, scale: mx.array, shift: mx.array) -> mx.array:
-    return normed * (1 + scale) + shift
+# An AdaLN value is a row of a block's table plus the matching slice of the timestep
+# embedding: (table row (dim,), timestep slice (B, T or 1, dim)). The sum is taken inside the
+# compiled kernel that uses it, so no (B, T, n, dim) tensor of values is written and read
+# back; the operations and their roundings are those of the unfused expression.
+AdaValue = tuple[mx.array, mx.array]
 
 
 @mx.compile
-def _gated_residual(x: mx.array, update: mx.array, gate: mx.array) -> mx.array:
-    return x + update * gate
+def _modulate_kernel(
+    x: mx.array, scale_row: mx.array, scale_t: mx.array, shift_row: mx.array, shift_t: mx.array
+) -> mx.array:
+    return x * (1 + (scale_row + scale_t)) + (shift_row + shift_t)
 
 
-def ada_values(table: mx.array, timestep: mx.array, start: int, stop: int) -> list[mx.array]:
-    """Rows start:stop of the block's table plus the matching slices of the AdaLN output."""
+@mx.compile
+def _gated_residual_kernel(x: mx.array, update: mx.array, gate_row: mx.array, gate_t: mx.array) -> mx.array:
+    return x + update * (gate_row + gate_t)
+
+
+def _modulate(x: mx.array, scale: AdaValue, shift: AdaValue) -> mx.array:
+    """x * (1 + scale) + shift."""
+    return _modulate_kernel(x, *scale, *shift)
+
+
+def _gated_residual(x: mx.array, update: mx.array, gate: AdaValue) -> mx.array:
+    """x + update * gate."""
+    return _gated_residual_kernel(x, update, *gate)
+
+
+def ada_values(table: mx.array, timestep: mx.array, start: int, stop: int) -> list[AdaValue]:
+    """Rows start:stop of the block's table, each with the matching slice of the AdaLN output."""
     batch, tokens = timestep.shape[:2]
-    per_row = timestep.reshape(batch, tokens, table.shape[0], -1)[:, :, start:stop]
-    values = table[start:stop].astype(timestep.dtype)[None, None] + per_row
-    return [values[:, :, i] for i in range(stop - start)]
+    per_row = timestep.reshape(batch, tokens, table.shape[0], -1)
+    # table[i : i + 1] is a view; table[i] would be a gather kernel per value.
+    return [(table[i : i + 1].astype(timestep.dtype), per_row[:, :, i]) for i in range(start, stop)]
 
 
 class BasicAVTransformerBlock(nn.Module):
@@ -127,10 +146,7 @@ class BasicAVTransformerBlock(nn.Module):
         if not self.cross_attention_adaln:
             return x + attn(self._norm(x), context=args.context, mask=args.context_mask)
         shift_q, scale_q, gate = ada_values(table, args.timesteps, 6, 9)
-        batch = x.shape[0]
-        prompt = args.prompt_timestep.reshape(batch, args.prompt_timestep.shape[1], 2, -1)
-        prompt = prompt_table.astype(x.dtype)[None, None] + prompt
-        shift_kv, scale_kv = prompt[:, :, 0], prompt[:, :, 1]
+        shift_kv, scale_kv = ada_values(prompt_table, args.prompt_timestep, 0, 2)
         context = _modulate(args.context, scale_kv, shift_kv)
         update = attn(_modulate(self._norm(x), scale_q, shift_q), context=context, mask=args.context_mask)
         return _gated_residual(x, update, gate)
@@ -145,6 +161,16 @@ class BasicAVTransformerBlock(nn.Module):
         scale, shift = ada_values(table[:4], args.cross_scale_shift_timestep, start, start + 2)
         (gate,) = ada_values(table[4:], args.cross_gate_timestep, 0, 1)
         return scale, shift, gate
+
+    def _cross_modal_residual(
+        self, x: mx.array, update: mx.array, gate: AdaValue, perturbations: BatchedPerturbationConfig,
+        kind: PerturbationType,
+    ) -> mx.array:  # fmt: skip
+        """x + update * gate, times 0 on the rows that skip this cross-attention (STG)."""
+        if not perturbations.any_in_batch(kind, self.idx):
+            return _gated_residual(x, update, gate)
+        keep = perturbations.mask_like(kind, self.idx, x)
+        return x + update * (gate[0] + gate[1]) * keep
 
     def __call__(
         self,
@@ -191,8 +217,7 @@ class BasicAVTransformerBlock(nn.Module):
                     pe=video.cross_positional_embeddings,
                     k_pe=audio.cross_positional_embeddings,
                 )
-                keep = perturbations.mask_like(PerturbationType.SKIP_A2V_CROSS_ATTN, self.idx, vx)
-                vx = vx + update * gate * keep
+                vx = self._cross_modal_residual(vx, update, gate, perturbations, PerturbationType.SKIP_A2V_CROSS_ATTN)
             if run_v2a and not perturbations.all_in_batch(PerturbationType.SKIP_V2A_CROSS_ATTN, self.idx):
                 a_scale, a_shift, gate = self._cross_modal_values(self.scale_shift_table_a2v_ca_audio, audio, 2)
                 v_scale, v_shift, _ = self._cross_modal_values(self.scale_shift_table_a2v_ca_video, video, 2)
@@ -202,8 +227,7 @@ class BasicAVTransformerBlock(nn.Module):
                     pe=audio.cross_positional_embeddings,
                     k_pe=video.cross_positional_embeddings,
                 )
-                keep = perturbations.mask_like(PerturbationType.SKIP_V2A_CROSS_ATTN, self.idx, ax)
-                ax = ax + update * gate * keep
+                ax = self._cross_modal_residual(ax, update, gate, perturbations, PerturbationType.SKIP_V2A_CROSS_ATTN)
 
         if run_video:
             vx = self._feed_forward(vx, video, self.ff, self.scale_shift_table)
