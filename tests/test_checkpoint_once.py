@@ -101,11 +101,6 @@ def test_distilled_generation_parses_each_header_once_and_maps_once_per_model(mo
     assert sum(reads.loads.values()) <= reads.models
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the two-stage pipelines still take the upscaler's statistics from ledger.video_encoder(); once they "
-    "call ledger.latent_statistics() this passes: remove the mark",
-)
 def test_distilled_generation_builds_no_encoder_for_the_statistics(model_files, tmp_path, reads):
     _generate(model_files, tmp_path / "fox.mp4", "distilled")  # no image: nothing to encode
     assert reads.encoders == 0

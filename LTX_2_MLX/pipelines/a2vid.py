@@ -28,11 +28,9 @@ def encode_audio_file(
     ledger: ModelLedger, waveform, sample_rate: int, num_frames: int, frame_rate: float
 ) -> mx.array:  # fmt: skip
     """The waveform's audio latent (B, channels, frames, mel_bins), cut to the video's length."""
-    from LTX_2_MLX.loader.audio_vae import load_audio_vae
     from LTX_2_MLX.model.audio_vae import Audio, encode_audio
 
-    encoder = load_audio_vae(ledger.checkpoint_path, dtype=ledger.dtype, decoder=False).encoder
-    latent = encode_audio(Audio(mx.array(waveform)[None], sample_rate), encoder)
+    latent = encode_audio(Audio(mx.array(waveform)[None], sample_rate), ledger.audio_encoder())
     needed = AudioLatentShape.from_duration(batch=1, duration=num_frames / frame_rate).frames
     if latent.shape[2] < needed:
         raise ValueError(

@@ -146,8 +146,7 @@ def denoise_stage(
 
 def upscale_video_latent(ledger: ModelLedger, video_latent: mx.array) -> mx.array:
     """The latent x2 in space through the spatial upscaler (in the VAE's un-normalised space)."""
-    statistics = ledger.video_encoder().per_channel_statistics
-    upscaled = upsample_latent(video_latent[:1], ledger.spatial_upscaler(), statistics)
+    upscaled = upsample_latent(video_latent[:1], ledger.spatial_upscaler(), ledger.latent_statistics())
     mx.eval(upscaled)
     return upscaled
 

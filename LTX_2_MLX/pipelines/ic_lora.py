@@ -36,10 +36,11 @@ def reference_downscale_factor(lora_paths: list[str]) -> int:
 
 def load_attention_mask(path: str, height: int, width: int, frame_cap: int) -> mx.array:
     """A mask video as (1, 1, F, height, width) in [0, 1]: its frames' channel mean, computed
-    in bfloat16 as the reference does."""
+    in bfloat16 as the reference does. torch rounds a bfloat16 mean once, from the exact mean;
+    MLX's bfloat16 mean rounds the sum first, so the mean is taken in float32."""
     video = load_video_conditioning(path, height, width, frame_cap).astype(mx.bfloat16)
-    mask = (mx.mean(video, axis=1, keepdims=True) + 1.0) / 2.0
-    return mx.clip(mask, 0.0, 1.0)
+    mean = mx.mean(video.astype(mx.float32), axis=1, keepdims=True).astype(mx.bfloat16)
+    return mx.clip((mean + 1.0) / 2.0, 0.0, 1.0)
 
 
 def _area_resize(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -54,11 +55,15 @@ def _area_resize(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def mask_to_latent_tokens(mask: mx.array, latent_frames: int, latent_height: int, latent_width: int) -> mx.array:
+def mask_to_latent_tokens(
+    mask: mx.array, latent_frames: int, latent_height: int, latent_width: int, strength: float = 1.0
+) -> mx.array:
     """A pixel-space mask (1, 1, F, H, W) as one weight per latent token (1, f*h*w), in the
-    patchifier's (f, h, w) order: area-averaged in space; in time the first frame alone (the
-    causal VAE encodes it alone), then the mean of each group of the remaining frames. Each
-    step's result is rounded to the mask's dtype, as the reference computes in it."""
+    patchifier's (f, h, w) order, times `strength`: area-averaged in space; in time the first
+    frame alone (the causal VAE encodes it alone), then the mean of each group of the remaining
+    frames. Each step's result is rounded to the mask's dtype, as the reference computes in it
+    (torch multiplies a bfloat16 tensor by a Python float in float32, rounding once; MLX would
+    round the strength to bfloat16 first)."""
 
     def rounded(values: np.ndarray) -> np.ndarray:
         return np.array(mx.array(values).astype(mask.dtype).astype(mx.float32))
@@ -76,7 +81,7 @@ def mask_to_latent_tokens(mask: mx.array, latent_frames: int, latent_height: int
         spatial = np.concatenate([spatial[:1], rest])
     else:
         spatial = spatial[:1]
-    return mx.array(spatial.reshape(1, -1)).astype(mask.dtype)
+    return mx.array(spatial.reshape(1, -1) * np.float32(strength)).astype(mask.dtype)
 
 
 class ICLoraPipeline(Pipeline):
@@ -113,7 +118,7 @@ class ICLoraPipeline(Pipeline):
             latent = encoder(video.astype(self.ledger.dtype))
             item = VideoConditionByReferenceLatent(latent, scale, conditioning_strength)
             if mask is not None:
-                weights = mask_to_latent_tokens(mask, *latent.shape[2:]) * strength
+                weights = mask_to_latent_tokens(mask, *latent.shape[2:], strength=strength)
                 item = ConditioningItemAttentionStrengthWrapper(item, attention_mask=weights)
             elif strength < 1.0:
                 item = ConditioningItemAttentionStrengthWrapper(item, attention_mask=strength)

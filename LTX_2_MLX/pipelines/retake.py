@@ -92,9 +92,7 @@ def encode_clip_video(ledger: ModelLedger, clip: SourceClip) -> mx.array:
 
 
 def load_audio_encoder(ledger: ModelLedger):
-    from LTX_2_MLX.loader.audio_vae import load_audio_vae
-
-    return load_audio_vae(ledger.checkpoint_path, dtype=ledger.dtype, decoder=False).encoder
+    return ledger.audio_encoder()
 
 
 def encode_clip_audio(ledger: ModelLedger, clip: SourceClip, padded_to: VideoPixelShape | None = None) -> mx.array | None:
