@@ -97,7 +97,9 @@ def test_one_stage_generation_parses_each_header_once_and_maps_once_per_model(mo
 def test_distilled_generation_parses_each_header_once_and_maps_once_per_model(model_files, tmp_path, reads):
     _generate(model_files, tmp_path / "fox.mp4", "distilled")
     assert reads.headers == {CHECKPOINT: 1, GEMMA_SHARD: 1, UPSCALER: 1}
-    assert reads.loads[UPSCALER] == 1 and reads.loads[GEMMA_SHARD] == 1
+    # As one-stage, plus the upscaler; the DiT is loaded once for both stages, and the
+    # statistics around the upscaler come from byte ranges.
+    assert reads.loads == {CHECKPOINT: 5, GEMMA_SHARD: 1, UPSCALER: 1}
     assert sum(reads.loads.values()) <= reads.models
 
 

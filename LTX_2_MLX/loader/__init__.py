@@ -3,11 +3,12 @@ re-exported lazily so importing one part does not import them all."""
 
 from importlib import import_module
 
-from LTX_2_MLX.loader.checkpoint import CheckpointError, load_tensors, read_config
+from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, load_tensors, read_config
 
 _LOADERS = {
     "load_transformer": "transformer",
     "load_video_vae": "video_vae",
+    "load_latent_statistics": "video_vae",
     "load_text_encoder": "text_encoder",
     "load_embeddings_processor": "text_encoder",
     "load_upscaler": "upscaler",
@@ -15,7 +16,7 @@ _LOADERS = {
     "load_vocoder": "audio_vae",
 }
 
-__all__ = ["CheckpointError", "load_tensors", "read_config", *_LOADERS]
+__all__ = ["Checkpoint", "CheckpointError", "load_tensors", "read_config", *_LOADERS]
 
 
 def __getattr__(name: str):
