@@ -1,0 +1,119 @@
+"""The memory planner (pipelines/memory_plan.py): its estimates against peaks measured on the
+CPU with the tiny models, the choices it makes for a budget, and the CLI's --memory-budget /
+--low-memory / --dry-run, all before any model loads."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import pytest
+from click.testing import CliRunner
+from reference import REFUSALS
+
+from LTX_2_MLX.cli import main
+from LTX_2_MLX.pipelines.memory_plan import PlanInputs, estimate_phases, plan_generation
+from LTX_2_MLX.pipelines.registry import PIPELINES
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "end_to_end.py"
+# The estimate over the measured peak, per phase, on the CPU at 128x128x17 with the tiny models.
+# Not yet the 20% target (that is for full size on the GPU): at this size fixed overheads the
+# formulas leave out (the CPU's unfused attention scores, allocator rounding) dominate.
+TINY_RATIO_RANGE = (0.15, 1.5)
+
+
+@pytest.fixture
+def no_weights_read(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the input was checked")
+
+    monkeypatch.setattr(mx, "load", refuse)
+
+
+def _inputs(model_files, **changes) -> PlanInputs:
+    checkpoint, gemma, _, upscaler, _, _ = model_files
+    values = dict(checkpoint=checkpoint, pipeline=PIPELINES["distilled"], height=128, width=128, num_frames=17,
+                  dtype=mx.float32, gemma_path=gemma, spatial_upscaler_path=upscaler)  # fmt: skip
+    return PlanInputs(**{**values, **changes})
+
+
+def _args(model_files, tmp_path, *extra) -> list[str]:
+    checkpoint, gemma, _, upscaler, _, _ = model_files
+    return ["generate", "--checkpoint-path", checkpoint, "--gemma-path", str(gemma), "--pipeline", "distilled",
+            "--spatial-upscaler-path", upscaler, "--prompt", "a red fox", "--height", "128", "--width", "128",
+            "--num-frames", "17", "--dtype", "float32", "--output-path", str(tmp_path / "out.mp4"), *extra]  # fmt: skip
+
+
+def test_tiny_plan_against_measured_peaks_per_phase(model_files, tmp_path):
+    checkpoint, gemma, _, upscaler, _, _ = model_files
+    out = tmp_path / "e2e.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARK), "--tiny", "--checkpoint-path", checkpoint, "--gemma-path", str(gemma),
+         "--spatial-upscaler-path", upscaler, "--precisions", "bf16", "--modes", "default", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = json.loads(out.read_text())["runs"]
+    measured = {phase["phase"]: phase for phase in run["phases"]}
+    expected = {"Gemma encode", "prompt processor", "DiT stage 1", "upscaler", "DiT stage 2", "audio decode",
+                "VAE decode"}  # fmt: skip
+    assert set(measured) == expected
+    for name, phase in measured.items():
+        low, high = TINY_RATIO_RANGE
+        assert low <= phase["estimate_ratio"] <= high, (name, phase)
+
+
+def _eight_block_checkpoint(model_files, folder: Path) -> str:
+    """A header-only stand-in: the tiny model's config with a DiT of eight 1 MiB blocks."""
+    from LTX_2_MLX.loader.checkpoint import Checkpoint
+
+    config = Checkpoint.open(model_files[0]).config()
+    config.pop("audio_vae"), config.pop("vocoder")
+    blocks = {f"model.diffusion_model.transformer_blocks.{i}.attn1.to_q.weight": mx.zeros((512, 512)) for i in range(8)}
+    path = str(folder / "eight-blocks.safetensors")
+    mx.save_safetensors(path, blocks, metadata={"config": json.dumps(config)})
+    return path
+
+
+def test_planner_streams_the_dit_when_only_that_fits(model_files, tmp_path):
+    inputs = _inputs(model_files, checkpoint=_eight_block_checkpoint(model_files, tmp_path), gemma_path=None,
+                     spatial_upscaler_path=None, height=64, width=64)  # fmt: skip
+    resident = max(p.peak for p in estimate_phases(inputs, False, (256, 32)))
+    streamed = max(p.peak for p in estimate_phases(inputs, True, (256, 32)))
+    assert streamed < resident
+    plan = plan_generation(inputs, budget=(resident + streamed) // 2)
+    assert plan.fits and plan.low_memory
+    assert "2 of 8 blocks" in plan.phase("DiT stage 1").detail
+    assert not plan_generation(inputs, budget=resident * 2).low_memory
+
+
+def test_planner_shrinks_decode_tiles_before_refusing(model_files):
+    inputs = _inputs(model_files, gemma_path=None, height=512, width=512)
+    largest = max(p.peak for p in estimate_phases(inputs, True, (512, 64)))
+    smallest = max(p.peak for p in estimate_phases(inputs, True, (256, 32)))
+    assert smallest < largest
+    plan = plan_generation(inputs, budget=smallest)
+    assert plan.fits and plan.tile_size == (256, 32)
+
+
+def test_refusal_names_what_would_fit_and_loads_nothing(model_files, tmp_path, no_weights_read):
+    inputs = _inputs(model_files, dtype=mx.bfloat16)
+    streamed = max(p.peak for p in estimate_phases(inputs, True, (256, 32)))
+    budget_gib = f"{streamed * 0.999 / 2**30:.9f}"
+    result = CliRunner().invoke(main, _args(model_files, tmp_path, "--dtype", "bfloat16", "--memory-budget",
+                                            budget_gib, "--low-memory"))  # fmt: skip
+    assert result.exit_code != 0
+    message = result.output.strip().splitlines()[-1]
+    REFUSALS.append(("memory plan refusal", message))
+    assert "what would fit:" in message and "--height 64 --width 64" in message, message
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(model_files, tmp_path, no_weights_read):
+    result = CliRunner().invoke(main, _args(model_files, tmp_path, "--dry-run", "--memory-budget", "1e-6"))
+    assert result.exit_code == 0, result.output
+    for phase in ("Gemma encode", "DiT stage 1", "upscaler", "DiT stage 2", "VAE decode", "largest:"):
+        assert phase in result.output
+    assert "does NOT fit" in result.output
+    assert list(tmp_path.iterdir()) == []
