@@ -330,17 +330,48 @@ def lora_delta(pairs: list[tuple[mx.array, mx.array, float]], dtype: mx.Dtype) -
     return total.astype(dtype)
 
 
-def _fuse_fp8(layer: Fp8Linear, pairs: list[tuple[mx.array, mx.array, float]]) -> None:
-    if "weight_scale" in layer:
-        # Scaled fp8: dequantize, add the (bfloat16) delta and re-quantize per tensor, in float32.
-        delta = lora_delta(pairs, mx.bfloat16).astype(mx.float32)
-        fused = mx.from_fp8(layer.weight, dtype=mx.float32) * layer.weight_scale + delta
-        # torch evaluates `448 / amax` as `amax.reciprocal() * 448`: same rounding here.
-        scale = (1.0 / mx.abs(fused).max()) * FP8_E4M3_MAX
-        layer.weight = mx.to_fp8(mx.clip(fused * scale, -FP8_E4M3_MAX, FP8_E4M3_MAX))
-        layer.weight_scale = 1.0 / scale  # a true division: mx.reciprocal may differ by an ulp
-    else:
-        layer.weight = mx.to_fp8(lora_delta(pairs, mx.bfloat16) + mx.from_fp8(layer.weight, dtype=mx.bfloat16))
+def fused_weight(
+    weight: mx.array, pairs: list[tuple[mx.array, mx.array, float]], fp8: bool, weight_scale: mx.array | None = None
+) -> tuple[mx.array, mx.array | None]:
+    """A layer's weight (and fp8 scale) with LoRA deltas added: W + delta in W's dtype; for fp8
+    weights (e4m3 bytes) the fused bfloat16 weight rounded back to e4m3, and a scaled fp8 weight
+    dequantized in float32, fused and re-quantized with a new per-tensor scale."""
+    if not fp8:
+        return lora_delta(pairs, weight.dtype) + weight, None
+    if weight_scale is None:
+        return mx.to_fp8(lora_delta(pairs, mx.bfloat16) + mx.from_fp8(weight, dtype=mx.bfloat16)), None
+    delta = lora_delta(pairs, mx.bfloat16).astype(mx.float32)
+    fused = mx.from_fp8(weight, dtype=mx.float32) * weight_scale + delta
+    # torch evaluates `448 / amax` as `amax.reciprocal() * 448`: same rounding here.
+    scale = (1.0 / mx.abs(fused).max()) * FP8_E4M3_MAX
+    # 1 / scale as a true division: mx.reciprocal may differ by an ulp.
+    return mx.to_fp8(mx.clip(fused * scale, -FP8_E4M3_MAX, FP8_E4M3_MAX)), 1.0 / scale
+
+
+def lora_layers(
+    loras: Sequence[tuple[str | Path | Checkpoint, float]], weight_shapes: Mapping[str, tuple[int, int]]
+) -> list[dict[str, tuple[str, str, float]]]:
+    """Per LoRA file, module -> (key of A, key of B, strength x alpha / rank): every check of
+    `read_lora` from the header, alphas read, no matrix read. For reading A and B later, a
+    pass at a time (weight streaming)."""
+    layers = []
+    for path, strength in loras:
+        lora = Checkpoint.open(path)
+        found = {}
+        for name, module in _lora_modules(lora, weight_shapes).items():
+            alpha = lora.read_tensor(module.alpha).item() if module.alpha is not None else module.metadata_alpha
+            rank = lora.entries[module.down].shape[0]
+            found[name] = (module.down, module.up, float(strength) * (1.0 if alpha is None else alpha / rank))
+        layers.append(found)
+    return layers
+
+
+def refuse_affine_targets(names, modules: Mapping[str, nn.Module]) -> None:
+    affine = sorted(name for name in names if isinstance(modules[name], nn.QuantizedLinear))
+    if affine:
+        raise ValueError(
+            f"cannot fuse LoRAs into int8/int4 layers ({_shown(affine)}): apply_loras before quantize_transformer."
+        )
 
 
 def apply_loras(model: nn.Module, loras: Sequence[tuple[str | Path | Checkpoint, float]]) -> nn.Module:
@@ -359,17 +390,14 @@ def apply_loras(model: nn.Module, loras: Sequence[tuple[str | Path | Checkpoint,
     if all(strength == 0 for _, strength in loras):
         return model
     modules = dict(model.named_modules())
-    affine = sorted(name for name in per_module if isinstance(modules[name], nn.QuantizedLinear))
-    if affine:
-        raise ValueError(
-            f"cannot fuse LoRAs into int8/int4 layers ({_shown(affine)}): apply_loras before quantize_transformer."
-        )
+    refuse_affine_targets(per_module, modules)
     for name, pairs in per_module.items():
         layer = modules[name]
-        if isinstance(layer, Fp8Linear):
-            _fuse_fp8(layer, pairs)
-        else:
-            layer.weight = lora_delta(pairs, layer.weight.dtype) + layer.weight
+        fp8 = isinstance(layer, Fp8Linear)
+        weight, scale = fused_weight(layer.weight, pairs, fp8, layer.get("weight_scale") if fp8 else None)
+        layer.weight = weight
+        if scale is not None:
+            layer.weight_scale = scale
         # One layer at a time: its LoRA matrices and old weight are freed before the next.
         mx.eval(layer.parameters())
     return model

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
-from tqdm import tqdm
 
 from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, load_module_weights
+from LTX_2_MLX.loader.streaming import BlockReader, StreamedBlocks, by_block, quantize_weights, quantized_paths
 from LTX_2_MLX.model.text_encoder.embeddings_connector import EmbeddingsConnectorConfig
 from LTX_2_MLX.model.text_encoder.embeddings_processor import (
     EmbeddingsProcessor,
@@ -20,6 +20,7 @@ from LTX_2_MLX.model.text_encoder.gemma import Gemma3TextConfig, Gemma3TextModel
 from LTX_2_MLX.model.text_encoder.prompt_enhancement import clean_response
 from LTX_2_MLX.model.text_encoder.tokenizer import DEFAULT_MAX_LENGTH, GemmaTokenizer
 from LTX_2_MLX.model.text_encoder.vision import Gemma3Vision, VisionConfig, sanitize_vision
+from LTX_2_MLX.progress import progress_bar
 
 _DOWNLOAD_HINT = (
     "Download it with: hf download google/gemma-3-12b-it --local-dir <dir> (then --gemma-path <dir>), "
@@ -118,11 +119,19 @@ def load_text_encoder(
     group_size: int = 64,
     max_length: int = DEFAULT_MAX_LENGTH,
     with_vision: bool = False,
+    low_memory: bool = False,
+    eval_layers: int | None = None,
 ) -> GemmaTextEncoder:
     """Gemma 3's language model and tokenizer from a Hugging Face directory (config.json,
     model-*.safetensors, tokenizer files). With `quantize_bits` (8 or 4) the weights are
     quantized layer by layer as they are loaded. The vision tower (~0.4B parameters) is read
-    only `with_vision`, which image-to-video prompt enhancement needs."""
+    only `with_vision`, which image-to-video prompt enhancement needs.
+
+    `low_memory` streams the decoder layers from the shards (loader.streaming): only the
+    embedding, the final norm and about two layers are resident, each layer read (and
+    quantized) again on every forward; the outputs are bitwise the resident model's. It suits
+    encoding, one forward per prompt; prompt enhancement runs one forward per generated token.
+    `eval_layers`: layers per evaluation (default: the whole forward resident, 1 streamed)."""
     if quantize_bits not in (None, 4, 8):
         raise ValueError(f"quantize_bits={quantize_bits} must be None, 8 or 4.")
     gemma_dir = Path(gemma_dir)
@@ -135,11 +144,18 @@ def load_text_encoder(
 
     model = Gemma3TextModel(config)
     load_module_weights(model, weights, gemma_dir, "Gemma language model", dtype)
-    # Materialise (and quantize) one layer at a time, so the peak stays near the final size.
-    for layer in tqdm(model.layers, desc="loading Gemma", unit="layer", leave=False, disable=len(model.layers) < 16):
-        if quantize_bits is not None:
-            nn.quantize(layer, group_size=group_size, bits=quantize_bits, class_predicate=_quantizable(group_size))
-        mx.eval(layer.parameters())
+    del weights
+    if low_memory:
+        _stream_layers(model, shards, prefix, dtype, quantize_bits, group_size)
+    else:
+        # Materialise (and quantize) one layer at a time, so the peak stays near the final size.
+        layers = progress_bar(model.layers, desc="loading Gemma", unit="layer", leave=False, disable=len(model.layers) < 16)
+        for layer in layers:
+            if quantize_bits is not None:
+                nn.quantize(layer, group_size=group_size, bits=quantize_bits, class_predicate=_quantizable(group_size))
+            mx.eval(layer.parameters())
+    if eval_layers is not None:
+        model.eval_layers = eval_layers
     if quantize_bits is not None:
         # The embedding (also the tied LM head) is swapped from its parent.
         nn.quantize(
@@ -154,6 +170,37 @@ def load_text_encoder(
         return GemmaTextEncoder(model, tokenizer)
     vision, image_options = _load_vision(gemma_dir, raw_config, config, shards, dtype)
     return GemmaTextEncoder(model, tokenizer, vision, **image_options)
+
+
+def _stream_layers(
+    model: Gemma3TextModel, shards: list[Checkpoint], prefix: str, dtype, quantize_bits: int | None, group_size: int
+) -> None:
+    """Replace the model's decoder layers by StreamedBlocks reading them from `shards`, cast to
+    `dtype` (as load_module_weights casts) and quantized as nn.quantize would."""
+    layers = list(model.layers)
+    if quantize_bits is not None:
+        for layer in layers:  # lazily: the skeletons' layer types, nothing evaluated
+            nn.quantize(layer, group_size=group_size, bits=quantize_bits, class_predicate=_quantizable(group_size))
+    layers_prefix = prefix + "layers."
+
+    def open_pass() -> BlockReader:
+        tensors = {}
+        for shard in shards:
+            if shard.holds(layers_prefix):
+                tensors.update(shard.load(layers_prefix))
+        per_layer = by_block(tensors)
+
+        def read(index: int) -> dict[str, mx.array]:
+            weights = {
+                key: value.astype(dtype) if dtype is not None and mx.issubdtype(value.dtype, mx.floating) else value
+                for key, value in per_layer.pop(index).items()
+            }
+            return quantize_weights(weights, quantized_paths(layers[index]))
+
+        return read
+
+    model.layers = StreamedBlocks(layers, open_pass)
+    model.eval_layers = 1
 
 
 def _load_vision(gemma_dir, raw_config, text_config, shards: list[Checkpoint], dtype):
@@ -274,13 +321,19 @@ def encode_prompts(
     enhance_prompt_seed: int = 42,
     quantize_bits: int | None = None,
     dtype: mx.Dtype = mx.bfloat16,
+    low_memory: bool = False,
+    eval_layers: int | None = None,
 ) -> list[tuple[mx.array, mx.array | None, mx.array]]:
     """(video_context, audio_context, mask) per prompt, as ltx-pipelines' `encode_prompts`: Gemma
     is loaded, optionally rewrites prompts[0], encodes every prompt and is freed before the
     embeddings processor is loaded, so the 12B model is never resident beside the DiT. With
-    `enhance_prompt_image` (the first frame) the image-to-video system prompt is used."""
+    `enhance_prompt_image` (the first frame) the image-to-video system prompt is used.
+    `low_memory` and `eval_layers` are load_text_encoder's."""
     with_vision = enhance_first_prompt and enhance_prompt_image is not None
-    text_encoder = load_text_encoder(gemma_dir, dtype=dtype, quantize_bits=quantize_bits, with_vision=with_vision)
+    text_encoder = load_text_encoder(
+        gemma_dir, dtype=dtype, quantize_bits=quantize_bits, with_vision=with_vision, low_memory=low_memory,
+        eval_layers=eval_layers,
+    )  # fmt: skip
     prompts = list(prompts)
     if enhance_first_prompt:
         if with_vision:

@@ -48,10 +48,14 @@ def stored_quantization(checkpoint: str | Path | Checkpoint) -> str | None:
 
 
 def load_transformer(
-    checkpoint: str | Path | Checkpoint, dtype: mx.Dtype = mx.bfloat16, model_type: LTXModelType | None = None
+    checkpoint: str | Path | Checkpoint,
+    dtype: mx.Dtype = mx.bfloat16,
+    model_type: LTXModelType | None = None,
+    evaluate: bool = True,
 ) -> LTXModel:
     """Build the DiT its config describes and load its floating-point weights, tensor by tensor,
-    as `dtype`. A file that stores the DiT quantized is refused, naming the loader that reads it."""
+    as `dtype` (with evaluate=False left lazy: nothing read until used). A file that stores the
+    DiT quantized is refused, naming the loader that reads it."""
     checkpoint = Checkpoint.open(checkpoint)
     stored = stored_quantization(checkpoint)
     if stored is not None:
@@ -67,6 +71,7 @@ def load_transformer(
     }
     load_module_weights(model, weights, checkpoint.path, "transformer", dtype=dtype)
     del weights
-    evaluate_parameters(model, "loading the transformer")
+    if evaluate:
+        evaluate_parameters(model, "loading the transformer")
     model.eval()
     return model

@@ -25,10 +25,18 @@ class ModelLedger:
     # Prompt-embedding files standing in for the pipeline's prompts by position
     # (0: the prompt, 1: the negative prompt); None or missing entries are encoded with Gemma.
     precomputed_embeddings: tuple[str | Path | None, ...] = ()
+    # Stream the DiT's blocks and Gemma's layers from their files as each forward reaches them
+    # (loader.streaming): about two blocks resident instead of all; outputs unchanged.
+    low_memory: bool = False
+    # DiT blocks / Gemma layers per evaluation (one bounded piece of GPU work each, for macOS's
+    # watchdog); None: the models' defaults (DiT 1; Gemma the whole forward, 1 when streamed).
+    eval_blocks: int | None = None
     # Told what is about to load and its size (the CLI prints it); silent by default.
     report: Callable[[str], None] = field(default=lambda message: None, repr=False)
 
     def __post_init__(self):
+        if self.eval_blocks is not None and self.eval_blocks < 1:
+            raise ValueError(f"eval_blocks={self.eval_blocks} must be at least 1 (blocks per evaluation), e.g. 1")
         # Opened once: every model below is read through this one header.
         self.checkpoint = Checkpoint.open(self.checkpoint_path)
         self.config = self.checkpoint.config("transformer", what="LTX-2 transformer")
@@ -69,9 +77,22 @@ class ModelLedger:
         if self.parallel is not None:
             from LTX_2_MLX.distributed import parallel_transformer
 
+            if self.low_memory:
+                raise ValueError(
+                    f"--low-memory streams the whole DiT through one process; it does not combine with --parallel "
+                    f"{self.parallel}. Drop one of the two (each process of --parallel tensor holds only its share)."
+                )
             return parallel_transformer(self.parallel, self.checkpoint, self.dtype, self.loras, self.quantization)
-        model = load_transformer_as_stored(self.checkpoint, dtype=self.dtype)
-        return X0Model(prepare_transformer(model, self.loras, self.quantization))
+        if self.low_memory:
+            from LTX_2_MLX.quantization.streaming import load_streamed_transformer
+
+            model = load_streamed_transformer(self.checkpoint, self.dtype, self.loras, self.quantization)
+        else:
+            model = prepare_transformer(load_transformer_as_stored(self.checkpoint, dtype=self.dtype), self.loras,
+                                        self.quantization)  # fmt: skip
+        if self.eval_blocks is not None:
+            model.eval_blocks = self.eval_blocks
+        return X0Model(model)
 
     def encode_prompts(self, prompts: list[str], enhance_first_prompt: bool = False, image=None, seed: int = 42):
         """[(video_context, audio_context, mask)] per prompt; Gemma runs only for prompts with
@@ -93,7 +114,7 @@ class ModelLedger:
             encode_prompts(
                 missing, self.gemma_path, self.checkpoint, dtype=self.dtype, quantize_bits=self.text_encoder_bits,
                 enhance_first_prompt=enhance_first_prompt and results[0] is None, enhance_prompt_image=image,
-                enhance_prompt_seed=seed,
+                enhance_prompt_seed=seed, low_memory=self.low_memory, eval_layers=self.eval_blocks,
             )
         )  # fmt: skip
         return [result if result is not None else next(encoded) for result in results]

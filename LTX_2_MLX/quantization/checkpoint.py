@@ -29,18 +29,22 @@ from LTX_2_MLX.quantization.quantize import QuantizationSpec, quantized_layers
 
 
 def load_transformer_as_stored(
-    checkpoint: str | Path | Checkpoint, dtype: mx.Dtype = mx.bfloat16, model_type: LTXModelType | None = None
+    checkpoint: str | Path | Checkpoint,
+    dtype: mx.Dtype = mx.bfloat16,
+    model_type: LTXModelType | None = None,
+    evaluate: bool = True,
 ) -> LTXModel:
     """The DiT as the file stores it: a file written by `ltx2-mlx quantize` loads as it was
     saved (int8/int4/fp8); official fp8 files keep their fp8 layers in fp8 (upcast on the fly),
-    `dtype` applying to the rest; float files load as `dtype` (loader.load_transformer)."""
+    `dtype` applying to the rest; float files load as `dtype` (loader.load_transformer). With
+    evaluate=False the weights stay lazy (nothing read until used)."""
     checkpoint = Checkpoint.open(checkpoint)
     stored = stored_quantization(checkpoint)
     if stored == "quantized":
-        return load_quantized_transformer(checkpoint, model_type)
+        return load_quantized_transformer(checkpoint, model_type, evaluate)
     if stored == "fp8":
-        return load_fp8_transformer(checkpoint, dtype, model_type)
-    return load_transformer(checkpoint, dtype, model_type)
+        return load_fp8_transformer(checkpoint, dtype, model_type, evaluate)
+    return load_transformer(checkpoint, dtype, model_type, evaluate)
 
 
 def save_quantized_transformer(model: LTXModel, path: str | Path, source: str | Path | Checkpoint) -> None:
@@ -90,7 +94,9 @@ def _quantization_metadata(checkpoint: Checkpoint) -> tuple[QuantizationSpec, li
         ) from None
 
 
-def load_quantized_transformer(checkpoint: str | Path | Checkpoint, model_type: LTXModelType | None = None) -> LTXModel:
+def load_quantized_transformer(
+    checkpoint: str | Path | Checkpoint, model_type: LTXModelType | None = None, evaluate: bool = True
+) -> LTXModel:
     """Build the DiT the file's config describes, with its quantized layers, and load it."""
     checkpoint = Checkpoint.open(checkpoint)
     path = checkpoint.path
@@ -119,8 +125,9 @@ def load_quantized_transformer(checkpoint: str | Path | Checkpoint, model_type: 
         )
     load_module_weights(model, tensors, path, "quantized transformer")
     del tensors
-    for _, parameter in tree_flatten(model.parameters()):
-        mx.eval(parameter)
+    if evaluate:
+        for _, parameter in tree_flatten(model.parameters()):
+            mx.eval(parameter)
     model.quantization = spec
     model.eval()
     return model
@@ -214,7 +221,10 @@ def _check_fp8_metadata(checkpoint: Checkpoint, stored: dict[str, str], fp8_laye
 
 
 def load_fp8_transformer(
-    checkpoint: str | Path | Checkpoint, dtype: mx.Dtype = mx.bfloat16, model_type: LTXModelType | None = None
+    checkpoint: str | Path | Checkpoint,
+    dtype: mx.Dtype = mx.bfloat16,
+    model_type: LTXModelType | None = None,
+    evaluate: bool = True,
 ) -> LTXModel:
     """Load a checkpoint whose Linear weights are (partly) float8_e4m3fn, keeping them in fp8:
     the official ltx-2-19b-*-fp8 files, ComfyUI scaled-fp8 files, and unscaled fp8_cast files.
@@ -257,6 +267,25 @@ def load_fp8_transformer(
     parameters = {key for key, _ in tree_flatten(model.parameters())}
     _check_fp8_companions(path, tensors, set(fp8_layers), parameters)
     _check_fp8_metadata(checkpoint, stored, set(fp8_layers))
+    weights = fp8_module_weights(tensors, stored, fp8_layers, dtype)
+    del tensors
+    load_module_weights(model, weights, path, "fp8 transformer")
+    del weights
+    if evaluate:
+        for _, parameter in tree_flatten(model.parameters()):
+            mx.eval(parameter)
+    model.quantization = QuantizationSpec.for_mode("fp8")
+    model.eval()
+    return model
+
+
+def fp8_module_weights(
+    tensors: dict[str, mx.array], stored: dict[str, str], fp8_layers, dtype: mx.Dtype
+) -> dict[str, mx.array]:
+    """An fp8 file's DiT tensors (keys relative to the DiT, fp8 as raw bytes) as the weights of
+    its model: e4m3 bytes kept for the `fp8_layers`' weight and bias, other e4m3 tensors
+    decoded to `dtype`, weight scales as float32 scalars, input scales and markers dropped,
+    other floats cast to `dtype`. `stored` is each key's safetensors dtype."""
     fp8_keys = {f"{layer}.{name}" for layer in fp8_layers for name in ("weight", "bias")}
     weights = {}
     for key, value in tensors.items():
@@ -271,11 +300,4 @@ def load_fp8_transformer(
         elif mx.issubdtype(value.dtype, mx.floating):
             value = value.astype(dtype)
         weights[key] = value
-    del tensors
-    load_module_weights(model, weights, path, "fp8 transformer")
-    del weights
-    for _, parameter in tree_flatten(model.parameters()):
-        mx.eval(parameter)
-    model.quantization = QuantizationSpec.for_mode("fp8")
-    model.eval()
-    return model
+    return weights

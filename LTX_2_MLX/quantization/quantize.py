@@ -70,22 +70,33 @@ def quantize_transformer(model: nn.Module, mode: str) -> nn.Module:
     `prepare_transformer` does both in the right order.
     """
     spec = QuantizationSpec.for_mode(mode)
+    refuse_quantized(model)
+    for index, block in enumerate(model.transformer_blocks):
+        quantize_block(block, index, spec)
+        mx.eval(block.parameters())
+    model.quantization = spec
+    return model
+
+
+def refuse_quantized(model: nn.Module) -> None:
     already = quantized_layers(model)
     if already:
         raise ValueError(
             f"the model is already quantized ({len(already)} layers, e.g. {already[0]}); "
             "quantize a freshly loaded model instead."
         )
-    for index, block in enumerate(model.transformer_blocks):
-        prefix = f"transformer_blocks.{index}."
 
-        def convert(path: str, module: nn.Module, prefix: str = prefix) -> nn.Module:
-            return _quantized_layer(module, spec) if quantizable(prefix + path, module, spec) else module
 
-        block.update_modules(tree_map_with_path(convert, block.leaf_modules(), is_leaf=nn.Module.is_module))
-        mx.eval(block.parameters())
-    model.quantization = spec
-    return model
+def quantize_block(block: nn.Module, index: int, spec: QuantizationSpec) -> nn.Module:
+    """Swap transformer block `index`'s quantizable Linears for their quantized layers, lazily
+    (nothing evaluated)."""
+    prefix = f"transformer_blocks.{index}."
+
+    def convert(path: str, module: nn.Module) -> nn.Module:
+        return _quantized_layer(module, spec) if quantizable(prefix + path, module, spec) else module
+
+    block.update_modules(tree_map_with_path(convert, block.leaf_modules(), is_leaf=nn.Module.is_module))
+    return block
 
 
 def quantized_layers(model: nn.Module) -> list[str]:

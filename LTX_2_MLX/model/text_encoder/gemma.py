@@ -344,6 +344,9 @@ class Gemma3TextModel(nn.Module):
         self.config = config
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = [DecoderLayer(config, i) for i in range(config.num_hidden_layers)]
+        # Layers per evaluation (None: the whole forward as one graph). Bounded pieces of GPU
+        # work keep macOS's watchdog quiet; streamed layers (loader.streaming) need 1.
+        self.eval_layers: int | None = None
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self._global_inverse_frequencies = rope_inverse_frequencies(
             config.head_dim, config.rope_theta, config.rope_scaling_factor
@@ -402,13 +405,19 @@ class Gemma3TextModel(nn.Module):
             True: rope_cos_sin(self._local_inverse_frequencies, positions),
         }
         hidden_states = [hidden] if output_hidden_states else []
-        for layer in self.layers:
+        queued: list[mx.array] = []
+        for index, layer in enumerate(self.layers):
             window = self.config.sliding_window if layer.self_attn.is_sliding else None
             cos, sin = rope[layer.self_attn.is_sliding]
             cos, sin = cos.astype(hidden.dtype), sin.astype(hidden.dtype)
             hidden = layer(hidden, cos, sin, masks[window], has_key[window], cache)
             if output_hidden_states:
                 hidden_states.append(hidden)
+            if self.eval_layers and (index + 1) % self.eval_layers == 0:
+                # Queued before the previous group is waited for, as the DiT's blocks are.
+                mx.async_eval(hidden)
+                mx.eval(queued)
+                queued = [hidden]
         hidden = self.norm(hidden)
         if output_hidden_states:
             hidden_states[-1] = hidden

@@ -93,6 +93,10 @@ class LTXModel(nn.Module):
             BasicAVTransformerBlock(i, video_stream, audio_stream, config.rope_type, config.norm_eps)
             for i in range(config.num_layers)
         ]
+        # Blocks per evaluation: each evaluation is one bounded piece of GPU work (macOS stops a
+        # command buffer that runs too long while a display is attached). 1 also bounds the
+        # live activations and is what streamed blocks (loader.streaming) are read ahead of.
+        self.eval_blocks = 1
 
     # -- preparing one stream's arguments (the reference's TransformerArgsPreprocessor) --
 
@@ -200,9 +204,12 @@ class LTXModel(nn.Module):
         # 768x512x121: 3.0 GB over the weights instead of 8.7 GB for the whole lazy graph).
         # Each block is queued before the previous one is waited for, so the GPU runs block
         # i while block i+1 is built and launched, and never waits for Python.
+        # With eval_blocks > 1 the same happens per group of blocks.
         queued: list[mx.array] = []
-        for block in self.transformer_blocks:
+        for index, block in enumerate(self.transformer_blocks):
             video_args, audio_args = block(video_args, audio_args, perturbations)
+            if (index + 1) % self.eval_blocks:
+                continue
             outputs = [args.x for args in (video_args, audio_args) if args is not None]
             mx.async_eval(outputs)
             mx.eval(queued)

@@ -1,0 +1,213 @@
+"""Weight streaming (ModelLedger(low_memory=True)) and chunked evaluation: a streamed DiT or
+Gemma computes bitwise what the resident one does (float, LoRAs, fp8 / int8 / int4, files
+stored quantized or in official fp8), while its peak memory stays under half the resident one's
+for a model whose blocks dominate its weights."""
+
+from dataclasses import replace
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import torch
+from reference import PARITY_FIGURES, save_checkpoint
+from transformer_fixtures import (
+    MIXED_STG,
+    build_reference_transformer,
+    perturbation_configs,
+    reference_modalities,
+    save_transformer_checkpoint,
+    tiny_transformer_config,
+    to_mlx_modality,
+)
+
+from LTX_2_MLX.loader import load_transformer
+from LTX_2_MLX.loader.streaming import StreamedBlocks
+from LTX_2_MLX.loader.text_encoder import load_text_encoder
+from LTX_2_MLX.pipelines import ModelLedger
+from LTX_2_MLX.quantization import (
+    load_transformer_as_stored,
+    prepare_transformer,
+    quantize_transformer,
+    save_quantized_transformer,
+)
+from LTX_2_MLX.quantization.streaming import load_streamed_transformer, streams
+
+PREFIX = "model.diffusion_model."
+BLOCK_LINEARS = ("attn1.to_q", "attn1.to_out.0", "audio_attn2.to_k", "ff.net.0.proj", "audio_ff.net.2")
+
+
+def block_heavy_config(layers: int = 10) -> dict:
+    """The tiny LTX-2.0 audio-video DiT, 64 wide in both streams (int8/int4 group size) and ten
+    blocks deep, so the blocks hold most of its weights."""
+    config = tiny_transformer_config("2.0")
+    config["transformer"].update(
+        num_layers=layers, attention_head_dim=32, audio_attention_head_dim=32, cross_attention_dim=64,
+        audio_cross_attention_dim=64,
+    )  # fmt: skip
+    return config
+
+
+def make_lora(path, shapes: dict[str, tuple[int, int]], seed: int, alpha: float | None = None) -> str:
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for module, (out_dims, in_dims) in shapes.items():
+        tensors[f"diffusion_model.{module}.lora_A.weight"] = torch.randn(4, in_dims, generator=gen) * 0.2
+        tensors[f"diffusion_model.{module}.lora_B.weight"] = torch.randn(out_dims, 4, generator=gen) * 0.2
+        if alpha is not None:
+            tensors[f"diffusion_model.{module}.alpha"] = torch.tensor(alpha)
+    return save_checkpoint(path, tensors, None)
+
+
+@pytest.fixture(scope="module")
+def dit(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("streaming")
+    config = block_heavy_config()
+    reference = build_reference_transformer(config, audio=True, seed=31)
+    checkpoint = save_transformer_checkpoint(folder / "dit.safetensors", reference, config)
+    shapes = {f"transformer_blocks.{i}.{name}": (64, 64) for i in (0, 3, 9) for name in ("attn1.to_q", "attn2.to_v")}
+    shapes["transformer_blocks.4.ff.net.2"] = (64, 256)
+    loras = [
+        (make_lora(folder / "a.safetensors", {**shapes, "patchify_proj": (64, 16)}, seed=1), 0.8),
+        (make_lora(folder / "b.safetensors", {"transformer_blocks.3.attn1.to_q": (64, 64)}, seed=2, alpha=2.0), 1.3),
+    ]
+    # An official-style scaled fp8 file: block Linears as e4m3 with a per-tensor weight_scale.
+    tensors = {}
+    for key, value in reference.state_dict().items():
+        layer = key.removesuffix(".weight")
+        if key.startswith("transformer_blocks.") and key.endswith(".weight") and layer.endswith(BLOCK_LINEARS):
+            scale = value.abs().max() / 448.0
+            tensors[PREFIX + key] = (value / scale).to(torch.float8_e4m3fn)
+            tensors[PREFIX + layer + ".weight_scale"] = scale.reshape(()).float()
+        else:
+            tensors[PREFIX + key] = value
+    fp8 = save_checkpoint(folder / "dit-fp8.safetensors", tensors, config)
+    return dict(config=config, checkpoint=checkpoint, loras=loras, fp8=fp8, folder=folder)  # noqa: C408
+
+
+def run(config, model, dtype=mx.float32):
+    video, audio = reference_modalities(config, batch=len(MIXED_STG))
+    _, perturbations = perturbation_configs(MIXED_STG)
+    outputs = model(to_mlx_modality(video, dtype), to_mlx_modality(audio, dtype), perturbations)
+    mx.eval(outputs)
+    return outputs
+
+
+def assert_same(name: str, ours, theirs) -> None:
+    """Bitwise equal, every output."""
+    ours, theirs = ([np.array(a.astype(mx.float32)) for a in arrays] for arrays in (ours, theirs))
+    difference = max(float(np.abs(a - b).max()) for a, b in zip(ours, theirs))
+    PARITY_FIGURES.append((name, "max|Δ| vs resident", difference))
+    for a, b in zip(ours, theirs):
+        assert np.array_equal(a, b), f"{name}: max|Δ| {difference}"
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16], ids=["fp32", "bf16"])
+def test_streamed_dit_matches_resident_bitwise(dit, dtype):
+    resident = run(dit["config"], load_transformer(dit["checkpoint"], dtype=dtype), dtype)
+    streamed_model = load_streamed_transformer(dit["checkpoint"], dtype)
+    assert streams(streamed_model) and len(streamed_model.transformer_blocks) == 10
+    name = f"streamed DiT {'fp32' if dtype == mx.float32 else 'bf16'}"
+    assert_same(name, run(dit["config"], streamed_model, dtype), resident)
+    # A second forward reads the blocks again.
+    assert_same(f"{name}, second pass", run(dit["config"], streamed_model, dtype), resident)
+
+
+@pytest.mark.parametrize("quantization", [None, "fp8", "int8", "int4"])
+def test_streamed_dit_with_loras_and_quantization_matches_resident(dit, quantization):
+    resident_model = prepare_transformer(load_transformer(dit["checkpoint"], mx.float32), dit["loras"], quantization)
+    resident = run(dit["config"], resident_model)
+    streamed = run(dit["config"], load_streamed_transformer(dit["checkpoint"], mx.float32, dit["loras"], quantization))
+    assert_same(f"streamed DiT, 2 LoRAs, {quantization or 'float'}", streamed, resident)
+    # The LoRAs are fused, not silently dropped.
+    plain = run(dit["config"], load_streamed_transformer(dit["checkpoint"], mx.float32, (), quantization))
+    assert not np.array_equal(np.array(plain[0]), np.array(streamed[0]))
+
+
+@pytest.mark.parametrize("mode", ["fp8", "int4"])
+def test_streamed_quantized_file_matches_resident(dit, mode):
+    path = dit["folder"] / f"dit-{mode}.safetensors"
+    if not path.exists():
+        save_quantized_transformer(quantize_transformer(load_transformer(dit["checkpoint"], mx.float32), mode), path,
+                                   dit["checkpoint"])  # fmt: skip
+    loras = dit["loras"] if mode == "fp8" else ()  # LoRAs do not fuse into stored int4 layers
+    resident = run(dit["config"], prepare_transformer(load_transformer_as_stored(path), loras, None), mx.bfloat16)
+    streamed = run(dit["config"], load_streamed_transformer(path, mx.bfloat16, loras), mx.bfloat16)
+    assert_same(f"streamed {mode} file", streamed, resident)
+
+
+def test_streamed_official_fp8_file_with_loras_matches_resident(dit):
+    resident_model = prepare_transformer(load_transformer_as_stored(dit["fp8"], mx.float32), dit["loras"], None)
+    resident = run(dit["config"], resident_model)
+    streamed = run(dit["config"], load_streamed_transformer(dit["fp8"], mx.float32, dit["loras"]))
+    assert_same("streamed official fp8 file, 2 LoRAs", streamed, resident)
+
+
+def test_streaming_refuses_what_resident_refuses(dit):
+    path = dit["folder"] / "dit-int4.safetensors"
+    if not path.exists():
+        save_quantized_transformer(quantize_transformer(load_transformer(dit["checkpoint"], mx.float32), "int4"), path,
+                                   dit["checkpoint"])  # fmt: skip
+    with pytest.raises(ValueError, match="cannot fuse LoRAs into int8/int4 layers"):
+        load_streamed_transformer(path, mx.bfloat16, dit["loras"])
+    with pytest.raises(ValueError, match="already quantized"):
+        load_streamed_transformer(path, mx.bfloat16, (), "int8")
+
+
+def test_chunked_evaluation_matches_unchunked(dit):
+    model = load_transformer(dit["checkpoint"], mx.float32)
+    whole = run(dit["config"], model)
+    model.eval_blocks = 3  # 10 blocks: groups of 3, 3, 3 and a last 1 evaluated with the output
+    assert_same("DiT evaluated every 3 blocks", run(dit["config"], model), whole)
+
+
+def test_streaming_peak_memory_is_under_half_the_resident(dit):
+    def peak(load) -> int:
+        mx.clear_cache()
+        mx.reset_peak_memory()
+        model = load()
+        run(dit["config"], model)
+        del model
+        mx.clear_cache()
+        return mx.get_peak_memory()
+
+    resident = peak(lambda: load_transformer(dit["checkpoint"], mx.float32))
+    streamed = peak(lambda: load_streamed_transformer(dit["checkpoint"], mx.float32))
+    PARITY_FIGURES.append(("streamed DiT peak / resident peak (10 blocks)", "ratio", streamed / resident))
+    assert streamed <= 0.5 * resident, f"streamed peak {streamed} B, resident {resident} B"
+
+
+@pytest.mark.parametrize("bits", [None, 8])
+def test_streamed_gemma_matches_resident(model_files, bits):
+    gemma = model_files[1]
+    encoder = load_text_encoder(gemma, dtype=mx.float32, quantize_bits=bits)
+    input_ids, mask = encoder.tokenize("a red fox runs through fresh snow")
+    resident = encoder.hidden_states(input_ids, mask)
+    mx.eval(resident)
+    chunked = load_text_encoder(gemma, dtype=mx.float32, quantize_bits=bits, eval_layers=1)
+    assert_same(f"Gemma evaluated every layer, bits={bits}", chunked.hidden_states(input_ids, mask), resident)
+    streamed = load_text_encoder(gemma, dtype=mx.float32, quantize_bits=bits, low_memory=True)
+    assert isinstance(streamed.model.layers, StreamedBlocks) and len(streamed.model.layers) == 3
+    assert_same(f"streamed Gemma, bits={bits}", streamed.hidden_states(input_ids, mask), resident)
+
+
+def test_ledger_low_memory_streams_the_dit_with_its_loras(model_files):
+    checkpoint, lora = model_files[0], model_files[4]
+    ledger = ModelLedger(checkpoint, dtype=mx.float32, loras=[(lora, 0.7)])
+    streamed_ledger = ModelLedger(checkpoint, dtype=mx.float32, loras=[(lora, 0.7)], low_memory=True, eval_blocks=2)
+    resident, streamed = ledger.transformer(), streamed_ledger.transformer()
+    assert streams(streamed.velocity_model) and streamed.velocity_model.eval_blocks == 2
+    config = tiny_transformer_config("2.3")
+    video, audio = reference_modalities(config, batch=1)
+    channels = ledger.config["transformer"]["in_channels"]
+    video = replace(
+        video, latent=torch.randn(1, video.latent.shape[1], channels, generator=torch.Generator().manual_seed(0))
+    )
+    assert_same("ledger low_memory DiT with LoRA", run_x0(streamed, video, audio), run_x0(resident, video, audio))
+    with pytest.raises(ValueError, match="does not combine with --parallel"):
+        ModelLedger(checkpoint, low_memory=True, parallel="tensor").transformer()
+
+
+def run_x0(model, video, audio):
+    outputs = model(to_mlx_modality(video), to_mlx_modality(audio))
+    mx.eval(outputs)
+    return outputs
