@@ -30,38 +30,63 @@ MODES = ("default", "low-memory")
 
 
 class PhaseMeter:
-    """Seconds, peak MLX memory and peak RSS of each phase; `start(name)` closes the current one."""
+    """Seconds, peak accelerator memory and peak RSS of each phase; `start(name)` closes the
+    current one. MLX's peak by default; `torch_cuda=True` for the reference's."""
 
-    def __init__(self):
+    def __init__(self, torch_cuda: bool = False):
         self.phases: list[dict] = []
         self._current: tuple[str, float] | None = None
+        if torch_cuda:
+            import torch
+
+            self._sync, self._reset = torch.cuda.synchronize, torch.cuda.reset_peak_memory_stats
+            self._peak = torch.cuda.max_memory_allocated
+        else:
+            self._sync, self._reset, self._peak = mx.synchronize, mx.reset_peak_memory, mx.get_peak_memory
 
     def start(self, name: str) -> None:
         self.stop()
-        mx.synchronize()
-        mx.reset_peak_memory()
+        self._sync()
+        self._reset()
         self._current = (name, time.perf_counter())
 
     def stop(self) -> None:
         if self._current is None:
             return
-        mx.synchronize()
+        self._sync()
         name, started = self._current
         self.phases.append({
-            "phase": name, "seconds": time.perf_counter() - started, "peak_bytes": mx.get_peak_memory(),
+            "phase": name, "seconds": time.perf_counter() - started, "peak_bytes": self._peak(),
             "rss_peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         })  # fmt: skip
         self._current = None
 
+    def merged(self) -> list[dict]:
+        """Phases in order of first start; one that ran in pieces (the reference's VAE decode is
+        built before the audio decodes and runs after) as the sum of its seconds, the max of its peaks."""
+        merged: dict[str, dict] = {}
+        for phase in self.phases:
+            if phase["phase"] in merged:
+                known = merged[phase["phase"]]
+                known["seconds"] += phase["seconds"]
+                for key in ("peak_bytes", "rss_peak_bytes"):
+                    known[key] = max(known[key], phase[key])
+            else:
+                merged[phase["phase"]] = dict(phase)
+        return list(merged.values())
+
 
 def _before(meter: PhaseMeter, owner, attribute: str, name) -> None:
-    """Start phase `name` (a string, or a function of the call count) whenever owner.attribute is called."""
+    """Start phase `name` (a string, or a function of the call count giving a name or None for
+    no new phase) whenever owner.attribute is called."""
     original = getattr(owner, attribute)
     calls = [0]
 
     def wrapped(*args, **kwargs):
         calls[0] += 1
-        meter.start(name(calls[0]) if callable(name) else name)
+        phase = name(calls[0]) if callable(name) else name
+        if phase is not None:
+            meter.start(phase)
         return original(*args, **kwargs)
 
     setattr(owner, attribute, wrapped)
@@ -109,15 +134,78 @@ def run_one(args) -> dict:
     frames = sum(len(chunk) for chunk in result.frames)  # the video decodes as it is consumed
     meter.stop()
     total = time.perf_counter() - started
-    for phase in meter.phases:
+    phases = meter.merged()
+    for phase in phases:
         estimate = next((p for p in plan.phases if p.name == phase["phase"]), None)
         phase["estimate_bytes"] = estimate.peak if estimate else None
         phase["estimate_ratio"] = estimate.peak / phase["peak_bytes"] if estimate and phase["peak_bytes"] else None
     return {
         "pipeline": args.pipeline, "precision": args.precision, "mode": args.mode, "dtype": str(DTYPES[args.dtype]),
         "size": f"{args.width}x{args.height}x{args.num_frames}", "frames": frames, "seconds": total,
-        "low_memory_ledger": getattr(ledger, "low_memory", None), "phases": meter.phases,
+        "low_memory_ledger": getattr(ledger, "low_memory", None), "phases": phases, "side": "mlx",
         "plan": plan.table(), "device": str(mx.default_device()),
+    }  # fmt: skip
+
+
+def run_reference(args) -> dict:
+    """The same generation through ltx-pipelines' DistilledPipeline (PyTorch, CUDA when there is
+    one), phases split where it asks its ledger for a model, calls upsample_video and starts the
+    second denoise_audio_video; torch.cuda.max_memory_allocated per phase."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from random_weights import import_reference
+
+    import_reference()
+    import ltx_core.text_encoders.gemma.encoders.encoder_configurator as gemma_configurator
+    from ltx_core.model.video_vae import TilingConfig
+    from ltx_core.quantization import QuantizationPolicy
+    from ltx_pipelines import distilled
+    from ltx_pipelines.utils.model_ledger import ModelLedger
+    from transformers import Gemma3Config
+
+    if args.pipeline != "distilled":
+        raise SystemExit("--reference runs the distilled pipeline only")
+    # ltx-core builds Gemma from its own copy of the 12B config; the folder's config.json is that
+    # config (or a --scale-down of it), so the reference builds what the files hold.
+    config = json.loads((Path(args.gemma_path) / "config.json").read_text())
+    gemma_configurator.GEMMA3_CONFIG_FOR_LTX = Gemma3Config.from_dict(config)
+    cuda = torch.cuda.is_available()
+    if not cuda:  # the pipeline synchronizes CUDA unconditionally; on the CPU (a script check) nothing to wait for
+        torch.cuda.synchronize = lambda *args: None
+    device = torch.device("cuda" if cuda else "cpu")
+    meter = PhaseMeter(torch_cuda=cuda) if cuda else PhaseMeter()
+    _before(meter, ModelLedger, "text_encoder", "Gemma encode")
+    _before(meter, ModelLedger, "gemma_embeddings_processor", "prompt processor")
+    _before(meter, ModelLedger, "video_encoder", lambda n: "DiT stage 1" if n == 1 else None)
+    _before(meter, distilled, "upsample_video", "upscaler")
+    _before(meter, distilled, "denoise_audio_video", lambda n: "DiT stage 2" if n == 2 else None)
+    _before(meter, ModelLedger, "video_decoder", "VAE decode")
+    _before(meter, ModelLedger, "audio_decoder", "audio decode")
+    quantization = {"bf16": None, "fp8": QuantizationPolicy.fp8_cast()}.get(args.precision, "unsupported")
+    if quantization == "unsupported":
+        raise SystemExit(f"--reference: ltx-core has no {args.precision} (bf16 and fp8 only)")
+    pipeline = distilled.DistilledPipeline(args.checkpoint_path, args.gemma_path, args.spatial_upscaler_path, [],
+                                           device=device, quantization=quantization)  # fmt: skip
+    started = time.perf_counter()
+    with torch.inference_mode():
+        video, _ = pipeline(
+            prompt="a red fox in snow",
+            seed=0,
+            height=args.height,
+            width=args.width,
+            num_frames=args.num_frames,
+            frame_rate=24.0,
+            images=[],
+            tiling_config=TilingConfig.default(),
+        )
+        meter.start("VAE decode")  # the video decodes as it is consumed
+        frames = sum(len(chunk) for chunk in video)
+    meter.stop()
+    return {
+        "side": "ltx-pipelines", "pipeline": args.pipeline, "precision": args.precision, "mode": "default",
+        "dtype": "torch.bfloat16", "size": f"{args.width}x{args.height}x{args.num_frames}", "frames": frames,
+        "seconds": time.perf_counter() - started, "phases": meter.merged(), "device": str(device),
     }  # fmt: skip
 
 
@@ -137,6 +225,37 @@ def tiny_files(folder: Path) -> dict:
             "distilled_lora": str(lora)}  # fmt: skip
 
 
+def print_run(run: dict) -> None:
+    print(f"\n{run['side']} {run['pipeline']} {run['precision']} {run['mode']}: {run['seconds']:.1f} s, "
+          f"{run['frames']} frames ({run['device']})")  # fmt: skip
+    print(f"  {'phase':<17} {'seconds':>8} {'peak':>10} {'estimate':>10} {'est/meas':>8} {'RSS':>10}")
+    for phase in run["phases"]:
+        estimate = phase.get("estimate_bytes")
+        print(f"  {phase['phase']:<17} {phase['seconds']:>8.2f} {phase['peak_bytes'] / 2**30:>8.3f}G "
+              + (f"{estimate / 2**30:>8.3f}G {phase['estimate_ratio']:>8.2f}" if estimate else f"{'-':>19}")
+              + f" {phase['rss_peak_bytes'] / 2**30:>8.2f}G", flush=True)  # fmt: skip
+
+
+def print_side_by_side(runs: list[dict]) -> None:
+    """MLX's default-mode runs beside the reference's at the same precision, phase by phase."""
+    for reference in (run for run in runs if run.get("side") == "ltx-pipelines" and "phases" in run):
+        ours = next((run for run in runs if run.get("side") == "mlx" and "phases" in run and run["mode"] == "default"
+                     and run["pipeline"] == reference["pipeline"] and run["precision"] == reference["precision"]),
+                    None)  # fmt: skip
+        if ours is None:
+            continue
+        print(f"\n{reference['pipeline']} {reference['precision']}: MLX vs ltx-pipelines "
+              f"(total {ours['seconds']:.1f} s vs {reference['seconds']:.1f} s)")  # fmt: skip
+        print(f"  {'phase':<17} {'MLX s':>8} {'ref s':>8} {'MLX peak':>10} {'ref peak':>10}")
+        theirs = {phase["phase"]: phase for phase in reference["phases"]}
+        for phase in ours["phases"]:
+            other = theirs.get(phase["phase"])
+            ref_s = f"{other['seconds']:>8.2f}" if other else f"{'-':>8}"
+            ref_peak = f"{other['peak_bytes'] / 2**30:>9.2f}G" if other else f"{'-':>10}"
+            print(f"  {phase['phase']:<17} {phase['seconds']:>8.2f} {ref_s} {phase['peak_bytes'] / 2**30:>9.2f}G "
+                  f"{ref_peak}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="the tiny test models at 128x128x17 on the CPU")
@@ -144,6 +263,24 @@ def main() -> None:
     parser.add_argument("--gemma-path")
     parser.add_argument("--spatial-upscaler-path")
     parser.add_argument("--distilled-lora", help="for --pipelines two-stage")
+    parser.add_argument(
+        "--random-weights",
+        type=Path,
+        default=None,
+        help="write (or reuse) full-size random model files here; the default when no paths are given",
+    )
+    parser.add_argument(
+        "--storage",
+        default="fp8",
+        choices=["bf16", "fp8"],
+        help="how the random DiT is stored (bf16 + Gemma 12B need ~64 GB of disk; fp8 ~45 GB)",
+    )
+    parser.add_argument("--scale-down", type=int, default=1, help="random weights narrower and shallower (2-16)")
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="also run ltx-pipelines' DistilledPipeline on the same files (bf16 / fp8 precisions)",
+    )
     parser.add_argument("--pipelines", nargs="+", default=["distilled"], choices=["distilled", "two-stage"])
     parser.add_argument("--precisions", nargs="+", default=["fp8", "int8"], choices=list(PRECISIONS))
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
@@ -151,6 +288,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a child: one run, JSON on stdout
+    parser.add_argument("--side", default="mlx", help=argparse.SUPPRESS)
     parser.add_argument("--pipeline", default="distilled", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="bf16", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="default", help=argparse.SUPPRESS)
@@ -160,7 +298,8 @@ def main() -> None:
     if args.one:
         if args.tiny:
             mx.set_default_device(mx.cpu)
-        print("RESULT " + json.dumps(run_one(args)), flush=True)
+        result = run_reference(args) if args.side == "ltx-pipelines" else run_one(args)
+        print("RESULT " + json.dumps(result), flush=True)
         return
 
     scratch = Path(tempfile.mkdtemp(prefix="end-to-end-"))
@@ -168,39 +307,64 @@ def main() -> None:
         args.width, args.height, args.num_frames, args.dtype = 128, 128, 17, "float32"
         for key, value in tiny_files(scratch).items():
             setattr(args, key, getattr(args, key) or value)
+    elif args.random_weights is not None or not (args.checkpoint_path or args.gemma_path):
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from random_weights import write_model_files
+
+        folder = args.random_weights or Path(tempfile.gettempdir()) / "ltx2-random-weights"
+        folder.mkdir(parents=True, exist_ok=True)
+        for key, value in write_model_files(folder, args.storage, args.scale_down).items():
+            setattr(args, key, getattr(args, key) or value)
     if not (args.checkpoint_path and args.gemma_path):
-        parser.error("give --checkpoint-path and --gemma-path (and --spatial-upscaler-path), or --tiny")
+        parser.error("give --checkpoint-path and --gemma-path (and --spatial-upscaler-path), or --random-weights, "
+                     "or --tiny")  # fmt: skip
+    jobs = [("mlx", pipeline, precision, mode) for pipeline in args.pipelines for precision in args.precisions
+            for mode in args.modes]  # fmt: skip
+    if args.reference:
+        jobs += [("ltx-pipelines", "distilled", precision, "default") for precision in args.precisions
+                 if precision in ("bf16", "fp8")]  # fmt: skip
     runs = []
-    for pipeline in args.pipelines:
-        for precision in args.precisions:
-            for mode in args.modes:
-                child = [sys.executable, __file__, "--one", "--pipeline", pipeline, "--precision", precision,
-                         "--mode", mode, "--size", f"{args.width}x{args.height}x{args.num_frames}",
-                         "--dtype", args.dtype, "--scratch", str(scratch), "--checkpoint-path", args.checkpoint_path,
-                         "--gemma-path", args.gemma_path]  # fmt: skip
-                child += ["--tiny"] if args.tiny else []
-                child += ["--spatial-upscaler-path", args.spatial_upscaler_path] if args.spatial_upscaler_path else []
-                child += ["--distilled-lora", args.distilled_lora] if pipeline == "two-stage" else []
-                done = subprocess.run(child, capture_output=True, text=True, env=dict(os.environ))
-                lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-                if done.returncode != 0 or not lines:
-                    runs.append({"pipeline": pipeline, "precision": precision, "mode": mode,
-                                 "error": (done.stderr or done.stdout).strip().splitlines()[-1:]})  # fmt: skip
-                    print(f"{pipeline} {precision} {mode}: FAILED {runs[-1]['error']}", flush=True)
-                    continue
-                run = json.loads(lines[-1][len("RESULT ") :])
-                runs.append(run)
-                print(f"\n{pipeline} {precision} {mode}: {run['seconds']:.1f} s, {run['frames']} frames "
-                      f"({run['device']})")  # fmt: skip
-                print(f"  {'phase':<17} {'seconds':>8} {'peak':>10} {'estimate':>10} {'est/meas':>8} {'RSS':>10}")
-                for phase in run["phases"]:
-                    estimate = phase["estimate_bytes"]
-                    print(f"  {phase['phase']:<17} {phase['seconds']:>8.2f} {phase['peak_bytes'] / 2**30:>8.3f}G "
-                          + (f"{estimate / 2**30:>8.3f}G {phase['estimate_ratio']:>8.2f}" if estimate else f"{'-':>19}")
-                          + f" {phase['rss_peak_bytes'] / 2**30:>8.2f}G", flush=True)  # fmt: skip
+    for side, pipeline, precision, mode in jobs:
+        child = [
+            sys.executable,
+            __file__,
+            "--one",
+            "--side",
+            side,
+            "--pipeline",
+            pipeline,
+            "--precision",
+            precision,
+            "--mode",
+            mode,
+            "--size",
+            f"{args.width}x{args.height}x{args.num_frames}",
+            "--dtype",
+            args.dtype,
+            "--scratch",
+            str(scratch),
+            "--checkpoint-path",
+            args.checkpoint_path,
+            "--gemma-path",
+            args.gemma_path,
+        ]
+        child += ["--tiny"] if args.tiny else []
+        child += ["--spatial-upscaler-path", args.spatial_upscaler_path] if args.spatial_upscaler_path else []
+        child += ["--distilled-lora", args.distilled_lora] if pipeline == "two-stage" else []
+        done = subprocess.run(child, capture_output=True, text=True, env=dict(os.environ))
+        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        if done.returncode != 0 or not lines:
+            runs.append({"side": side, "pipeline": pipeline, "precision": precision, "mode": mode,
+                         "error": (done.stderr or done.stdout).strip().splitlines()[-3:]})  # fmt: skip
+            print(f"{side} {pipeline} {precision} {mode}: FAILED {runs[-1]['error']}", flush=True)
+            continue
+        runs.append(json.loads(lines[-1][len("RESULT ") :]))
+        print_run(runs[-1])
+        if args.json is not None:  # after every run, so a run cut short keeps what was measured
+            args.json.write_text(json.dumps({"size": f"{args.width}x{args.height}x{args.num_frames}", "runs": runs},
+                                            indent=2))  # fmt: skip
+    print_side_by_side(runs)
     if args.json is not None:
-        args.json.write_text(json.dumps({"size": f"{args.width}x{args.height}x{args.num_frames}", "runs": runs},
-                                        indent=2))  # fmt: skip
         print(f"wrote {args.json}")
 
 
