@@ -178,7 +178,7 @@ def test_generate_refuses_a_model_that_would_not_fit(model_files, tmp_path, monk
     monkeypatch.setattr(cli, "memory_budget_bytes", lambda: 1024)
     output = tmp_path / "big.mp4"
     result = _generate(model_files, output)
-    assert result.exit_code != 0 and "--quantization" in result.output and "GiB" in result.output
+    assert result.exit_code != 0 and "use a machine with more memory" in result.output and "MiB" in result.output
     assert not output.exists()
     monkeypatch.setattr(cli, "memory_budget_bytes", lambda: 1024**3)  # 1 GiB: enough for the tiny DiT
     assert _generate(model_files, output).exit_code == 0
@@ -231,4 +231,32 @@ def test_options_reach_the_request(model_files, tmp_path, monkeypatch):
         reference.stg_scale, reference.rescale_scale, reference.skip_step)
     assert [(i.frame_idx, i.strength, i.crf) for i in request.images] == [(0, 0.8, 20), (8, 1.0, 33)]
     assert seen["loras"] == [(str(model_files[4]), 1.0)]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_low_memory_writes_the_same_video(model_files, tmp_path):
+    """--low-memory streams the DiT's blocks and Gemma's layers from their files; --eval-blocks
+    bounds each evaluation; the video is the same as with everything resident."""
+    import imageio_ffmpeg
+
+    videos = []
+    for name, extra in (("resident.mp4", ()), ("streamed.mp4", ("--low-memory", "--eval-blocks", "1"))):
+        result = _generate(model_files, tmp_path / name, "--seed", "5", *extra)
+        assert result.exit_code == 0, result.output
+        reader = imageio_ffmpeg.read_frames(str(tmp_path / name))
+        next(reader)
+        videos.append(np.stack([np.frombuffer(frame, np.uint8) for frame in reader]))
+    assert np.array_equal(videos[0], videos[1])
+
+
+def test_dry_run_prints_the_plan_and_loads_nothing(model_files, tmp_path, monkeypatch):
+    import mlx.core as mx
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("--dry-run loaded a model")
+
+    monkeypatch.setattr(mx, "load", no_load)
+    result = _generate(model_files, tmp_path / "plan.mp4", "--dry-run", "--memory-budget", "4")
+    assert result.exit_code == 0, result.output
+    assert "DiT" in result.stdout and "VAE decode" in result.stdout and "of a 4.00 GiB budget: fits" in result.stdout
     assert list(tmp_path.iterdir()) == []

@@ -15,8 +15,6 @@ from LTX_2_MLX.cli.options import VariadicOption, block_values, image_values, lo
 from LTX_2_MLX.pipelines.registry import PIPELINES
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv")
-# Bytes per block weight: int4/int8 carry a scale and bias per group of 64.
-_BYTES_PER_WEIGHT = {"fp8": 1.0, "int8": 1.0 + 4 / 64, "int4": 0.5 + 4 / 64}
 _QUANTIZED_KINDS = {"int8", "int4"}
 STRENGTH = click.FloatRange(0.0, 1.0)
 EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -50,29 +48,25 @@ def memory_budget_bytes() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def check_memory(checkpoint: Path, dtype: mx.Dtype, quantization: str | None) -> None:
-    """Refuse up front when the DiT's weights alone would not fit, naming what to do instead."""
-    from LTX_2_MLX.loader.checkpoint import read_metadata, stored_bytes, tensor_dtypes, tensor_shapes
+def plan_memory(o: dict, pipeline, request, checkpoint: Path):
+    """The memory plan of this generation (pipelines/memory_plan.py), before any model loads;
+    refuses with what would fit unless --skip-memory-check."""
+    from LTX_2_MLX.pipelines.memory_plan import PlanInputs, plan_generation
 
-    prefix = "model.diffusion_model."
-    if "quantization" in read_metadata(checkpoint):
-        needed = stored_bytes(checkpoint, prefix)  # stored as it will be resident
-    else:
-        stored = tensor_dtypes(checkpoint)
-        float_bytes = _BYTES_PER_WEIGHT.get(quantization, dtype.size)
-        needed = sum(
-            math.prod(shape) * (1 if stored[key] == "F8_E4M3" and quantization is None else float_bytes)
-            for key, shape in tensor_shapes(checkpoint).items()
-            if key.startswith(prefix)
-        )  # official fp8 layers stay fp8 unless quantized otherwise
-    needed *= 1.15  # + activations at 768x512x121
-    budget = memory_budget_bytes()
-    if needed > budget:
-        raise click.ClickException(
-            f"the transformer needs about {needed / 2**30:.0f} GiB in {dtype} but about {budget / 2**30:.0f} GiB "
-            "is available to MLX. Quantize it (--quantization fp8, int8 or int4), use a machine with more "
-            "memory, or pass --skip-memory-check to try anyway."
-        )
+    budget = memory_budget_bytes() if o["memory_budget"] is None else int(o["memory_budget"] * 2**30)
+    needs_gemma = o["embedding"] is None or (pipeline.guided and o["negative_embedding"] is None)
+    inputs = PlanInputs(
+        checkpoint, pipeline, request.height, request.width, request.num_frames, request.frame_rate,
+        dtype=DTYPES[o["dtype"]], quantization=o["quantization"], gemma_path=o["gemma_path"] if needs_gemma else None,
+        text_encoder_bits=int(o["text_encoder_bits"]) if o["text_encoder_bits"] else None,
+        spatial_upscaler_path=o["spatial_upscaler_path"], generate_audio=request.generate_audio,
+        keyframes=sum(image.frame_idx != 0 or pipeline.name == "keyframes" for image in request.images),
+    )  # fmt: skip
+    plan = plan_generation(inputs, budget, low_memory=True if o["low_memory"] else None,
+                           tiled_decode=o["tiled_decode"])  # fmt: skip
+    if not plan.fits and not o["skip_memory_check"] and not o["dry_run"]:
+        raise click.ClickException(plan.refusal())
+    return plan
 
 
 def default_output_path(prompt: str | None, seed: int) -> Path:
@@ -190,7 +184,18 @@ def default_output_path(prompt: str | None, seed: int) -> Path:
               help="Quantize Gemma while loading (int8/int4) to save memory.")
 @click.option("--tiled-decode/--no-tiled-decode", default=True, show_default=True,
               help="Decode the video in overlapping tiles, chunk by chunk (less memory).")
-@click.option("--skip-memory-check", is_flag=True, help="Try even when the transformer looks too big for this machine.")
+@click.option("--skip-memory-check", is_flag=True, help="Try even when the memory plan says it will not fit.")
+@click.option("--low-memory", is_flag=True,
+              help="Stream the transformer's blocks from the checkpoint one at a time (the next one read ahead) "
+              "instead of holding them all; chosen by itself when only that fits the memory budget.")
+@click.option("--memory-budget", type=float, default=None, callback=_positive_finite, metavar="GB",
+              help="GiB the generation may use (default: what MLX may use on this machine); the plan picks "
+              "streaming and decode tiles that fit, or says what would.")
+@click.option("--dry-run", is_flag=True, help="Print the memory plan and stop: no model loads, nothing is written.")
+@click.option("--eval-blocks", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Evaluate the transformer every N blocks and Gemma every N layers (default: every block; Gemma "
+              "as one graph, or every layer with --low-memory). 1 keeps each GPU command short, for macOS's "
+              "watchdog (see README).")
 @click.option("--parallel", type=click.Choice(["guidance", "tensor"]), default=None,
               help="Under `mlx.launch`: share the DiT's work with the other processes. guidance: each holds the "
               "whole DiT and runs a share of each guided step's passes; tensor: each holds a share of every "
@@ -204,7 +209,13 @@ def generate(**options) -> None:
     group, (pipeline, request, ledger, output_path) = checked_on_every_rank(options, prepare_generation)
     if not is_writer(group):
         ledger.report = lambda message: None
-    tiling = TilingConfig.default() if options["tiled_decode"] else None
+    plan = getattr(ledger, "memory_plan", None)
+    chosen = plan is not None and (options["memory_budget"] is not None or plan.low_memory)
+    if is_writer(group) and (options["dry_run"] or chosen):  # the table on stdout for --dry-run
+        click.echo(plan.table(), err=not options["dry_run"])
+    if options["dry_run"]:
+        return
+    tiling = plan.tiling_config() if plan is not None else (TilingConfig.default() if options["tiled_decode"] else None)
     result = pipeline(ledger, tiling)(request)
     if is_writer(group):  # the frames decode as they are written: on rank 0 alone
         write_video(output_path, result.frames, result.fps, result.audio)
@@ -361,16 +372,19 @@ def prepare_generation(options: dict):
               mask[0] if mask is not None else None]  # fmt: skip
     output_path = o["output_path"] or default_output_path(o["prompt"], seed)
     check_output_path(output_path, [p for p in inputs if p is not None], VIDEO_SUFFIXES, what="video")
-    if not o["skip_memory_check"]:
-        check_memory(checkpoint, DTYPES[o["dtype"]], o["quantization"])
+    plan = plan_memory(o, pipeline, request, checkpoint)
+    if plan.low_memory and o["parallel"] is not None:
+        why = "--low-memory" if o["low_memory"] else "the memory plan (it needs --low-memory here)"
+        raise click.UsageError(f"--parallel does not combine with {why}: drop one, or give a larger --memory-budget")
 
     ledger = ModelLedger(
         checkpoint, o["gemma_path"], dtype=DTYPES[o["dtype"]], loras=loras,
         text_encoder_bits=int(o["text_encoder_bits"]) if o["text_encoder_bits"] else None,
         quantization=o["quantization"], spatial_upscaler_path=o["spatial_upscaler_path"],
         precomputed_embeddings=(o["embedding"], o["negative_embedding"]), report=lambda m: click.echo(m, err=True),
-        parallel=o["parallel"],
+        parallel=o["parallel"], low_memory=plan.low_memory, eval_blocks=o["eval_blocks"],
     )  # fmt: skip
+    ledger.memory_plan = plan
     return pipeline, request, ledger, output_path
 
 
