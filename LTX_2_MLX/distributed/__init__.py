@@ -1,7 +1,9 @@
 """Generation across several processes (Macs, or GPUs) with `mx.distributed`, launched by
 `mlx.launch`: guidance-parallel (each process a whole DiT and a share of a guided step's
-passes) or tensor-parallel (each process a share of every block's weights)."""
+passes) or tensor-parallel (each process a share of every block's weights); in both, the
+tiles of the video decode are shared out too, and only rank 0 prints progress."""
 
+from LTX_2_MLX.distributed.decode import SharedTileDecoding, check_same_decode, decode_video_shared
 from LTX_2_MLX.distributed.guidance_parallel import GuidanceParallelTransformer
 from LTX_2_MLX.distributed.launch import (
     MODES,
@@ -26,12 +28,15 @@ __all__ = [
     "MODES",
     "GuidanceParallelTransformer",
     "ParallelError",
+    "SharedTileDecoding",
     "agree",
     "arguments_digest",
     "check_parallel_mode",
     "check_tensor_parallel",
+    "check_same_decode",
     "checked_on_every_rank",
     "connect_transformer",
+    "decode_video_shared",
     "is_writer",
     "load_sharded_transformer",
     "parallel_group",

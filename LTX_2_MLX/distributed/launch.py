@@ -12,6 +12,8 @@ import hashlib
 import mlx.core as mx
 import numpy as np
 
+from LTX_2_MLX.progress import set_quiet
+
 MODES = ("guidance", "tensor")
 # Bytes of an error message carried to the other ranks; longer ones are cut.
 _MESSAGE_BYTES = 240
@@ -27,6 +29,7 @@ def parallel_group(mode: str | None) -> mx.distributed.Group | None:
 
     Raises ParallelError when `mode` is not known or when this process is alone (started
     without `mlx.launch`, or launched with one process): it has no one to share work with.
+    Every rank but 0 is made quiet: rank 0's progress bars stand for all.
     """
     if mode is None:
         return None
@@ -39,6 +42,7 @@ def parallel_group(mode: str | None) -> mx.distributed.Group | None:
             f"`mlx.launch -n 2 -- ltx2-mlx generate ...` (or --hosts/--hostfile for several machines), "
             "or drop --parallel"
         )
+    set_quiet(group.rank() != 0)
     return group
 
 

@@ -5,12 +5,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import mlx.core as mx
-from tqdm import tqdm
 
 from LTX_2_MLX.components.diffusion_steps import DiffusionStepProtocol
 from LTX_2_MLX.components.types import LatentState
 from LTX_2_MLX.pipelines.denoising.guidance import DenoisingFunc
 from LTX_2_MLX.pipelines.denoising.states import post_process_latent
+from LTX_2_MLX.progress import progress_bar
 
 # Told (steps done, steps in all) after each step, e.g. to drive a progress bar of one's own.
 StepCallback = Callable[[int, int], None]
@@ -19,8 +19,9 @@ StepCallback = Callable[[int, int], None]
 def counted_steps(
     total: int, show_progress: bool, description: str, on_step: StepCallback | None = None
 ) -> Iterator[int]:
-    """0..total-1, with a tqdm bar (when shown) and `on_step` told after each step."""
-    with tqdm(total=total, desc=description, disable=not show_progress) as bar:
+    """0..total-1, with a tqdm bar (when shown, and this process is not quiet) and `on_step`
+    told after each step."""
+    with progress_bar(total=total, desc=description, disable=not show_progress) as bar:
         for step_index in range(total):
             yield step_index
             bar.update(1)
