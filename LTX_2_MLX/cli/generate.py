@@ -217,9 +217,12 @@ def generate(**options) -> None:
         return
     tiling = plan.tiling_config() if plan is not None else (TilingConfig.default() if options["tiled_decode"] else None)
     result = pipeline(ledger, tiling)(request)
-    if is_writer(group):  # the frames decode as they are written: on rank 0 alone
+    if is_writer(group):  # the frames decode as they are written
         write_video(output_path, result.frames, result.fps, result.audio)
         click.echo(f"wrote {output_path}")
+    else:  # meanwhile this process decodes its share of the tiles
+        for _ in result.frames:
+            pass
 
 
 def _guider_params(defaults, o: dict, stream: str, modality_option: str):

@@ -267,11 +267,11 @@ def load_tensors(checkpoint: str | Path | Checkpoint, prefix: str = "", decode_f
 def evaluate_parameters(module: nn.Module, description: str, progress_above: int = 2**30) -> None:
     """Materialise a lazily loaded module one parameter at a time (the peak stays at the model
     plus one tensor), with a progress bar when it holds more than `progress_above` bytes."""
-    from tqdm import tqdm
+    from LTX_2_MLX.progress import progress_bar
 
     parameters = [p for _, p in tree_flatten(module.parameters())]
     total = sum(p.nbytes for p in parameters)
-    with tqdm(total=total, desc=description, unit="B", unit_scale=True, leave=False,
+    with progress_bar(total=total, desc=description, unit="B", unit_scale=True, leave=False,
               disable=total <= progress_above) as progress:  # fmt: skip
         for parameter in parameters:
             mx.eval(parameter)

@@ -149,7 +149,9 @@ def load_text_encoder(
         _stream_layers(model, shards, prefix, dtype, quantize_bits, group_size)
     else:
         # Materialise (and quantize) one layer at a time, so the peak stays near the final size.
-        layers = progress_bar(model.layers, desc="loading Gemma", unit="layer", leave=False, disable=len(model.layers) < 16)
+        layers = progress_bar(
+            model.layers, desc="loading Gemma", unit="layer", leave=False, disable=len(model.layers) < 16
+        )
         for layer in layers:
             if quantize_bits is not None:
                 nn.quantize(layer, group_size=group_size, bits=quantize_bits, class_predicate=_quantizable(group_size))

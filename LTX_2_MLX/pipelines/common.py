@@ -173,7 +173,9 @@ def decode_outputs(
     ledger: ModelLedger, video_latent: mx.array, audio_latent: mx.array | None, fps: float, seed: int,
     tiling: TilingConfig | None,
 ) -> GeneratedVideo:  # fmt: skip
-    """Audio is decoded first (small), then video frames are decoded lazily, chunk by chunk."""
+    """Audio is decoded first (small), then video frames are decoded lazily, chunk by chunk. In a
+    parallel run (`ledger.parallel`) every process must iterate the frames: each decodes its
+    share of the tiles (distributed/decode.py)."""
     mx.clear_cache()
     audio = None
     if audio_latent is not None and ledger.has_audio:
@@ -183,5 +185,12 @@ def decode_outputs(
         decoded = decode_audio(audio_latent, decoder, vocoder)
         audio = (np.array(decoded.waveform), decoded.sampling_rate)
         del decoder, vocoder
-    frames = (np.array(chunk) for chunk in decode_video(video_latent, ledger.video_decoder(), tiling, mx.random.key(seed)))
+    if ledger.parallel is None:
+        chunks = decode_video(video_latent, ledger.video_decoder(), tiling, mx.random.key(seed))
+    else:
+        from LTX_2_MLX.distributed import decode_video_shared, parallel_group
+
+        group = parallel_group(ledger.parallel)
+        chunks = decode_video_shared(group, video_latent, ledger.video_decoder(), tiling, mx.random.key(seed))
+    frames = (np.array(chunk) for chunk in chunks)
     return GeneratedVideo(frames=frames, fps=fps, audio=audio)

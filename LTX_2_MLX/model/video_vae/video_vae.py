@@ -5,7 +5,7 @@ channels-last (B, F, H, W, C). The encoder returns normalised latent means, the 
 normalised latents (it un-normalises them itself).
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -16,12 +16,22 @@ from LTX_2_MLX.model.video_vae.ops import PerChannelStatistics, patchify, unpatc
 from LTX_2_MLX.model.video_vae.resnet import ResnetBlock3D, UNetMidBlock3D, make_norm
 from LTX_2_MLX.model.video_vae.sampling import DepthToSpaceUpsample, SpaceToDepthDownsample
 from LTX_2_MLX.model.video_vae.tiling import (
+    Tile,
     TilingConfig,
     group_tiles_by_temporal_slice,
     prepare_tiles_for_decoding,
     prepare_tiles_for_encoding,
 )
 from LTX_2_MLX.model.common.timestep_embedding import PixArtAlphaCombinedTimestepSizeEmbeddings
+
+# How a tiled decode runs its tiles: given them all and `decode(index)`, which decodes one,
+# yields every tile's pixels in order (a parallel run shares them out: distributed/decode.py).
+TileDecoding = Callable[[list[Tile], Callable[[int], mx.array]], Iterator[mx.array]]
+
+
+def decode_tiles_in_order(tiles: list[Tile], decode: Callable[[int], mx.array]) -> Iterator[mx.array]:
+    """Every tile decoded here, lazily: a temporal chunk's tiles queue up before it is evaluated."""
+    return (decode(index) for index in range(len(tiles)))
 
 
 def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
@@ -225,12 +235,14 @@ class VideoDecoder(nn.Module):
         tiling_config: TilingConfig | None = None,
         timestep=None,
         key: mx.array | None = None,
+        decode_tiles: TileDecoding = decode_tiles_in_order,
     ) -> Iterator[mx.array]:
         """Decode tile by tile and yield (B, 3, T, H, W) chunks of consecutive frames.
 
         Tiles are blended as in ltx-core: trapezoidal masks in space and time, each chunk
         normalised by the summed masks. Only the current and the previous temporal chunk are
-        held, so the whole video never has to fit in memory.
+        held, so the whole video never has to fit in memory. `decode_tiles` runs the tiles
+        (tile i with the i-th of `key`'s splits); the blending is the same whoever decodes them.
         """
         _check_video_layout(latent, self.latent_channels, "latent", "(1, 128, 13, 16, 24)")
         batch, _, _, latent_height, latent_width = latent.shape
@@ -238,7 +250,12 @@ class VideoDecoder(nn.Module):
         height, width = latent_height * height_scale, latent_width * width_scale
         dtype = self.conv_in.conv.weight.dtype
         tiles = prepare_tiles_for_decoding(latent.shape, tiling_config, self.scale_factors)
-        keys = iter(mx.random.split(key, len(tiles))) if key is not None else None
+        keys = mx.random.split(key, len(tiles)) if key is not None else None
+
+        def decode_tile(index: int) -> mx.array:
+            return self(latent[tiles[index].in_coords], timestep, keys[index] if keys is not None else None)
+
+        decoded_tiles = decode_tiles(tiles, decode_tile)
 
         previous_chunk = previous_weights = previous_slice = None
         for group in group_tiles_by_temporal_slice(tiles):
@@ -248,8 +265,7 @@ class VideoDecoder(nn.Module):
             weights = mx.zeros((1, group_frames, height, width, 1), dtype=dtype)
             for tile in group:
                 _, out_coords, mask = tile.channels_last()
-                decoded = self(latent[tile.in_coords], timestep, next(keys) if keys else None)
-                decoded = decoded.transpose(0, 2, 3, 4, 1)
+                decoded = next(decoded_tiles).transpose(0, 2, 3, 4, 1)
                 offset = out_coords[1].start - group_slice.start
                 length = min(out_coords[1].stop - out_coords[1].start, decoded.shape[1], group_frames - offset)
                 mask = mask.astype(dtype)
@@ -321,15 +337,17 @@ def decode_video(
     video_decoder: VideoDecoder,
     tiling_config: TilingConfig | None = None,
     key: mx.array | None = None,
+    decode_tiles: TileDecoding = decode_tiles_in_order,
 ) -> Iterator[mx.array]:
-    """Decode (B=1) latents to uint8 frames (F, H, W, 3), chunk by chunk when tiled."""
+    """Decode (B=1) latents to uint8 frames (F, H, W, 3), chunk by chunk when tiled (the tiles
+    run by `decode_tiles`)."""
 
     def to_uint8(frames: mx.array) -> mx.array:
         frames = (mx.clip((frames.astype(mx.float32) + 1.0) / 2.0, 0.0, 1.0) * 255.0).astype(mx.uint8)
         return frames[0].transpose(1, 2, 3, 0)
 
     if tiling_config is not None:
-        for frames in video_decoder.tiled_decode(latent, tiling_config, key=key):
+        for frames in video_decoder.tiled_decode(latent, tiling_config, key=key, decode_tiles=decode_tiles):
             yield to_uint8(frames)
     else:
         yield to_uint8(video_decoder(latent, key=key))
