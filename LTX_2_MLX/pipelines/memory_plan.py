@@ -46,6 +46,10 @@ _K_PROCESSOR = 6.0  # per token x all hidden states' width, the feature extracto
 _K_UPSCALER = 6.0  # per upscaled latent voxel x mid channels
 _K_VAE = 10.0  # per decoded voxel of a tile (after the patchifier) x decoder base channels
 _K_VOCODER = 3.0  # per mel frame x channels x upsampling at the vocoder's widest stage, float32
+# Where MLX's scaled_dot_product_attention is not fused (the CPU), it materialises the
+# queries x keys scores and their softmax, in float32: this many float32 matrices per head.
+# On a GPU the fused kernel holds no such matrix: the term is 0 there (see attention_scores_bytes).
+_K_SCORES = 2.0
 
 
 @dataclass(frozen=True)
@@ -262,24 +266,46 @@ def text_phases(inputs: PlanInputs, checkpoint: Checkpoint) -> list[PhaseEstimat
     prompts = 2 if inputs.pipeline.guided else 1
     states = prompts * (layers + 1) * tokens * hidden * act
     bits = f", int{inputs.text_encoder_bits}" if inputs.text_encoder_bits else ""
+    scores = attention_scores_bytes(int(text.get("num_attention_heads", 16)), tokens, tokens)
     gemma = PhaseEstimate(
-        "Gemma encode", weights, int(states + _K_GEMMA_LAYER * tokens * intermediate * act),
+        "Gemma encode", weights, int(states + _K_GEMMA_LAYER * tokens * intermediate * act + scores),
         f"{layers} layers{bits}, {prompts} x {tokens} tokens",
     )  # fmt: skip
     prefixes = ("text_embedding_projection.", DIT_PREFIX + "video_embeddings_connector.",
                 DIT_PREFIX + "audio_embeddings_connector.", DIT_PREFIX + "embeddings_connector.")  # fmt: skip
+    transformer = checkpoint.config().get("transformer", {})
+    connector_scores = attention_scores_bytes(int(transformer.get("connector_num_attention_heads", 30)), tokens, tokens)
     processor = PhaseEstimate(
         "prompt processor", section_weight_bytes(checkpoint, prefixes, inputs.dtype),
-        int(states + _K_PROCESSOR * tokens * (layers + 1) * hidden * act), "feature extractor + connectors",
+        int(states + _K_PROCESSOR * tokens * (layers + 1) * hidden * act + connector_scores),
+        "feature extractor + connectors",
     )  # fmt: skip
     return [gemma, processor]
 
 
-def dit_activation_bytes(config: dict, video_tokens: int, audio: int, dtype: mx.Dtype) -> int:
-    """A DiT forward's activations: one block's worth (blocks run one after the other)."""
-    video_width = config["num_attention_heads"] * config["attention_head_dim"]
-    audio_width = config.get("audio_num_attention_heads", 0) * config.get("audio_attention_head_dim", 0)
-    return int(_K_DIT * (video_tokens * video_width + audio * audio_width) * dtype.size)
+def attention_scores_bytes(heads: int, queries: int, keys: int, device: mx.Device | None = None) -> int:
+    """The scores an attention holds at once: none where MLX's attention is fused (a GPU), a
+    float32 queries x keys matrix per head (and its softmax) where it is not (the CPU)."""
+    device = device or mx.default_device()
+    if device.type != mx.DeviceType.cpu:
+        return 0
+    return int(_K_SCORES * heads * queries * keys * 4)
+
+
+def dit_activation_bytes(
+    config: dict, video_tokens: int, audio: int, dtype: mx.Dtype, context_tokens: int = 1024
+) -> int:
+    """A DiT forward's activations: one block's worth (blocks run one after the other), plus
+    the largest attention's scores where they are materialised."""
+    video_heads, audio_heads = config["num_attention_heads"], config.get("audio_num_attention_heads", 0)
+    video_width = video_heads * config["attention_head_dim"]
+    audio_width = audio_heads * config.get("audio_attention_head_dim", 0)
+    streams = _K_DIT * (video_tokens * video_width + audio * audio_width) * dtype.size
+    scores = max(
+        attention_scores_bytes(video_heads, video_tokens, max(video_tokens, context_tokens)),
+        attention_scores_bytes(audio_heads, max(audio, video_tokens), max(audio, context_tokens, video_tokens)),
+    )
+    return int(streams + scores)
 
 
 def dit_phase(
@@ -293,7 +319,7 @@ def dit_phase(
     resident = other + (sum(sorted(blocks)[-STREAMED_BLOCKS:]) if low_memory else sum(blocks))
     held = f"{min(STREAMED_BLOCKS, len(blocks))} of {len(blocks)} blocks" if low_memory else f"{len(blocks)} blocks"
     return PhaseEstimate(
-        name, resident, dit_activation_bytes(config, video_tokens, audio, inputs.dtype),
+        name, resident, dit_activation_bytes(config, video_tokens, audio, inputs.dtype, inputs.context_tokens),
         f"{held}, {video_tokens}+{audio} tokens" + (f", {inputs.quantization}" if inputs.quantization else ""),
     )  # fmt: skip
 
