@@ -113,6 +113,7 @@ PARSERS = {"transformer_step.py": parse_transformer_step, "vae_decode.py": parse
 def check_environment(small: bool) -> None:
     """Fail before the first phase, naming what is missing (nothing is imported here, so this
     process holds no GPU memory while the phases run)."""
+    sys.path.insert(0, str(ROOT))  # as the scripts will see it (PYTHONPATH below)
     missing = [name for name in ("mlx", "torch", "ltx_core", "transformers", "LTX_2_MLX")
                if importlib.util.find_spec(name) is None]  # fmt: skip
     if missing:
