@@ -30,12 +30,12 @@ import numpy as np
 import pytest
 import torch
 from pipeline_harness import drawing_noiser, run_reference_in_float32, use_tiny_text_encoder
-from reference import assert_cosine, assert_matches, to_mx
+from reference import PARITY_FIGURES, assert_cosine, assert_matches, to_mx
 from test_video_vae import LATENT_CHANNELS
 
 from LTX_2_MLX.components.guiders import MultiModalGuiderParams
 from LTX_2_MLX.components.noisers import InjectedNoiser
-from LTX_2_MLX.pipelines import base, ic_lora, ti2vid_one_stage, two_stage
+from LTX_2_MLX.pipelines import base, common, ic_lora, ti2vid_one_stage, two_stage
 from LTX_2_MLX.pipelines.media_io import read_video_file, write_video
 from LTX_2_MLX.pipelines.model_ledger import ModelLedger
 from LTX_2_MLX.pipelines.request import ImageConditioningInput
@@ -94,7 +94,14 @@ def _reference_run(kind, model_files, monkeypatch, video_path):
     monkeypatch.setattr(media_io, "decode_video_from_file", our_decoded_frames)
     monkeypatch.setattr(module, "GaussianNoiser", drawing_noiser(generator, noises))
     monkeypatch.setattr(module, "denoise_audio_video", denoise_capturing_stage_1)
-    monkeypatch.setattr(module, "vae_decode_video", lambda latent, *a, **k: captured.setdefault("video", latent))
+    original_decode = module.vae_decode_video
+
+    def decode_capturing(latent, decoder, *args, **kwargs):
+        captured["video"], decoder.decode_noise_scale = latent, 0.0
+        captured["frames"] = torch.cat(list(original_decode(latent, decoder, *args, **kwargs))).numpy()
+        return iter(())
+
+    monkeypatch.setattr(module, "vae_decode_video", decode_capturing)
     monkeypatch.setattr(module, "vae_decode_audio", lambda latent, *a, **k: captured.setdefault("audio", latent))
     cpu, loras = torch.device("cpu"), [LoraPathStrengthAndSDOps(lora, LORA_STRENGTH, LTXV_LORA_COMFY_RENAMING_MAP)]
     if kind == "one-stage":
@@ -119,7 +126,7 @@ def _reference_run(kind, model_files, monkeypatch, video_path):
             pipeline(**shared, video_conditioning=[(video_path, 1.0)])
         else:
             pipeline(**shared)
-    return (captured["video"], captured["audio"]), captured["stage 1"], noises
+    return (captured["video"], captured["audio"]), captured["stage 1"], noises, captured["frames"]
 
 
 def _our_run(kind, model_files, monkeypatch, noises, dtype, video_path):
@@ -127,7 +134,13 @@ def _our_run(kind, model_files, monkeypatch, noises, dtype, video_path):
     noiser = InjectedNoiser([to_mx(n, dtype) for n in noises])
 
     def capture(ledger, video, audio, *args):
+        """The final latents, and the frames our decoder makes of them (decode noise off)."""
         captured.update(video=video, audio=audio)
+        decoder = ledger.video_decoder()
+        decoder.decode_noise_scale = 0.0
+        monkeypatch.setattr(ledger, "video_decoder", lambda: decoder)
+        captured["frames"] = original_decode_outputs(ledger, video, None, *args).all_frames()
+        return iter(())
 
     def denoise_capturing_stage_1(*args, **kwargs):
         video_state, audio_state = original_denoise(*args, **kwargs)
@@ -137,6 +150,7 @@ def _our_run(kind, model_files, monkeypatch, noises, dtype, video_path):
     original_denoise = ic_lora.denoise_stage
     monkeypatch.setattr(ic_lora, "denoise_stage", denoise_capturing_stage_1)
 
+    original_decode_outputs = common.decode_outputs  # base.decode_outputs may be patched by an earlier run
     monkeypatch.setattr(base, "decode_outputs", capture)
     checkpoint, gemma, image, upscaler, lora = model_files[:5]
     loras = [(str(lora), LORA_STRENGTH)]
@@ -157,15 +171,21 @@ def _our_run(kind, model_files, monkeypatch, noises, dtype, video_path):
     else:
         ledger = ModelLedger(checkpoint, gemma, dtype=dtype, spatial_upscaler_path=upscaler, loras=loras)
         ic_lora.ICLoraPipeline(ledger)(**shared, video_conditioning=[(video_path, 1.0)], noiser=noiser)
-    return (captured["video"], captured["audio"]), captured.get("stage 1")
+    return (captured["video"], captured["audio"]), captured.get("stage 1"), captured["frames"]
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_pipeline_matches_ltx_pipelines(kind, model_files, monkeypatch, reference_video):
-    reference_final, reference_stage_1, noises = _reference_run(kind, model_files, monkeypatch, reference_video)
+    reference_final, reference_stage_1, noises, reference_frames = _reference_run(
+        kind, model_files, monkeypatch, reference_video
+    )
     for dtype in (mx.float32, mx.bfloat16):
-        final, stage_1 = _our_run(kind, model_files, monkeypatch, noises, dtype, reference_video)
+        final, stage_1, frames = _our_run(kind, model_files, monkeypatch, noises, dtype, reference_video)
         _compare(kind, dtype, "", final, reference_final)
+        if dtype == mx.float32:  # the decoded video, as uint8 frames: within one level
+            levels = int(np.abs(frames.astype(np.int16) - reference_frames.astype(np.int16)).max())
+            PARITY_FIGURES.append((f"{kind} pipeline vs ltx-pipelines fp32: decoded frames", "max uint8 levels", levels))
+            assert frames.shape == reference_frames.shape and levels <= 1
         if kind == "ic-lora":
             _compare(kind, dtype, "stage-1 ", stage_1, reference_stage_1)
 
