@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import mlx.core as mx
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from reference import REFUSALS
@@ -122,3 +123,31 @@ def test_dry_run_prints_the_plan_and_writes_nothing(model_files, tmp_path, no_we
         assert phase in result.output
     assert "does NOT fit" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_streamed_gemma_holds_two_layers(model_files):
+    """With --low-memory, Gemma's plan counts what stays resident: the weights outside its
+    layers and the two layers in flight (on the H200 the resident estimate was 7x the
+    streamed run's peak)."""
+    import re
+
+    from LTX_2_MLX.loader.checkpoint import Checkpoint
+    from LTX_2_MLX.pipelines.memory_plan import gemma_weight_bytes
+
+    gemma = model_files[1]
+    layers, outside = {}, 0
+    for shard in sorted(gemma.glob("*.safetensors")):
+        for name, entry in Checkpoint.open(shard).entries.items():
+            if "vision_tower." in name or "multi_modal_projector." in name:
+                continue
+            size = int(np.prod(entry.shape)) * 4
+            layer = re.search(r"\.layers\.(\d+)\.", name)
+            if layer:
+                layers[layer.group(1)] = layers.get(layer.group(1), 0) + size
+            else:
+                outside += size
+    assert len(layers) > 2
+    resident, _ = gemma_weight_bytes(gemma, mx.float32, None)
+    streamed, _ = gemma_weight_bytes(gemma, mx.float32, None, streamed=True)
+    assert resident == outside + sum(layers.values())
+    assert streamed == outside + sum(sorted(layers.values())[-2:])

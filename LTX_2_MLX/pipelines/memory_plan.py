@@ -19,6 +19,7 @@ estimate within 20% of the measured peak per phase at full size.
 
 import json
 import math
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -39,13 +40,15 @@ TILE_SIZES = ((512, 64), (384, 48), (256, 32))
 _STORED_SIZES = {"U8": 1, "I8": 1, "BOOL": 1, "U16": 2, "I16": 2, "U32": 4, "I32": 4, "U64": 8, "I64": 8}
 
 # Activation coefficients: bytes held at a phase's peak per (element x width) unit, in units
-# of the activation dtype's size (float32 intermediates count twice). Calibrated on the CPU.
+# of the activation dtype's size (float32 intermediates count twice). Calibrated on the CPU;
+# the VAE's and the vocoder's then raised to the peaks of the full-size
+# distilled run on an H200 (benchmarks/end_to_end.py, README), where they were 45-49% low.
 _K_DIT = 14.0  # per token x stream width, inside one block (q, k, v, out, the GELU'd FF)
 _K_GEMMA_LAYER = 6.0  # per token x intermediate width, inside one Gemma layer
 _K_PROCESSOR = 6.0  # per token x all hidden states' width, the feature extractor
 _K_UPSCALER = 6.0  # per upscaled latent voxel x mid channels
-_K_VAE = 10.0  # per decoded voxel of a tile (after the patchifier) x decoder base channels
-_K_VOCODER = 3.0  # per mel frame x channels x upsampling at the vocoder's widest stage, float32
+_K_VAE = 20.0  # per decoded voxel of a tile (after the patchifier) x decoder base channels
+_K_VOCODER = 14.0  # per mel frame x channels x upsampling at the vocoder's widest stage, float32
 # Where MLX's scaled_dot_product_attention is not fused (the CPU), it materialises the
 # queries x keys scores and their softmax, in float32: this many float32 matrices per head.
 # On a GPU the fused kernel holds no such matrix: the term is 0 there (see attention_scores_bytes).
@@ -205,20 +208,29 @@ def section_weight_bytes(checkpoint: Checkpoint, prefixes: tuple[str, ...], dtyp
     )
 
 
-def gemma_weight_bytes(gemma_dir: str | Path, dtype: mx.Dtype, bits: int | None) -> tuple[int, dict]:
+def gemma_weight_bytes(
+    gemma_dir: str | Path, dtype: mx.Dtype, bits: int | None, streamed: bool = False
+) -> tuple[int, dict]:
     """(resident bytes of Gemma's language model, config.json's text section). Quantized layers
-    (the Linears and the embedding) at `bits` plus a scale and bias per group of 64."""
+    (the Linears and the embedding) at `bits` plus a scale and bias per group of 64. Streamed
+    (`--low-memory`), only the weights outside the layers and two layers are resident."""
     gemma_dir = Path(gemma_dir)
     raw = json.loads((gemma_dir / "config.json").read_text())
-    total = 0.0
+    outside, layers = 0.0, {}
     for shard in sorted(gemma_dir.glob("*.safetensors")):
         for name, entry in Checkpoint.open(shard).entries.items():
             if "vision_tower." in name or "multi_modal_projector." in name:
                 continue
             count = math.prod(entry.shape)
             matrix = len(entry.shape) == 2 and entry.shape[-1] % 64 == 0
-            total += count * (bits / 8 + 4 / 64) if bits and matrix else count * dtype.size
-    return int(total), raw.get("text_config", raw)
+            size = count * (bits / 8 + 4 / 64) if bits and matrix else count * dtype.size
+            layer = re.search(r"\.layers\.(\d+)\.", name)
+            if layer:
+                layers[layer.group(1)] = layers.get(layer.group(1), 0.0) + size
+            else:
+                outside += size
+    held = sorted(layers.values())[-STREAMED_BLOCKS:] if streamed else layers.values()
+    return int(outside + sum(held)), raw.get("text_config", raw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,13 +265,13 @@ def _find(config, key: str, default):
 # --------------------------------------------------------------------------------------------
 
 
-def text_phases(inputs: PlanInputs, checkpoint: Checkpoint) -> list[PhaseEstimate]:
+def text_phases(inputs: PlanInputs, checkpoint: Checkpoint, low_memory: bool = False) -> list[PhaseEstimate]:
     """Gemma encoding the prompts (all its hidden states kept), then the feature extractor and
     connectors turning them into contexts, after Gemma is freed."""
     if inputs.gemma_path is None:
         return []
     act = inputs.dtype.size
-    weights, text = gemma_weight_bytes(inputs.gemma_path, inputs.dtype, inputs.text_encoder_bits)
+    weights, text = gemma_weight_bytes(inputs.gemma_path, inputs.dtype, inputs.text_encoder_bits, low_memory)
     hidden, layers = int(text.get("hidden_size", 3840)), int(text.get("num_hidden_layers", 48))
     intermediate = int(text.get("intermediate_size", 4 * hidden))
     tokens = inputs.context_tokens
@@ -368,7 +380,7 @@ def audio_decode_phase(inputs: PlanInputs, checkpoint: Checkpoint) -> PhaseEstim
 def estimate_phases(inputs: PlanInputs, low_memory: bool, tile_size: tuple[int, int] | None) -> list[PhaseEstimate]:
     """Every phase of the pipeline, in the order it runs."""
     checkpoint = Checkpoint.open(inputs.checkpoint)
-    phases = text_phases(inputs, checkpoint)
+    phases = text_phases(inputs, checkpoint, low_memory)
     if inputs.pipeline.two_stage:
         half_height, half_width = inputs.height // 2, inputs.width // 2
         phases.append(dit_phase(inputs, checkpoint, "DiT stage 1", half_height, half_width, low_memory))
