@@ -12,7 +12,9 @@ second, 125 of them, decoded causally to 4·125 − 3 mel frames of 10 ms (a ran
 shape). Random bf16 weights at real size; the resampling filters are the ones ltx-core computes,
 the BWE's STFT basis a windowed DFT and its mel filterbank random non-negative. Each side runs
 `--warmup` times, then `--iters` timed runs: the median, peak memory, the ratio MLX / ltx-core
-(goal, issue 12: <= 1.0) and the cosine between the two waveforms.
+(goal, issue 12: <= 1.0) and the cosine between the two waveforms; for MLX also the size of one
+forward's graph: its primitives, and those that launch work (all but views such as slices and
+reshapes; a compiled kernel counts once), a kernel count that does not depend on the device.
 
     python benchmarks/vocoder.py                    # GPU, both kinds
     python benchmarks/vocoder.py --kind bigvgan     # one kind (hifigan | bigvgan)
@@ -21,7 +23,10 @@ the BWE's STFT basis a windowed DFT and its mel filterbank random non-negative. 
 """
 
 import argparse
+import collections
+import io
 import math
+import re
 import sys
 import types
 from functools import partial
@@ -124,6 +129,21 @@ def mlx_from_reference(reference: torch.nn.Module, section: dict, dtype: mx.Dtyp
     return vocoder
 
 
+# Primitives that make a view of their input rather than launch a kernel.
+VIEWS = {"AsStrided", "Broadcast", "ExpandDims", "Flatten", "Reshape", "Slice", "Squeeze", "Transpose", "Unflatten"}
+
+
+def graph_size(output: mx.array) -> dict:
+    """Primitives in the lazy graph of `output` (not evaluated yet), all and those that launch work,
+    and the five most frequent of the latter."""
+    dot = io.StringIO()
+    mx.export_to_dot(dot, output)
+    names = collections.Counter(re.findall(r'label ="([^"]+)"', dot.getvalue()))
+    work = collections.Counter({name: n for name, n in names.items() if name not in VIEWS})
+    frequent = {name if len(name) <= 40 else name[:37] + "...": n for name, n in work.most_common(5)}
+    return {"primitives": sum(names.values()), "kernels": sum(work.values()), "most_frequent": frequent}
+
+
 def run_kind(kind: str, args, device: str, torch_dtype: torch.dtype, mx_dtype: mx.Dtype) -> dict:
     title, section = KINDS[kind]
     section = narrow(section) if args.small else section
@@ -145,13 +165,18 @@ def run_kind(kind: str, args, device: str, torch_dtype: torch.dtype, mx_dtype: m
         torch.cuda.empty_cache()
     mlx_timing, mlx_wave = median_mlx(partial(vocoder, mel_mlx), args.warmup, args.iters)
     mlx_wave = np.array(mlx_wave.astype(mx.float32))
+    graph = graph_size(vocoder(mel_mlx))
     if mlx_wave.shape != ref_wave.shape:
         raise SystemExit(f"{title}: waveform shapes differ, MLX {mlx_wave.shape}, ltx-core {ref_wave.shape}")
     rate = vocoder.output_sampling_rate
     size = f"{args.seconds:g} s: mel (1, 2, {frames}, {MEL_BINS}) -> waveform {tuple(ref_wave.shape)} at {rate} Hz"
     clipped = float(np.mean(np.abs(ref_wave) >= 0.999))
-    return report(f"vocoder, {title}", size, mlx_timing, ref_timing, cosine(mlx_wave, ref_wave), goal=GOAL,
-                  extra={"kind": kind, "dtype": str(mx_dtype), "clipped_fraction": clipped})  # fmt: skip
+    extra = {"kind": kind, "dtype": str(mx_dtype), "clipped_fraction": clipped, "mlx_graph": graph}
+    figures = report(
+        f"vocoder, {title}", size, mlx_timing, ref_timing, cosine(mlx_wave, ref_wave), goal=GOAL, extra=extra
+    )
+    print(f"  MLX graph of one forward: {graph['primitives']} primitives, {graph['kernels']} kernels", flush=True)
+    return figures
 
 
 def main() -> None:

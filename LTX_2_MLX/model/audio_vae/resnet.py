@@ -1,5 +1,7 @@
 """Residual blocks: the VAE's ResnetBlock (2D, channels-last) and HiFi-GAN's ResBlock1 (1D)."""
 
+from functools import partial
+
 import mlx.core as mx
 from mlx import nn
 
@@ -26,14 +28,41 @@ class SameConv1d(nn.Conv1d):
         )
         self._extra_pad = None if symmetric else (total // 2, total - total // 2)
 
-    def __call__(self, x: mx.array) -> mx.array:
+    def convolve(self, x: mx.array) -> mx.array:
+        """The convolution without its bias, for callers that add the bias in a fused kernel."""
         if self._extra_pad is not None:
             x = mx.pad(x, [(0, 0), self._extra_pad, (0, 0)])
-        return super().__call__(x)
+        return mx.conv1d(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.convolve(x) + self.bias
+
+
+# The element-wise steps between the vocoders' convolutions, each one kernel with the bias of the
+# convolution before it (nn.Conv1d would add the bias in a kernel of its own).
+
+
+@partial(mx.compile, shapeless=True)
+def bias_leaky_relu(y: mx.array, bias: mx.array) -> mx.array:
+    return nn.leaky_relu(y + bias, LRELU_SLOPE)
+
+
+@partial(mx.compile, shapeless=True)
+def add_biased(x: mx.array, y: mx.array, bias: mx.array) -> mx.array:
+    """x + (y + bias): a residual connection around a convolution y whose bias is not added yet."""
+    return x + (y + bias)
+
+
+@partial(mx.compile, shapeless=True)
+def add_biased_leaky_relu(x: mx.array, y: mx.array, bias: mx.array) -> tuple[mx.array, mx.array]:
+    """add_biased, and the leaky ReLU of the sum that the next residual step starts with."""
+    x = x + (y + bias)
+    return x, nn.leaky_relu(x, LRELU_SLOPE)
 
 
 class ResBlock1(nn.Module):
-    """Three (leaky ReLU, dilated conv, leaky ReLU, conv) residual steps on (B, L, C)."""
+    """Three (leaky ReLU, dilated conv, leaky ReLU, conv) residual steps on (B, L, C); four kernels
+    a step (two convolutions, two fused element-wise kernels)."""
 
     def __init__(self, channels: int, kernel_size: int = 3, dilation: tuple[int, ...] = (1, 3, 5)):
         super().__init__()
@@ -41,10 +70,13 @@ class ResBlock1(nn.Module):
         self.convs2 = [SameConv1d(channels, channels, kernel_size, dilation=1) for _ in range(3)]
 
     def __call__(self, x: mx.array) -> mx.array:
-        for conv1, conv2 in zip(self.convs1, self.convs2, strict=True):
-            xt = conv1(nn.leaky_relu(x, LRELU_SLOPE))
-            xt = conv2(nn.leaky_relu(xt, LRELU_SLOPE))
-            x = xt + x
+        activated = nn.leaky_relu(x, LRELU_SLOPE)
+        for step, (conv1, conv2) in enumerate(zip(self.convs1, self.convs2, strict=True)):
+            hidden = bias_leaky_relu(conv1.convolve(activated), conv1.bias)
+            if step + 1 < len(self.convs2):
+                x, activated = add_biased_leaky_relu(x, conv2.convolve(hidden), conv2.bias)
+            else:
+                x = add_biased(x, conv2.convolve(hidden), conv2.bias)
         return x
 
 

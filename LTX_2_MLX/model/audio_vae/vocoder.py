@@ -17,7 +17,7 @@ from LTX_2_MLX.model.audio_vae.model_configurator import (
     GeneratorConfig,
     VocoderConfig,
 )
-from LTX_2_MLX.model.audio_vae.resnet import LRELU_SLOPE, ResBlock1
+from LTX_2_MLX.model.audio_vae.resnet import LRELU_SLOPE, ResBlock1, add_biased
 
 
 def get_padding(kernel_size: int, dilation: int = 1) -> int:
@@ -25,7 +25,9 @@ def get_padding(kernel_size: int, dilation: int = 1) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Anti-aliased resampling (kaiser- or Hann-windowed sinc filters), depthwise on (B, L, C).
+# Anti-aliased resampling (kaiser- or Hann-windowed sinc filters) on (B, L, C). One filter serves
+# every channel, so each output phase of a resampler is a sum of shifted slices of its input times
+# scalar taps: compiled element-wise kernels with the taps as constants, no per-channel convolution.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -61,106 +63,185 @@ def hann_sinc_filter1d(ratio: int, lowpass_filter_width: int = 6, rolloff: float
     return (np.sinc(time) * window * rolloff / ratio).astype(np.float32), width
 
 
-def depthwise_conv_transpose1d(x: mx.array, filter_: mx.array, stride: int) -> mx.array:
-    """torch conv_transpose1d(x, filter_ per channel, stride, groups=C) on (B, L, C) ->
-    (B, (L-1)·stride + K, C), in float32.
+def _tree_sum(terms: list[mx.array]) -> mx.array:
+    """Pairwise sum: depth log2(n) instead of n, so that mx.compile, which ends a fused kernel at
+    depth 11 (or 24 inputs), keeps a whole filter and the activation after it in one kernel."""
+    while len(terms) > 1:
+        paired = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
+        terms = paired + terms[2 * len(paired) :]
+    return terms[0]
 
-    Polyphase: output sample q·stride + p is sum_j filter_[j·stride + p] · x[q - j], so each
-    phase is a short sum of shifted slices. One filter shared by all channels makes this an
-    element-wise chain that mx.compile fuses; MLX's grouped convolutions are far slower here.
+
+@cache
+def _clamped_positions(length: int, before: int, after: int) -> mx.array:
+    """Gather indices that pad an axis of `length` by replicating its edges: `before` copies of the
+    first sample, the axis, `after` copies of the last (one kernel; a mode="edge" pad takes four)."""
+    return mx.array(np.clip(np.arange(-before, length + after), 0, length - 1).astype(np.int32))
+
+
+FilterBank = tuple[tuple[int, tuple[float, ...]], ...]
+
+
+def upsample_filter_bank(taps: tuple[float, ...], ratio: int, pad: int, pad_left: int) -> FilterBank:
+    """UpSample1d as a filter bank on its input: output sample ratio·n + p is
+    sum(vector[p] · x[clamp(n + shift)] for shift, vector in bank), clamp being replicate padding.
+
+    The reference pads x by `pad` replicated samples, takes ratio · conv_transpose1d(stride=ratio)
+    and crops `pad_left` samples, so x[n + shift] meets filter tap p + pad_left - ratio·(pad + shift)
+    in output sample ratio·n + p (no tap: 0). The gain `ratio` is folded into the vectors.
     """
-    b, length, c = x.shape
-    k = filter_.shape[0]
-    taps = -(-k // stride)
-    f = mx.pad(filter_.astype(mx.float32), [(0, taps * stride - k)])
-    padded = mx.pad(x.astype(mx.float32), [(0, 0), (taps - 1, taps - 1), (0, 0)])
-    span = length + taps - 1
-    phases = []
-    for phase in range(stride):
-        terms = [f[j * stride + phase] * padded[:, taps - 1 - j : taps - 1 - j + span] for j in range(taps)]
-        phases.append(sum(terms[1:], terms[0]))
-    out = mx.stack(phases, axis=2).reshape(b, span * stride, c)
-    return out[:, : (length - 1) * stride + k]
+    bank = []
+    for shift in range(-pad - len(taps), pad + len(taps) + 1):
+        indices = [p + pad_left - ratio * (pad + shift) for p in range(ratio)]
+        if any(0 <= k < len(taps) for k in indices):
+            bank.append((shift, tuple(ratio * taps[k] if 0 <= k < len(taps) else 0.0 for k in indices)))
+    if not -pad <= bank[0][0] <= bank[-1][0] <= pad:
+        raise ValueError(
+            f"UpSample1d(kernel_size={len(taps)}, ratio={ratio}) with pad={pad}, pad_left={pad_left} reads past its "
+            "replicate padding; use the reference's geometry"
+        )
+    return tuple(bank)
 
 
-def depthwise_conv1d(x: mx.array, filter_: mx.array, stride: int = 1) -> mx.array:
-    """torch conv1d(x, filter_ per channel, stride, groups=C) on (B, L, C), no padding, in
-    float32: the sum over taps of strided slices (see depthwise_conv_transpose1d)."""
-    k = filter_.shape[0]
-    span = stride * ((x.shape[1] - k) // stride) + 1
-    f, x = filter_.astype(mx.float32), x.astype(mx.float32)
-    terms = [f[tap] * x[:, tap : tap + span : stride] for tap in range(k)]
-    return sum(terms[1:], terms[0])
+def _column(values: tuple[float, ...] | list[float]) -> mx.array:
+    """(n, 1) float32, one value per phase (built in that shape: [:, None] is a graph node per call)."""
+    return mx.array([[value] for value in values], dtype=mx.float32)
 
 
-def _replicate_pad(x: mx.array, left: int, right: int) -> mx.array:
-    return mx.pad(x, [(0, 0), (left, right), (0, 0)], mode="edge")
+def _polyphase_upsample(
+    x: mx.array, source_index: mx.array, bank: FilterBank, before: int, bias: mx.array | None = None
+) -> mx.array:
+    """(B, L, C) -> (B, L, ratio, C) in float32, phases along axis 2 (reshape to (B, ratio·L, C));
+    `source_index` is _clamped_positions(L, before, ...). A per-channel `bias` is added to x first,
+    as a term of its own: padding and filter are linear, so (x + b) upsampled is x upsampled plus
+    b times each phase's sum of taps."""
+    length = x.shape[1]
+    source = mx.take(x, source_index, axis=1)[:, :, None]
+    terms = []
+    for shift, vector in bank:
+        window = source[:, before + shift : before + shift + length].astype(mx.float32)
+        terms.append(_column(vector) * window)
+    if bias is not None:
+        gains = [sum(vector[phase] for _, vector in bank) for phase in range(len(bank[0][1]))]
+        terms.append(_column(gains) * bias.astype(mx.float32))
+    return _tree_sum(terms)
 
 
-def lowpass1d(x: mx.array, filter_: mx.array, *, stride: int, pad_left: int, pad_right: int) -> mx.array:
-    """LowPassFilter1d: replicate padding, then the depthwise filter with `stride` (float32 out)."""
-    return depthwise_conv1d(_replicate_pad(x, pad_left, pad_right), filter_, stride)
-
-
-def upsample1d(x: mx.array, filter_: mx.array, *, ratio: int, pad: int, pad_left: int, pad_right: int) -> mx.array:
-    """UpSample1d: replicate padding, transposed depthwise filter, gain `ratio`, crop (float32 out)."""
-    x = ratio * depthwise_conv_transpose1d(_replicate_pad(x, pad, pad), filter_, ratio)
-    return x[:, pad_left : x.shape[1] - pad_right]
+def _strided_lowpass(x: mx.array, source_index: mx.array, taps: tuple[float, ...], stride: int) -> mx.array:
+    """LowPassFilter1d in float32: `source_index` replicate-pads x, then sum(tap · strided slice)."""
+    source = mx.take(x, source_index, axis=1)
+    span = stride * ((source.shape[1] - len(taps)) // stride) + 1
+    return _tree_sum([tap * source[:, k : k + span : stride].astype(mx.float32) for k, tap in enumerate(taps)])
 
 
 def snake(x: mx.array, alpha: mx.array, inverse_beta: mx.array) -> mx.array:
-    """x + sin²(αx)/β, per channel (the last axis)."""
+    """x + sin²(αx)/β per channel (the last axis), given α and 1/(β + eps) (Snake.coefficients)."""
     return x + inverse_beta * mx.square(mx.sin(x * alpha))
 
 
-class LowPassFilter1d(nn.Module):
-    """Replicate-padded depthwise low-pass filter; `filter` is a checkpoint buffer."""
+def _upsample(x: mx.array, source_index: mx.array, *, bank: FilterBank, before: int) -> mx.array:
+    b, length, c = x.shape
+    return _polyphase_upsample(x, source_index, bank, before).astype(x.dtype).reshape(b, -1, c)
+
+
+def _anti_aliased_snake(
+    x: mx.array,
+    up_index: mx.array,
+    down_index: mx.array,
+    alpha: mx.array,
+    inverse_beta: mx.array,
+    *bias: mx.array,
+    bank: FilterBank,
+    before: int,
+    down_taps: tuple[float, ...],
+) -> mx.array:
+    """Upsample, snake, low-pass and downsample (of x plus the optional per-channel bias) in four
+    kernels: two gathers (the replicate paddings), the filter bank with the bias and the snake (the
+    upsampled signal is written once, in float32), and the strided low-pass."""
+    b, length, c = x.shape
+    upsampled = _polyphase_upsample(x, up_index, bank, before, *bias)
+    activated = snake(upsampled, alpha, inverse_beta).reshape(b, -1, c)
+    return _strided_lowpass(activated, down_index, down_taps, len(bank[0][1])).astype(x.dtype)
+
+
+def _bank_reach(bank: FilterBank) -> tuple[int, int]:
+    """Samples of x the bank reads before and after it."""
+    return max(0, -bank[0][0]), max(0, bank[-1][0])
+
+
+@cache
+def _compiled_upsample(taps: tuple[float, ...], ratio: int, pad: int, pad_left: int):
+    """(compiled UpSample1d, its reach): one per filter, shared by every module that has it."""
+    bank = upsample_filter_bank(taps, ratio, pad, pad_left)
+    before, after = _bank_reach(bank)
+    return mx.compile(partial(_upsample, bank=bank, before=before)), before, after
+
+
+@cache
+def _compiled_activation(up_taps: tuple, down_taps: tuple, ratio: int, pad: int, pad_left: int):
+    """(compiled Activation1d, the upsampler's reach), one per filter pair."""
+    bank = upsample_filter_bank(up_taps, ratio, pad, pad_left)
+    before, after = _bank_reach(bank)
+    compiled = partial(_anti_aliased_snake, bank=bank, before=before, down_taps=down_taps)
+    return mx.compile(compiled), before, after
+
+
+class SincFilter(nn.Module):
+    """A module with a `filter` buffer (from the checkpoint, or computed) that runs as constants of
+    compiled kernels: read to the host once per loaded array."""
+
+    def __init__(self, filter_: np.ndarray):
+        super().__init__()
+        self.filter = mx.array(filter_)
+        self._taps_of = None
+        self._taps = ()
+
+    def taps(self) -> tuple[float, ...]:
+        if self._taps_of is not self.filter:
+            self._taps = tuple(self.filter.astype(mx.float32).tolist())
+            self._taps_of = self.filter
+        return self._taps
+
+
+class LowPassFilter1d(SincFilter):
+    """Replicate-padded depthwise low-pass filter with `stride`; Activation1d runs it."""
 
     def __init__(self, cutoff: float = 0.5, half_width: float = 0.6, stride: int = 1, kernel_size: int = 12):
-        super().__init__()
         if cutoff < 0:
             raise ValueError("Minimum cutoff must be larger than zero.")
         if cutoff > 0.5:
             raise ValueError("A cutoff above 0.5 does not make sense.")
+        super().__init__(kaiser_sinc_filter1d(cutoff, half_width, kernel_size))
         even = kernel_size % 2 == 0
         self.pad_left = kernel_size // 2 - int(even)
         self.pad_right = kernel_size // 2
         self.stride = stride
-        self.filter = mx.array(kaiser_sinc_filter1d(cutoff, half_width, kernel_size))
-
-    def geometry(self) -> dict:
-        return {"stride": self.stride, "pad_left": self.pad_left, "pad_right": self.pad_right}
-
-    def __call__(self, x: mx.array) -> mx.array:
-        return lowpass1d(x, self.filter, **self.geometry()).astype(x.dtype)
 
 
-class UpSample1d(nn.Module):
-    """Sinc-interpolating upsampler by an integer ratio (kaiser: BigVGAN; hann: torchaudio's)."""
+class UpSample1d(SincFilter):
+    """Sinc-interpolating upsampler by an integer ratio (kaiser: BigVGAN; hann: torchaudio's),
+    (B, L, C) -> (B, ratio·L, C)."""
 
     def __init__(self, ratio: int = 2, kernel_size: int | None = None, window_type: str = "kaiser"):
-        super().__init__()
-        self.ratio = ratio
         if window_type == "hann":
             filter_, width = hann_sinc_filter1d(ratio)
-            self.kernel_size = filter_.shape[0]
-            self.pad = width
-            self.pad_left = 2 * width * ratio
-            self.pad_right = self.kernel_size - ratio
+            kernel_size = filter_.shape[0]
+            pad, pad_left, pad_right = width, 2 * width * ratio, kernel_size - ratio
         else:
-            self.kernel_size = int(6 * ratio // 2) * 2 if kernel_size is None else kernel_size
-            self.pad = self.kernel_size // ratio - 1
-            self.pad_left = self.pad * ratio + (self.kernel_size - ratio) // 2
-            self.pad_right = self.pad * ratio + (self.kernel_size - ratio + 1) // 2
-            filter_ = kaiser_sinc_filter1d(0.5 / ratio, 0.6 / ratio, self.kernel_size)
-        self.filter = mx.array(filter_)
-        self._compiled = _compiled_upsample1d(tuple(self.geometry().items()))
-
-    def geometry(self) -> dict:
-        return {"ratio": self.ratio, "pad": self.pad, "pad_left": self.pad_left, "pad_right": self.pad_right}
+            kernel_size = int(6 * ratio // 2) * 2 if kernel_size is None else kernel_size
+            pad = kernel_size // ratio - 1
+            pad_left = pad * ratio + (kernel_size - ratio) // 2
+            pad_right = pad * ratio + (kernel_size - ratio + 1) // 2
+            filter_ = kaiser_sinc_filter1d(0.5 / ratio, 0.6 / ratio, kernel_size)
+        if (2 * pad - 1) * ratio + kernel_size - pad_left - pad_right != 0:
+            raise ValueError(f"UpSample1d(ratio={ratio}, kernel_size={kernel_size}) would not give ratio·L samples")
+        super().__init__(filter_)
+        self.ratio, self.kernel_size = ratio, kernel_size
+        self.pad, self.pad_left, self.pad_right = pad, pad_left, pad_right
 
     def __call__(self, x: mx.array) -> mx.array:
-        return self._compiled(x, self.filter).astype(x.dtype)
+        compiled, before, after = _compiled_upsample(self.taps(), self.ratio, self.pad, self.pad_left)
+        return compiled(x, _clamped_positions(x.shape[1], before, after))
 
 
 class DownSample1d(nn.Module):
@@ -168,9 +249,6 @@ class DownSample1d(nn.Module):
         super().__init__()
         kernel_size = int(6 * ratio // 2) * 2 if kernel_size is None else kernel_size
         self.lowpass = LowPassFilter1d(0.5 / ratio, 0.6 / ratio, stride=ratio, kernel_size=kernel_size)
-
-    def __call__(self, x: mx.array) -> mx.array:
-        return self.lowpass(x)
 
 
 class Snake(nn.Module):
@@ -180,80 +258,67 @@ class Snake(nn.Module):
         super().__init__()
         self.alpha_logscale = alpha_logscale
         self.alpha = mx.zeros((in_features,)) if alpha_logscale else mx.ones((in_features,))
+        self._coefficients = ()
+
+    def alpha_beta(self) -> tuple[mx.array, mx.array]:
+        return self.alpha, self.alpha
 
     def coefficients(self) -> tuple[mx.array, mx.array]:
-        """(α, 1/(α + eps)) in float32."""
-        alpha = self.alpha.astype(mx.float32)
-        alpha = mx.exp(alpha) if self.alpha_logscale else alpha
-        return alpha, 1.0 / (alpha + 1e-9)
+        """(α, 1/(β + 1e-9)) in float32, computed once per loaded parameter arrays rather than on
+        every call (two exps and a division: three kernels per activation)."""
+        params = self.alpha_beta()
+        if not self._coefficients or any(a is not b for a, b in zip(self._coefficients, params)):
+            alpha, beta = (p.astype(mx.float32) for p in params)
+            if self.alpha_logscale:
+                alpha, beta = mx.exp(alpha), mx.exp(beta)
+            self._coefficients = (*params, alpha, 1.0 / (beta + 1e-9))
+        return self._coefficients[2:]
 
     def __call__(self, x: mx.array) -> mx.array:
-        return snake(x, *self.coefficients()).astype(x.dtype)
+        return snake(x.astype(mx.float32), *self.coefficients()).astype(x.dtype)
 
 
-class SnakeBeta(nn.Module):
+class SnakeBeta(Snake):
     """x + sin²(αx)/β per channel, α and β stored as logs."""
 
     def __init__(self, in_features: int, alpha_logscale: bool = True):
-        super().__init__()
-        self.alpha_logscale = alpha_logscale
-        self.alpha = mx.zeros((in_features,)) if alpha_logscale else mx.ones((in_features,))
+        super().__init__(in_features, alpha_logscale)
         self.beta = mx.zeros((in_features,)) if alpha_logscale else mx.ones((in_features,))
 
-    def coefficients(self) -> tuple[mx.array, mx.array]:
-        """(α, 1/(β + eps)) in float32."""
-        alpha, beta = self.alpha.astype(mx.float32), self.beta.astype(mx.float32)
-        if self.alpha_logscale:
-            alpha, beta = mx.exp(alpha), mx.exp(beta)
-        return alpha, 1.0 / (beta + 1e-9)
-
-    def __call__(self, x: mx.array) -> mx.array:
-        return snake(x, *self.coefficients()).astype(x.dtype)
-
-
-def _activation1d(x, up_filter, alpha, inverse_beta, down_filter, *, up: dict, down: dict):
-    x = upsample1d(x, up_filter, **up)
-    return lowpass1d(snake(x, alpha, inverse_beta), down_filter, **down)
-
-
-@cache
-def _compiled_activation1d(up: tuple, down: tuple):
-    """One compiled function per filter geometry, shared by all activations that have it."""
-    return mx.compile(partial(_activation1d, up=dict(up), down=dict(down)))
-
-
-@cache
-def _compiled_upsample1d(geometry: tuple):
-    return mx.compile(partial(upsample1d, **dict(geometry)))
+    def alpha_beta(self) -> tuple[mx.array, mx.array]:
+        return self.alpha, self.beta
 
 
 class Activation1d(nn.Module):
-    """Activation at twice the rate: upsample 2x, activate, low-pass and downsample 2x.
-
-    The three steps run as one compiled function, in float32 inside (the reference rounds to the
-    working dtype after each step).
-    """
+    """Activation at twice the rate: upsample 2x, activate, low-pass and downsample 2x, as one
+    compiled function in float32 (the reference rounds to the working dtype after each step);
+    see _anti_aliased_snake."""
 
     def __init__(
         self,
-        activation: nn.Module,
+        activation: Snake,
         up_ratio: int = 2,
         down_ratio: int = 2,
         up_kernel_size: int = 12,
         down_kernel_size: int = 12,
     ):
         super().__init__()
+        if up_ratio != down_ratio:
+            raise ValueError(f"Activation1d resamples back to the input rate: up_ratio={up_ratio} != {down_ratio=}")
         self.act = activation
         self.upsample = UpSample1d(up_ratio, up_kernel_size)
         self.downsample = DownSample1d(down_ratio, down_kernel_size)
-        self._compiled = _compiled_activation1d(
-            tuple(self.upsample.geometry().items()), tuple(self.downsample.lowpass.geometry().items())
-        )
 
-    def __call__(self, x: mx.array) -> mx.array:
-        alpha, inverse_beta = self.act.coefficients()
-        out = self._compiled(x, self.upsample.filter, alpha, inverse_beta, self.downsample.lowpass.filter)
-        return out.astype(x.dtype)
+    def __call__(self, x: mx.array, bias: mx.array | None = None) -> mx.array:
+        """The activation of x + bias (the bias of the convolution before, added here rather than
+        in a kernel of its own)."""
+        up, lowpass = self.upsample, self.downsample.lowpass
+        compiled, before, after = _compiled_activation(up.taps(), lowpass.taps(), up.ratio, up.pad, up.pad_left)
+        length = x.shape[1]
+        up_index = _clamped_positions(length, before, after)
+        down_index = _clamped_positions(up.ratio * length, lowpass.pad_left, lowpass.pad_right)
+        biases = () if bias is None else (bias,)
+        return compiled(x, up_index, down_index, *self.act.coefficients(), *biases)
 
 
 class AMPBlock1(nn.Module):
@@ -286,8 +351,19 @@ class AMPBlock1(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         for c1, c2, a1, a2 in zip(self.convs1, self.convs2, self.acts1, self.acts2, strict=True):
-            x = x + c2(a2(c1(a1(x))))
+            # Each convolution's bias is added in the kernel after it: a2's filter bank, the residual sum.
+            hidden = a2(mx.conv1d(a1(x), c1.weight, padding=c1.padding, dilation=c1.dilation), c1.bias)
+            x = add_biased(x, mx.conv1d(hidden, c2.weight, padding=c2.padding), c2.bias)
         return x
+
+
+@partial(mx.compile, shapeless=True)
+def _average(outputs: list[mx.array]) -> mx.array:
+    """The mean of the resblock outputs of one level, summed in order as the reference does."""
+    total = outputs[0]
+    for output in outputs[1:]:
+        total = total + output
+    return total / len(outputs)
 
 
 def mel_to_channels_last(mel: mx.array) -> mx.array:
@@ -353,10 +429,7 @@ class Vocoder(nn.Module):
             x = up(x)
             # The resblocks of one level all read the same input; their outputs are averaged.
             blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
-            total = blocks[0](x)
-            for block in blocks[1:]:
-                total = total + block(x)
-            x = total / self.num_kernels
+            x = _average([block(x) for block in blocks])
         x = self.act_post(x) if self.is_amp else nn.leaky_relu(x, 0.01)
         x = self.conv_post(x)
         if self.apply_final_activation:
