@@ -108,22 +108,26 @@ def _column(values: tuple[float, ...] | list[float]) -> mx.array:
     return mx.array([[value] for value in values], dtype=mx.float32)
 
 
+def bank_gains(bank: FilterBank) -> list[float]:
+    """Each phase's sum of taps: the bank's output for a constant input of 1."""
+    return [sum(vector[phase] for _, vector in bank) for phase in range(len(bank[0][1]))]
+
+
 def _polyphase_upsample(
-    x: mx.array, source_index: mx.array, bank: FilterBank, before: int, bias: mx.array | None = None
+    x: mx.array, source_index: mx.array, bank: FilterBank, before: int, bias_term: mx.array | None = None
 ) -> mx.array:
     """(B, L, C) -> (B, L, ratio, C) in float32, phases along axis 2 (reshape to (B, ratio·L, C));
-    `source_index` is _clamped_positions(L, before, ...). A per-channel `bias` is added to x first,
-    as a term of its own: padding and filter are linear, so (x + b) upsampled is x upsampled plus
-    b times each phase's sum of taps."""
+    `source_index` is _clamped_positions(L, before, ...). `bias_term`, (ratio, C) float32, is the
+    bank applied to a per-channel bias b added to x first (padding and filter are linear, so that is
+    x upsampled plus b times bank_gains)."""
     length = x.shape[1]
     source = mx.take(x, source_index, axis=1)[:, :, None]
     terms = []
     for shift, vector in bank:
         window = source[:, before + shift : before + shift + length].astype(mx.float32)
         terms.append(_column(vector) * window)
-    if bias is not None:
-        gains = [sum(vector[phase] for _, vector in bank) for phase in range(len(bank[0][1]))]
-        terms.append(_column(gains) * bias.astype(mx.float32))
+    if bias_term is not None:
+        terms.append(bias_term)
     return _tree_sum(terms)
 
 
@@ -150,7 +154,7 @@ def _anti_aliased_snake(
     down_index: mx.array,
     alpha: mx.array,
     inverse_beta: mx.array,
-    *bias: mx.array,
+    *bias_term: mx.array,
     bank: FilterBank,
     before: int,
     down_taps: tuple[float, ...],
@@ -159,7 +163,7 @@ def _anti_aliased_snake(
     kernels: two gathers (the replicate paddings), the filter bank with the bias and the snake (the
     upsampled signal is written once, in float32), and the strided low-pass."""
     b, length, c = x.shape
-    upsampled = _polyphase_upsample(x, up_index, bank, before, *bias)
+    upsampled = _polyphase_upsample(x, up_index, bank, before, *bias_term)
     activated = snake(upsampled, alpha, inverse_beta).reshape(b, -1, c)
     return _strided_lowpass(activated, down_index, down_taps, len(bank[0][1])).astype(x.dtype)
 
@@ -179,11 +183,11 @@ def _compiled_upsample(taps: tuple[float, ...], ratio: int, pad: int, pad_left: 
 
 @cache
 def _compiled_activation(up_taps: tuple, down_taps: tuple, ratio: int, pad: int, pad_left: int):
-    """(compiled Activation1d, the upsampler's reach), one per filter pair."""
+    """(compiled Activation1d, the upsampler's reach, its bank_gains), one per filter pair."""
     bank = upsample_filter_bank(up_taps, ratio, pad, pad_left)
     before, after = _bank_reach(bank)
     compiled = partial(_anti_aliased_snake, bank=bank, before=before, down_taps=down_taps)
-    return mx.compile(compiled), before, after
+    return mx.compile(compiled), before, after, bank_gains(bank)
 
 
 class SincFilter(nn.Module):
@@ -308,17 +312,23 @@ class Activation1d(nn.Module):
         self.act = activation
         self.upsample = UpSample1d(up_ratio, up_kernel_size)
         self.downsample = DownSample1d(down_ratio, down_kernel_size)
+        self._bias_term = ()
 
     def __call__(self, x: mx.array, bias: mx.array | None = None) -> mx.array:
         """The activation of x + bias (the bias of the convolution before, added here rather than
         in a kernel of its own)."""
         up, lowpass = self.upsample, self.downsample.lowpass
-        compiled, before, after = _compiled_activation(up.taps(), lowpass.taps(), up.ratio, up.pad, up.pad_left)
+        compiled, before, after, gains = _compiled_activation(up.taps(), lowpass.taps(), up.ratio, up.pad, up.pad_left)
         length = x.shape[1]
         up_index = _clamped_positions(length, before, after)
         down_index = _clamped_positions(up.ratio * length, lowpass.pad_left, lowpass.pad_right)
-        biases = () if bias is None else (bias,)
-        return compiled(x, up_index, down_index, *self.act.coefficients(), *biases)
+        bias_term = ()
+        if bias is not None:
+            # Computed once per bias array: a cast inside the compiled kernel would sit past its depth limit.
+            if not self._bias_term or self._bias_term[0] is not bias:
+                self._bias_term = (bias, _column(gains) * bias.astype(mx.float32))
+            bias_term = self._bias_term[1:]
+        return compiled(x, up_index, down_index, *self.act.coefficients(), *bias_term)
 
 
 class AMPBlock1(nn.Module):
