@@ -352,10 +352,12 @@ def encode_prompts(
     del text_encoder
     processor = load_embeddings_processor(checkpoint_path, dtype=dtype)
     results = []
-    for hidden_states, mask in encoded:
+    while encoded:  # each prompt's hidden states (0.4 GB at full size) freed once consumed
+        hidden_states, mask = encoded.pop(0)
         outputs = processor(hidden_states, mask)
         mx.eval(outputs)
+        del hidden_states
         results.append(outputs)
-    del processor, encoded
+    del processor
     mx.clear_cache()
     return results

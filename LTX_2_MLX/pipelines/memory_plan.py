@@ -26,6 +26,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from LTX_2_MLX.loader.checkpoint import Checkpoint
+from LTX_2_MLX.model.text_encoder.feature_extractor import TOKENS_PER_CHUNK
 
 GiB = 2**30
 DIT_PREFIX = "model.diffusion_model."
@@ -45,7 +46,8 @@ _STORED_SIZES = {"U8": 1, "I8": 1, "BOOL": 1, "U16": 2, "I16": 2, "U32": 4, "I32
 # distilled run on an H200 (benchmarks/end_to_end.py, README), where they were 45-49% low.
 _K_DIT = 14.0  # per token x stream width, inside one block (q, k, v, out, the GELU'd FF)
 _K_GEMMA_LAYER = 6.0  # per token x intermediate width, inside one Gemma layer
-_K_PROCESSOR = 6.0  # per token x all hidden states' width, the feature extractor
+_K_PROCESSOR = 2.0  # per token of a chunk x all hidden states' width, float32, the feature extractor
+_K_CONNECTOR = 30.0  # per prompt token x connector width, one text connector block (both: full size, CPU)
 _K_UPSCALER = 6.0  # per upscaled latent voxel x mid channels
 _K_VAE = 20.0  # per decoded voxel of a tile (after the patchifier) x decoder base channels
 _K_VOCODER = 14.0  # per mel frame x channels x upsampling at the vocoder's widest stage, float32
@@ -286,11 +288,16 @@ def text_phases(inputs: PlanInputs, checkpoint: Checkpoint, low_memory: bool = F
     prefixes = ("text_embedding_projection.", DIT_PREFIX + "video_embeddings_connector.",
                 DIT_PREFIX + "audio_embeddings_connector.", DIT_PREFIX + "embeddings_connector.")  # fmt: skip
     transformer = checkpoint.config().get("transformer", {})
-    connector_scores = attention_scores_bytes(int(transformer.get("connector_num_attention_heads", 30)), tokens, tokens)
+    connector_heads = int(transformer.get("connector_num_attention_heads", 30))
+    connector_width = connector_heads * int(transformer.get("connector_attention_head_dim", 128))
+    # The hidden states of every prompt are held until each is consumed; the feature extractor
+    # then normalises and projects one chunk of tokens at a time, and the connectors run after it.
+    chunk = min(tokens, TOKENS_PER_CHUNK)
+    extractor = _K_PROCESSOR * chunk * (layers + 1) * hidden * 4
+    connectors = _K_CONNECTOR * tokens * connector_width * act + attention_scores_bytes(connector_heads, tokens, tokens)
     processor = PhaseEstimate(
         "prompt processor", section_weight_bytes(checkpoint, prefixes, inputs.dtype),
-        int(states + _K_PROCESSOR * tokens * (layers + 1) * hidden * act + connector_scores),
-        "feature extractor + connectors",
+        int(states + max(extractor, connectors)), f"feature extractor ({chunk} tokens at a time) + connectors",
     )  # fmt: skip
     return [gemma, processor]
 

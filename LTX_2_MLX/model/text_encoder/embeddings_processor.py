@@ -7,7 +7,13 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from LTX_2_MLX.model.text_encoder.embeddings_connector import Embeddings1DConnector, EmbeddingsConnectorConfig
-from LTX_2_MLX.model.text_encoder.feature_extractor import FeatureExtractorV1, FeatureExtractorV2
+from LTX_2_MLX.model.text_encoder.feature_extractor import (
+    FeatureExtractorV1,
+    FeatureExtractorV2,
+    HiddenStates,
+    num_states,
+    state_width,
+)
 
 # The transformer-config keys whose presence (with exactly these values) marks an LTX-2.3
 # checkpoint: its caption projection sits before the connectors, inside the V2 extractor.
@@ -74,15 +80,15 @@ class EmbeddingsProcessor(nn.Module):
             self.audio_connector = Embeddings1DConnector(config.audio_connector)
 
     def __call__(
-        self, hidden_states: list[mx.array] | mx.array, attention_mask: mx.array, padding_side: str = "left"
+        self, hidden_states: HiddenStates, attention_mask: mx.array, padding_side: str = "left"
     ) -> tuple[mx.array, mx.array | None, mx.array]:
         """(video_context, audio_context or None, mask) from every Gemma hidden state (B, T, D)
-        and the tokenizer's (B, T) attention mask."""
-        num_states = len(hidden_states) if isinstance(hidden_states, list) else hidden_states.shape[-1]
-        width = hidden_states[0].shape[-1] if isinstance(hidden_states, list) else hidden_states.shape[2]
-        if width * num_states != self.config.flat_dim:
+        and the tokenizer's (B, T) attention mask. The feature extractor runs in token chunks
+        (`feature_extractor.tokens_per_chunk`), each evaluated as it goes."""
+        count, width = num_states(hidden_states), state_width(hidden_states)
+        if width * count != self.config.flat_dim:
             raise ValueError(
-                f"{num_states} hidden states of width {width} give {width * num_states} features, the checkpoint's "
+                f"{count} hidden states of width {width} give {width * count} features, the checkpoint's "
                 f"feature extractor takes {self.config.flat_dim}: use the Gemma 3 model this LTX-2 checkpoint was "
                 "trained with (gemma-3-12b-it)."
             )
