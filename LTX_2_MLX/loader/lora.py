@@ -392,12 +392,16 @@ def apply_loras(model: nn.Module, loras: Sequence[tuple[str | Path | Checkpoint,
     modules = dict(model.named_modules())
     refuse_affine_targets(per_module, modules)
     for name, pairs in per_module.items():
-        layer = modules[name]
-        fp8 = isinstance(layer, Fp8Linear)
-        weight, scale = fused_weight(layer.weight, pairs, fp8, layer.get("weight_scale") if fp8 else None)
-        layer.weight = weight
-        if scale is not None:
-            layer.weight_scale = scale
-        # One layer at a time: its LoRA matrices and old weight are freed before the next.
-        mx.eval(layer.parameters())
+        fuse_into_layer(modules[name], pairs)
     return model
+
+
+def fuse_into_layer(layer: nn.Module, pairs: list[tuple[mx.array, mx.array, float]]) -> None:
+    """Fuse (down, up, scale) LoRA pairs into one Linear (or fp8 Linear) in place, evaluated
+    now: its LoRA matrices and old weight are freed before the next layer is fused."""
+    fp8 = isinstance(layer, Fp8Linear)
+    weight, scale = fused_weight(layer.weight, pairs, fp8, layer.get("weight_scale") if fp8 else None)
+    layer.weight = weight
+    if scale is not None:
+        layer.weight_scale = scale
+    mx.eval(layer.parameters())
