@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from LTX_2_MLX.cli import main
 from LTX_2_MLX.components.guiders import MultiModalGuiderParams
-from LTX_2_MLX.pipelines import extend
+from LTX_2_MLX.pipelines import extend, retake
 from LTX_2_MLX.pipelines.media_io import read_audio
 from LTX_2_MLX.pipelines.model_ledger import ModelLedger
 from LTX_2_MLX.pipelines.retake import encode_clip_audio, encode_clip_video, probe_clip
@@ -22,7 +22,8 @@ AUDIO_LATENTS_PER_SECOND = 25  # 16 kHz, hop 160, 4x downsampled
 @pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
 def test_extend_keeps_the_clip_and_generates_after_it(model_files, clip, monkeypatch, sixteen_mel_bins, dtype):
     captured = {}
-    monkeypatch.setattr(extend, "decode_outputs", lambda ledger, video, audio, *a: captured.update(v=video, a=audio))
+    # Extend decodes through retake's denoise_from_clip.
+    monkeypatch.setattr(retake, "decode_outputs", lambda ledger, video, audio, *a: captured.update(v=video, a=audio))
     ledger = ModelLedger(model_files[0], model_files[1], dtype=dtype)
     extend.ExtendPipeline(ledger)(
         source_video=clip, prompt="the fox keeps running", seed=3, extend_frames=16, num_inference_steps=2,

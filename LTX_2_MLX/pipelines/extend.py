@@ -13,7 +13,7 @@ import mlx.core as mx
 
 from LTX_2_MLX.components.noisers import Noiser
 from LTX_2_MLX.conditioning import TemporalRegionMask
-from LTX_2_MLX.pipelines.common import GeneratedVideo, decode_outputs, denoise_stage
+from LTX_2_MLX.pipelines.common import GeneratedVideo
 from LTX_2_MLX.pipelines.request import GenerationRequest
 from LTX_2_MLX.pipelines.retake import RetakePipeline, encode_clip_audio, encode_clip_video, probe_clip
 
@@ -52,14 +52,4 @@ class ExtendPipeline(RetakePipeline):
         audio_latent = encode_clip_audio(ledger, clip, padded_to=shape)
         # Everything from the clip's end on is generated; the end lies past the canvas.
         after_clip = [TemporalRegionMask(clip.duration, 2 * shape.frames / clip.fps, clip.fps)]
-
-        prompts = self.encode_prompts(request)
-        transformer = ledger.transformer()
-        video_state, audio_state = denoise_stage(
-            ledger, transformer, shape, prompts.positive, self.schedule(request), noiser, after_clip,
-            self.guiders(request, prompts), initial_video_latent=video_latent, initial_audio_latent=audio_latent,
-            audio_conditionings=after_clip if audio_latent is not None else [],
-            on_step=self.stage_progress("denoising"),
-        )  # fmt: skip
-        del transformer
-        return decode_outputs(ledger, video_state.latent, audio_state.latent, clip.fps, request.seed, self.tiling)
+        return self.denoise_from_clip(request, noiser, shape, (video_latent, audio_latent), (after_clip, after_clip))

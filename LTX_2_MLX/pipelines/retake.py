@@ -95,7 +95,9 @@ def load_audio_encoder(ledger: ModelLedger):
     return ledger.audio_encoder()
 
 
-def encode_clip_audio(ledger: ModelLedger, clip: SourceClip, padded_to: VideoPixelShape | None = None) -> mx.array | None:
+def encode_clip_audio(
+    ledger: ModelLedger, clip: SourceClip, padded_to: VideoPixelShape | None = None
+) -> mx.array | None:
     """The clip's audio through the audio VAE encoder, cut to the clip's video length in audio
     latent frames and zero-padded to it (or to `padded_to`'s length); None when the clip has no
     audio."""
@@ -149,17 +151,28 @@ class RetakePipeline(Pipeline):
             start, end = (request.start_time, request.end_time) if regenerate else (0, 0)
             return [TemporalRegionMask(start, end, clip.fps)]
 
+        return self.denoise_from_clip(
+            request, noiser, clip.shape, (video_latent, audio_latent),
+            (region(request.regenerate_video), region(request.regenerate_audio)),
+        )  # fmt: skip
+
+    def denoise_from_clip(
+        self, request: GenerationRequest, noiser: Noiser, shape: VideoPixelShape,
+        latents: tuple[mx.array, mx.array | None], regions: tuple[list, list],
+    ) -> GeneratedVideo:  # fmt: skip
+        """Denoise from the clip's (video, audio) latents where the (video, audio) region masks
+        say, keep the rest, and decode; a clip without audio gets new audio throughout."""
+        ledger, (video_latent, audio_latent) = self.ledger, latents
         prompts = self.encode_prompts(request)
         transformer = ledger.transformer()
         video_state, audio_state = denoise_stage(
-            ledger, transformer, clip.shape, prompts.positive, self.schedule(request), noiser,
-            region(request.regenerate_video), self.guiders(request, prompts), initial_video_latent=video_latent,
-            initial_audio_latent=audio_latent,
-            audio_conditionings=region(request.regenerate_audio) if audio_latent is not None else [],
+            ledger, transformer, shape, prompts.positive, self.schedule(request), noiser, regions[0],
+            self.guiders(request, prompts), initial_video_latent=video_latent, initial_audio_latent=audio_latent,
+            audio_conditionings=regions[1] if audio_latent is not None else [],
             on_step=self.stage_progress("denoising"),
         )  # fmt: skip
         del transformer
-        return decode_outputs(ledger, video_state.latent, audio_state.latent, clip.fps, request.seed, self.tiling)
+        return decode_outputs(ledger, video_state.latent, audio_state.latent, shape.fps, request.seed, self.tiling)
 
 
 class RetakeDistilledPipeline(RetakePipeline):
