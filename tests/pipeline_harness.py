@@ -115,3 +115,24 @@ def assert_pipeline_parity(name: str, reference_latents, our_run, tol: float = 1
     video, audio = our_run(mx.bfloat16)
     assert_cosine(f"{name} bf16 vs ltx-pipelines fp32: video latent", video, reference_video)
     assert_cosine(f"{name} bf16 vs ltx-pipelines fp32: audio latent", audio, reference_audio)
+
+
+def frames_as_we_decode_them(path, frame_cap, device):
+    """Stands in for ltx-pipelines' `decode_video_from_file`: the frames our reader decodes, so
+    both sides condition on the same pixels."""
+    from LTX_2_MLX.pipelines.media_io import read_video_file
+
+    for frame in read_video_file(path)[0][:frame_cap]:
+        yield torch.from_numpy(frame.copy())[None]
+
+
+def capturing_stage_1(denoise, captured: dict):
+    """`denoise` (returning video and audio states) that keeps its first call's latents as
+    captured["stage 1"]."""
+
+    def denoise_capturing_stage_1(*args, **kwargs):
+        video_state, audio_state = denoise(*args, **kwargs)
+        captured.setdefault("stage 1", (video_state.latent, audio_state.latent))
+        return video_state, audio_state
+
+    return denoise_capturing_stage_1

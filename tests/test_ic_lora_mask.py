@@ -17,14 +17,20 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from pipeline_harness import drawing_noiser, run_reference_in_float32, use_tiny_text_encoder
+from pipeline_harness import (
+    capturing_stage_1,
+    drawing_noiser,
+    frames_as_we_decode_them,
+    run_reference_in_float32,
+    use_tiny_text_encoder,
+)
 from reference import assert_cosine, assert_matches, relative_error, to_mx
 from test_video_vae import LATENT_CHANNELS
 
 from LTX_2_MLX.cli import main
 from LTX_2_MLX.components.noisers import InjectedNoiser
 from LTX_2_MLX.pipelines import base, ic_lora
-from LTX_2_MLX.pipelines.media_io import read_video_file, write_video
+from LTX_2_MLX.pipelines.media_io import write_video
 from LTX_2_MLX.pipelines.model_ledger import ModelLedger
 from LTX_2_MLX.pipelines.request import ImageConditioningInput
 
@@ -69,23 +75,14 @@ def _reference_run(model_files, monkeypatch, video_path, mask_path, skip_stage_2
     checkpoint, gemma, image, upscaler, lora = map(str, model_files[:5])
     captured, noises, generator = {}, [], torch.Generator().manual_seed(123)
 
-    def our_decoded_frames(path, frame_cap, device):
-        for frame in read_video_file(path)[0][:frame_cap]:
-            yield torch.from_numpy(frame.copy())[None]
-
-    def denoise_capturing_stage_1(*args, **kwargs):
-        video_state, audio_state = original_denoise(*args, **kwargs)
-        captured.setdefault("stage 1", (video_state.latent, audio_state.latent))
-        return video_state, audio_state
-
-    monkeypatch.setattr(media_io, "decode_video_from_file", our_decoded_frames)
+    monkeypatch.setattr(media_io, "decode_video_from_file", frames_as_we_decode_them)
     # Before the module's torch is made float32: the reference builds the mask in bfloat16.
     mask = reference._load_mask_video(mask_path, height=SIZE // 2, width=SIZE // 2, num_frames=FRAMES)
     assert mask.dtype == torch.bfloat16
     original_denoise = reference.denoise_audio_video
     run_reference_in_float32(monkeypatch, reference)
     monkeypatch.setattr(reference, "GaussianNoiser", drawing_noiser(generator, noises))
-    monkeypatch.setattr(reference, "denoise_audio_video", denoise_capturing_stage_1)
+    monkeypatch.setattr(reference, "denoise_audio_video", capturing_stage_1(original_denoise, captured))
     monkeypatch.setattr(reference, "vae_decode_video", lambda latent, *a, **k: captured.setdefault("video", latent))
     monkeypatch.setattr(reference, "vae_decode_audio", lambda latent, *a, **k: captured.setdefault("audio", latent))
     loras = [LoraPathStrengthAndSDOps(lora, LORA_STRENGTH, LTXV_LORA_COMFY_RENAMING_MAP)]
@@ -107,13 +104,8 @@ def _our_run(model_files, monkeypatch, noises, dtype, video_path, mask_path, ski
     def capture(ledger, video, audio, *args):
         captured.update(video=video, audio=audio)
 
-    def denoise_capturing_stage_1(*args, **kwargs):
-        video_state, audio_state = original_denoise(*args, **kwargs)
-        captured.setdefault("stage 1", (video_state.latent, audio_state.latent))
-        return video_state, audio_state
-
     original_denoise = ic_lora.denoise_stage
-    monkeypatch.setattr(ic_lora, "denoise_stage", denoise_capturing_stage_1)
+    monkeypatch.setattr(ic_lora, "denoise_stage", capturing_stage_1(original_denoise, captured))
     monkeypatch.setattr(base, "decode_outputs", capture)
     checkpoint, gemma, image, upscaler, lora = model_files[:5]
     ledger = ModelLedger(checkpoint, gemma, dtype=dtype, spatial_upscaler_path=upscaler,
@@ -204,11 +196,7 @@ def test_attention_mask_loads_as_the_reference_loads_it(mask_video, monkeypatch)
     from ltx_pipelines import ic_lora as reference
     from ltx_pipelines.utils import media_io
 
-    def our_decoded_frames(path, frame_cap, device):
-        for frame in read_video_file(path)[0][:frame_cap]:
-            yield torch.from_numpy(frame.copy())[None]
-
-    monkeypatch.setattr(media_io, "decode_video_from_file", our_decoded_frames)
+    monkeypatch.setattr(media_io, "decode_video_from_file", frames_as_we_decode_them)
     expected = reference._load_mask_video(mask_video, height=SIZE // 2, width=SIZE // 2, num_frames=FRAMES)
     ours = ic_lora.load_attention_mask(mask_video, SIZE // 2, SIZE // 2, FRAMES)
     assert ours.dtype == mx.bfloat16 and ours.shape == tuple(expected.shape) == (1, 1, FRAMES, SIZE // 2, SIZE // 2)

@@ -29,14 +29,20 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-from pipeline_harness import drawing_noiser, run_reference_in_float32, use_tiny_text_encoder
+from pipeline_harness import (
+    capturing_stage_1,
+    drawing_noiser,
+    frames_as_we_decode_them,
+    run_reference_in_float32,
+    use_tiny_text_encoder,
+)
 from reference import PARITY_FIGURES, assert_cosine, assert_matches, to_mx
 from test_video_vae import LATENT_CHANNELS
 
 from LTX_2_MLX.components.guiders import MultiModalGuiderParams
 from LTX_2_MLX.components.noisers import InjectedNoiser
 from LTX_2_MLX.pipelines import base, common, ic_lora, ti2vid_one_stage, two_stage
-from LTX_2_MLX.pipelines.media_io import read_video_file, write_video
+from LTX_2_MLX.pipelines.media_io import write_video
 from LTX_2_MLX.pipelines.model_ledger import ModelLedger
 from LTX_2_MLX.pipelines.request import ImageConditioningInput
 
@@ -80,20 +86,11 @@ def _reference_run(kind, model_files, monkeypatch, video_path):
               "keyframes": keyframe_interpolation, "ic-lora": reference_ic_lora}[kind]  # fmt: skip
     captured, noises, generator = {}, [], torch.Generator().manual_seed(123)
 
-    def our_decoded_frames(path, frame_cap, device):
-        for frame in read_video_file(path)[0][:frame_cap]:
-            yield torch.from_numpy(frame.copy())[None]
-
-    def denoise_capturing_stage_1(*args, **kwargs):
-        video_state, audio_state = original_denoise(*args, **kwargs)
-        captured.setdefault("stage 1", (video_state.latent, audio_state.latent))
-        return video_state, audio_state
-
     original_denoise = module.denoise_audio_video
     run_reference_in_float32(monkeypatch, module)
-    monkeypatch.setattr(media_io, "decode_video_from_file", our_decoded_frames)
+    monkeypatch.setattr(media_io, "decode_video_from_file", frames_as_we_decode_them)
     monkeypatch.setattr(module, "GaussianNoiser", drawing_noiser(generator, noises))
-    monkeypatch.setattr(module, "denoise_audio_video", denoise_capturing_stage_1)
+    monkeypatch.setattr(module, "denoise_audio_video", capturing_stage_1(original_denoise, captured))
     original_decode = module.vae_decode_video
 
     def decode_capturing(latent, decoder, *args, **kwargs):
@@ -142,13 +139,8 @@ def _our_run(kind, model_files, monkeypatch, noises, dtype, video_path):
         captured["frames"] = original_decode_outputs(ledger, video, None, *args).all_frames()
         return iter(())
 
-    def denoise_capturing_stage_1(*args, **kwargs):
-        video_state, audio_state = original_denoise(*args, **kwargs)
-        captured.setdefault("stage 1", (video_state.latent, audio_state.latent))
-        return video_state, audio_state
-
     original_denoise = ic_lora.denoise_stage
-    monkeypatch.setattr(ic_lora, "denoise_stage", denoise_capturing_stage_1)
+    monkeypatch.setattr(ic_lora, "denoise_stage", capturing_stage_1(original_denoise, captured))
 
     original_decode_outputs = common.decode_outputs  # base.decode_outputs may be patched by an earlier run
     monkeypatch.setattr(base, "decode_outputs", capture)
@@ -184,7 +176,8 @@ def test_pipeline_matches_ltx_pipelines(kind, model_files, monkeypatch, referenc
         _compare(kind, dtype, "", final, reference_final)
         if dtype == mx.float32:  # the decoded video, as uint8 frames: within one level
             levels = int(np.abs(frames.astype(np.int16) - reference_frames.astype(np.int16)).max())
-            PARITY_FIGURES.append((f"{kind} pipeline vs ltx-pipelines fp32: decoded frames", "max uint8 levels", levels))
+            name = f"{kind} pipeline vs ltx-pipelines fp32: decoded frames"
+            PARITY_FIGURES.append((name, "max uint8 levels", levels))
             assert frames.shape == reference_frames.shape and levels <= 1
         if kind == "ic-lora":
             _compare(kind, dtype, "stage-1 ", stage_1, reference_stage_1)
