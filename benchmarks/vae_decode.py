@@ -8,7 +8,8 @@ between the two outputs. `--small` runs a tiny configuration on the CPU to check
     python benchmarks/vae_decode.py            # GPU (MLX CUDA backend + torch CUDA)
     python benchmarks/vae_decode.py --small    # CPU smoke test
 
-Measured on one H100 (MLX 0.32.4 CUDA, torch 2.11, ltx-core 1.0.0, bf16), min of 3 warm runs:
+Measured on one H100 (MLX 0.32.4 CUDA, torch 2.11, ltx-core 1.0.0, bf16), min of 3 warm runs
+(the script reports the median of --repeats since, through benchmarks/harness.py):
     ltx-core untiled 0.270 s, 7.61 GB    MLX untiled 0.207 s (0.77×), 18.46 GB; 8.63 GB with
                                          mx.set_memory_limit(8 GB), same time
                                          (per-frame 2D path, used on Metal: 0.248 s)
@@ -30,6 +31,7 @@ os.environ.setdefault("MLX_CUDA_CONV_CACHE_SIZE", "1024")
 import mlx.core as mx
 import numpy as np
 import torch
+from harness import cosine, median_mlx, median_torch
 from ltx_core.model.video_vae import TilingConfig as RefTilingConfig
 from ltx_core.model.video_vae import VideoDecoderConfigurator
 
@@ -96,50 +98,10 @@ def mlx_from_reference(reference: torch.nn.Module, config: dict, dtype: mx.Dtype
     return decoder
 
 
-def time_torch(fn, repeats: int, device: str) -> tuple[float, float, torch.Tensor]:
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    out = fn()
-    sync()
-    del out
-    if device == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        out = fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() / 1e9 if device == "cuda" else float("nan")
-    return min(times), peak, out
-
-
-def time_mlx(fn, repeats: int) -> tuple[float, float, mx.array]:
-    out = fn()
-    mx.eval(out)
-    del out
-    mx.clear_cache()
-    mx.reset_peak_memory()
-    mx.synchronize()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        mx.eval(out)
-        times.append(time.perf_counter() - start)
-    return min(times), mx.get_peak_memory() / 1e9, out
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="tiny config on the CPU (script check)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs after one warm-up; the median is reported")
     args = parser.parse_args()
 
     if args.small:
@@ -164,12 +126,14 @@ def main() -> None:
     print(f"latent {shape} -> video {frames} frames {shape[3] * 32}x{shape[4] * 32}, {mx_dtype}", flush=True)
 
     with torch.inference_mode():
-        ref_time, ref_peak, ref_out = time_torch(lambda: reference(latent_torch), args.repeats, device)
+        timing, ref_out = median_torch(lambda: reference(latent_torch), 1, args.repeats, device)
+        ref_time, ref_peak = timing.median_s, timing.peak_gb
         ref_video = ref_out.float().cpu().numpy()
         del ref_out
-        ref_tiled_time, ref_tiled_peak, _ = time_torch(
-            lambda: [None for _chunk in reference.tiled_decode(latent_torch, tiling[1])], args.repeats, device
+        timing, _ = median_torch(
+            lambda: [None for _chunk in reference.tiled_decode(latent_torch, tiling[1])], 1, args.repeats, device
         )
+        ref_tiled_time, ref_tiled_peak = timing.median_s, timing.peak_gb
     if device == "cuda":
         torch.cuda.empty_cache()
     print(f"ltx-core untiled: {ref_time:.3f} s, peak {ref_peak:.2f} GB", flush=True)
@@ -185,7 +149,8 @@ def main() -> None:
             first = time.perf_counter()
             mx.eval(fn())
             first = time.perf_counter() - first
-            mlx_time, mlx_peak, out = time_mlx(fn, args.repeats)
+            timing, out = median_mlx(fn, 1, args.repeats)
+            mlx_time, mlx_peak = timing.median_s, timing.peak_gb
             print(
                 f"MLX {label}: {mlx_time:.3f} s (first call {first:.2f} s), peak {mlx_peak:.2f} GB, "
                 f"ratio MLX/ltx-core {mlx_time / reference_time:.2f}",
