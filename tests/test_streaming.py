@@ -190,6 +190,40 @@ def test_streamed_gemma_matches_resident(model_files, bits):
     assert_same(f"streamed Gemma, bits={bits}", streamed.hidden_states(input_ids, mask), resident)
 
 
+def test_prompts_encoded_in_one_streamed_pass_equal_each_alone(model_files, monkeypatch):
+    """encode_all runs each layer on every prompt before the next layer (a streamed Gemma is
+    read once for a guided pipeline's two prompts); each result is bitwise its own encode."""
+    gemma = model_files[1]
+    prompts = ["a red fox runs through fresh snow", "blurry, low quality"]
+    resident = load_text_encoder(gemma, dtype=mx.float32)
+    alone = [resident.encode(prompt) for prompt in prompts]
+    streamed = load_text_encoder(gemma, dtype=mx.float32, low_memory=True)
+    passes = []
+    open_pass = streamed.model.layers._open_pass
+    monkeypatch.setattr(streamed.model.layers, "_open_pass", lambda: passes.append(1) or open_pass())
+    together = streamed.encode_all(prompts)
+    assert len(passes) == 1
+    for prompt, (states, mask), (expected_states, expected_mask) in zip(prompts, together, alone):
+        assert mx.array_equal(mask, expected_mask).item()
+        assert_same(f"Gemma, '{prompt}' encoded with another in one streamed pass", states, expected_states)
+
+
+def test_encoding_streams_gemma_unless_it_enhances_a_prompt(model_files, monkeypatch):
+    from LTX_2_MLX.loader import text_encoder
+
+    streamed = []
+    load = text_encoder.load_text_encoder
+    monkeypatch.setattr(
+        text_encoder,
+        "load_text_encoder",
+        lambda *args, **kwargs: streamed.append(kwargs["low_memory"]) or load(*args, **kwargs),
+    )
+    text_encoder.encode_prompts(["a fox"], model_files[1], model_files[0], dtype=mx.float32)
+    assert streamed == [True]  # one pass over the layers: nothing gained by holding them all
+    assert text_encoder.streams_gemma(low_memory=False, enhance_prompt=True) is False  # a pass per generated token
+    assert text_encoder.streams_gemma(low_memory=True, enhance_prompt=True) is True
+
+
 def test_ledger_low_memory_streams_the_dit_with_its_loras(model_files):
     checkpoint, lora = model_files[0], model_files[4]
     ledger = ModelLedger(checkpoint, dtype=mx.float32, loras=[(lora, 0.7)])

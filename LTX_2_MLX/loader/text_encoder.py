@@ -313,6 +313,13 @@ def load_embeddings_processor(
     return processor
 
 
+def streams_gemma(low_memory: bool, enhance_prompt: bool) -> bool:
+    """Whether Gemma's layers are streamed from their files rather than held: always when only
+    encoding, which is one pass over the layers (each read once either way, so holding all 24 GB
+    of them buys nothing), and with `low_memory` for prompt enhancement too (a pass per token)."""
+    return low_memory or not enhance_prompt
+
+
 def encode_prompts(
     prompts: list[str],
     gemma_dir: str | Path,
@@ -329,12 +336,13 @@ def encode_prompts(
     """(video_context, audio_context, mask) per prompt, as ltx-pipelines' `encode_prompts`: Gemma
     is loaded, optionally rewrites prompts[0], encodes every prompt and is freed before the
     embeddings processor is loaded, so the 12B model is never resident beside the DiT. With
-    `enhance_prompt_image` (the first frame) the image-to-video system prompt is used.
-    `low_memory` and `eval_layers` are load_text_encoder's."""
+    `enhance_prompt_image` (the first frame) the image-to-video system prompt is used. Every
+    prompt is encoded in one pass over Gemma's layers, streamed unless a prompt is enhanced
+    without `low_memory` (`streams_gemma`). `eval_layers` is load_text_encoder's."""
     with_vision = enhance_first_prompt and enhance_prompt_image is not None
     text_encoder = load_text_encoder(
-        gemma_dir, dtype=dtype, quantize_bits=quantize_bits, with_vision=with_vision, low_memory=low_memory,
-        eval_layers=eval_layers,
+        gemma_dir, dtype=dtype, quantize_bits=quantize_bits, with_vision=with_vision,
+        low_memory=streams_gemma(low_memory, enhance_first_prompt), eval_layers=eval_layers,
     )  # fmt: skip
     prompts = list(prompts)
     if enhance_first_prompt:
@@ -343,11 +351,8 @@ def encode_prompts(
         else:
             enhanced = text_encoder.enhance_t2v(prompts[0], seed=enhance_prompt_seed)
         prompts[0] = clean_response(enhanced)
-    encoded = []
-    for prompt in prompts:
-        hidden_states, mask = text_encoder.encode(prompt)
-        mx.eval(hidden_states)
-        encoded.append((hidden_states, mask))
+    encoded = text_encoder.encode_all(prompts)
+    mx.eval([hidden_states for hidden_states, _ in encoded])
     text_encoder.free()
     del text_encoder
     processor = load_embeddings_processor(checkpoint_path, dtype=dtype)

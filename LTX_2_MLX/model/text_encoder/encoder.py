@@ -49,6 +49,13 @@ class GemmaTextEncoder:
         input_ids, attention_mask = self.tokenize(prompt)
         return self.hidden_states(input_ids, attention_mask), attention_mask
 
+    def encode_all(self, prompts: list[str]) -> list[tuple[list[mx.array], mx.array]]:
+        """`encode` of each prompt, all in one pass over Gemma's layers (a streamed model reads
+        its weights once for all of them); each result equals its own `encode`."""
+        tokenized = [self.tokenize(prompt) for prompt in prompts]
+        states = self._require_model().hidden_states_of(tokenized)
+        return [(hidden, mask) for hidden, (_, mask) in zip(states, tokenized)]
+
     def enhance_t2v(
         self,
         prompt: str,

@@ -338,6 +338,17 @@ class KVCache:
         return keys, values
 
 
+@dataclass
+class _Sequence:
+    """One input's state on its way through the layers."""
+
+    hidden: mx.array
+    masks: dict  # attention mask per sliding window (None: global)
+    has_key: dict  # per window, whether a query row may attend to anything
+    rope: dict  # (cos, sin) per `is_sliding`
+    states: list[mx.array] | None  # every hidden state so far, when asked for
+
+
 class Gemma3TextModel(nn.Module):
     def __init__(self, config: Gemma3TextConfig):
         super().__init__()
@@ -379,6 +390,23 @@ class Gemma3TextModel(nn.Module):
         `image_groups` (B, T) numbers each image's tokens (-1 for text) for their
         bidirectional attention; both only for a first (uncached) pass.
         """
+        sequence = self._begin(input_ids, attention_mask, cache, output_hidden_states, input_embeddings, image_groups)
+        self._run_layers([sequence], cache)
+        if cache is not None:
+            cache.length += input_ids.shape[1]
+        return self._finish(sequence)
+
+    def hidden_states_of(self, inputs: list[tuple[mx.array, mx.array]]) -> list[list[mx.array]]:
+        """Every hidden state (as `__call__` returns them) of each (input_ids, attention_mask),
+        in one pass over the layers: each layer runs on every sequence before the next layer,
+        so streamed layers are read once for all the prompts. Each sequence is computed on its
+        own, exactly as a `__call__` of it alone."""
+        sequences = [self._begin(ids, mask, None, True, None, None) for ids, mask in inputs]
+        self._run_layers(sequences, None)
+        return [self._finish(sequence)[1] for sequence in sequences]
+
+    def _begin(self, input_ids, attention_mask, cache, output_hidden_states, input_embeddings, image_groups):
+        """One sequence's masks, RoPE tables and embeddings, before the first layer."""
         b, t = input_ids.shape
         offset = cache.length if cache is not None else 0
         if attention_mask is not None and cache is not None:
@@ -398,32 +426,37 @@ class Gemma3TextModel(nn.Module):
         # PyTorch's SDPA gives it; MLX would give NaN, so such rows are rerouted then zeroed.
         has_key = {window: mask.any(axis=-1, keepdims=True) for window, mask in masks.items()}
         masks = {window: mask | ~has_key[window] for window, mask in masks.items()}
-
         hidden = self.embed(input_ids) if input_embeddings is None else input_embeddings
         rope = {
             False: rope_cos_sin(self._global_inverse_frequencies, positions),
             True: rope_cos_sin(self._local_inverse_frequencies, positions),
         }
-        hidden_states = [hidden] if output_hidden_states else []
+        return _Sequence(hidden, masks, has_key, rope, [hidden] if output_hidden_states else None)
+
+    def _run_layers(self, sequences: list[_Sequence], cache: KVCache | None) -> None:
         queued: list[mx.array] = []
         for index, layer in enumerate(self.layers):
             window = self.config.sliding_window if layer.self_attn.is_sliding else None
-            cos, sin = rope[layer.self_attn.is_sliding]
-            cos, sin = cos.astype(hidden.dtype), sin.astype(hidden.dtype)
-            hidden = layer(hidden, cos, sin, masks[window], has_key[window], cache)
-            if output_hidden_states:
-                hidden_states.append(hidden)
+            for sequence in sequences:
+                cos, sin = sequence.rope[layer.self_attn.is_sliding]
+                dtype = sequence.hidden.dtype
+                sequence.hidden = layer(sequence.hidden, cos.astype(dtype), sin.astype(dtype), sequence.masks[window],
+                                        sequence.has_key[window], cache)  # fmt: skip
+                if sequence.states is not None:
+                    sequence.states.append(sequence.hidden)
             if self.eval_layers and (index + 1) % self.eval_layers == 0:
                 # Queued before the previous group is waited for, as the DiT's blocks are.
-                mx.async_eval(hidden)
+                outputs = [sequence.hidden for sequence in sequences]
+                mx.async_eval(outputs)
                 mx.eval(queued)
-                queued = [hidden]
-        hidden = self.norm(hidden)
-        if output_hidden_states:
-            hidden_states[-1] = hidden
-        if cache is not None:
-            cache.length += t
-        return hidden, hidden_states
+                queued = outputs
+
+    def _finish(self, sequence: _Sequence) -> tuple[mx.array, list[mx.array]]:
+        hidden = self.norm(sequence.hidden)
+        if sequence.states is None:
+            return hidden, []
+        sequence.states[-1] = hidden
+        return hidden, sequence.states
 
     def logits(self, hidden: mx.array) -> mx.array:
         """The LM head: the embedding matrix, tied, as Gemma 3 ties it."""
