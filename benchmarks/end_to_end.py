@@ -25,6 +25,9 @@ from pathlib import Path
 
 import mlx.core as mx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory_timeline import MemorySampler, draw_runs  # noqa: E402
+
 PRECISIONS = {"bf16": (None, None), "fp8": ("fp8", None), "int8": ("int8", 8), "int4": ("int4", 4)}
 MODES = ("default", "low-memory")
 
@@ -33,9 +36,10 @@ class PhaseMeter:
     """Seconds, peak accelerator memory and peak RSS of each phase; `start(name)` closes the
     current one. MLX's peak by default; `torch_cuda=True` for the reference's."""
 
-    def __init__(self, torch_cuda: bool = False):
+    def __init__(self, torch_cuda: bool = False, on_start=None):
         self.phases: list[dict] = []
         self._current: tuple[str, float] | None = None
+        self._on_start = on_start or (lambda name: None)
         if torch_cuda:
             import torch
 
@@ -48,6 +52,7 @@ class PhaseMeter:
         self.stop()
         self._sync()
         self._reset()
+        self._on_start(name)
         self._current = (name, time.perf_counter())
 
     def stop(self) -> None:
@@ -122,18 +127,23 @@ def run_one(args) -> dict:
     command += ["--quantization", quantization] if quantization else []
     command += ["--text-encoder-bits", str(bits)] if bits else []
     command += ["--low-memory"] if args.mode == "low-memory" else []
+    command += ["--memory-budget", str(args.memory_budget)] if args.memory_budget else []
     if args.distilled_lora:
         command += ["--distilled-lora", args.distilled_lora, "0.6"]
     context = generate.make_context("generate", command)
     pipeline, request, ledger, _ = prepare_generation(dict(context.params))
     plan = ledger.memory_plan
-    meter = PhaseMeter()
+    sampler = MemorySampler(interval=0.05)
+    meter = PhaseMeter(on_start=sampler.mark)
     instrument(meter, pipeline.two_stage)
+    mx.set_memory_limit(plan.memory_limit)  # as the CLI's generate
+    sampler.start()
     started = time.perf_counter()
     result = pipeline(ledger, plan.tiling_config())(request)
     frames = sum(len(chunk) for chunk in result.frames)  # the video decodes as it is consumed
     meter.stop()
     total = time.perf_counter() - started
+    sampler.stop()
     phases = meter.merged()
     for phase in phases:
         estimate = next((p for p in plan.phases if p.name == phase["phase"]), None)
@@ -143,7 +153,8 @@ def run_one(args) -> dict:
         "pipeline": args.pipeline, "precision": args.precision, "mode": args.mode, "dtype": str(DTYPES[args.dtype]),
         "size": f"{args.width}x{args.height}x{args.num_frames}", "frames": frames, "seconds": total,
         "low_memory_ledger": getattr(ledger, "low_memory", None), "phases": phases, "side": "mlx",
-        "plan": plan.table(), "device": str(mx.default_device()),
+        "plan": plan.table(), "device": str(mx.default_device()), "memory_budget_gib": args.memory_budget,
+        "memory_limit_bytes": plan.memory_limit, "timeline": sampler.samples,
     }  # fmt: skip
 
 
@@ -226,7 +237,8 @@ def tiny_files(folder: Path) -> dict:
 
 
 def print_run(run: dict) -> None:
-    print(f"\n{run['side']} {run['pipeline']} {run['precision']} {run['mode']}: {run['seconds']:.1f} s, "
+    budget = f", budget {run['memory_budget_gib']} GiB" if run.get("memory_budget_gib") else ""
+    print(f"\n{run['side']} {run['pipeline']} {run['precision']} {run['mode']}{budget}: {run['seconds']:.1f} s, "
           f"{run['frames']} frames ({run['device']})")  # fmt: skip
     print(f"  {'phase':<17} {'seconds':>8} {'peak':>10} {'estimate':>10} {'est/meas':>8} {'RSS':>10}")
     for phase in run["phases"]:
@@ -286,6 +298,8 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--size", default="768x512x121", help="WIDTHxHEIGHTxFRAMES of the output")
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--memory-budget", type=float, default=None, help="GiB, passed to every MLX run")
+    parser.add_argument("--plots", type=Path, default=None, help="a memory-over-time PNG per MLX run in this folder")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a child: one run, JSON on stdout
     parser.add_argument("--side", default="mlx", help=argparse.SUPPRESS)
@@ -343,6 +357,7 @@ def main() -> None:
             args.dtype,
             "--scratch",
             str(scratch),
+            *(["--memory-budget", str(args.memory_budget)] if args.memory_budget else []),
             "--checkpoint-path",
             args.checkpoint_path,
             "--gemma-path",
@@ -366,6 +381,10 @@ def main() -> None:
     print_side_by_side(runs)
     if args.json is not None:
         print(f"wrote {args.json}")
+    if args.plots is not None:
+        args.plots.mkdir(parents=True, exist_ok=True)
+        for path in draw_runs([run for run in runs if run.get("side") == "mlx"], args.plots):
+            print(f"wrote {path}")
 
 
 if __name__ == "__main__":

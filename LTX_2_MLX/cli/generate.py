@@ -61,6 +61,7 @@ def plan_memory(o: dict, pipeline, request, checkpoint: Path):
         text_encoder_bits=int(o["text_encoder_bits"]) if o["text_encoder_bits"] else None,
         spatial_upscaler_path=o["spatial_upscaler_path"], generate_audio=request.generate_audio,
         keyframes=sum(image.frame_idx != 0 or pipeline.name == "keyframes" for image in request.images),
+        enhance_prompt=bool(o["enhance_prompt"]),
     )  # fmt: skip
     plan = plan_generation(inputs, budget, low_memory=True if o["low_memory"] else None,
                            tiled_decode=o["tiled_decode"])  # fmt: skip
@@ -216,13 +217,18 @@ def generate(**options) -> None:
     if options["dry_run"]:
         return
     tiling = plan.tiling_config() if plan is not None else (TilingConfig.default() if options["tiled_decode"] else None)
-    result = pipeline(ledger, tiling)(request)
-    if is_writer(group):  # the frames decode as they are written
-        write_video(output_path, result.frames, result.fps, result.audio)
-        click.echo(f"wrote {output_path}")
-    else:  # meanwhile this process decodes its share of the tiles
-        for _ in result.frames:
-            pass
+    previous_limit = mx.set_memory_limit(plan.memory_limit) if plan is not None else None
+    try:
+        result = pipeline(ledger, tiling)(request)
+        if is_writer(group):  # the frames decode as they are written
+            write_video(output_path, result.frames, result.fps, result.audio)
+            click.echo(f"wrote {output_path}")
+        else:  # meanwhile this process decodes its share of the tiles
+            for _ in result.frames:
+                pass
+    finally:
+        if previous_limit is not None:
+            mx.set_memory_limit(previous_limit)
 
 
 def _guider_params(defaults, o: dict, stream: str, modality_option: str):

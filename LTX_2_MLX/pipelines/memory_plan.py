@@ -89,6 +89,7 @@ class PlanInputs:
     generate_audio: bool = True
     keyframes: int = 0  # images guiding as keyframe tokens (each adds a latent frame of tokens)
     context_tokens: int = 1024  # Gemma's prompt length
+    enhance_prompt: bool = False  # Gemma generates (held whole unless low_memory) before encoding
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,17 @@ class MemoryPlan:
     @property
     def fits(self) -> bool:
         return self.peak.peak <= self.budget
+
+    @property
+    def memory_limit(self) -> int:
+        """What MLX is told it may use (mx.set_memory_limit): the budget, or with streaming the
+        largest phase's estimate and a quarter more. Past the limit MLX waits for queued work
+        to finish before allocating, so buffers of finished operations are freed first rather
+        than piling up (on an H200 a tiled decode peaked at 15.6 GB unlimited, 4.5 GB at a 4 GB
+        limit, at the same speed)."""
+        if not self.low_memory:
+            return self.budget
+        return min(self.budget, int(self.peak.peak * 1.25))
 
     def phase(self, name: str) -> PhaseEstimate:
         return next(phase for phase in self.phases if phase.name == name)
@@ -270,10 +282,13 @@ def _find(config, key: str, default):
 def text_phases(inputs: PlanInputs, checkpoint: Checkpoint, low_memory: bool = False) -> list[PhaseEstimate]:
     """Gemma encoding the prompts (all its hidden states kept), then the feature extractor and
     connectors turning them into contexts, after Gemma is freed."""
+    from LTX_2_MLX.loader.text_encoder import streams_gemma
+
     if inputs.gemma_path is None:
         return []
     act = inputs.dtype.size
-    weights, text = gemma_weight_bytes(inputs.gemma_path, inputs.dtype, inputs.text_encoder_bits, low_memory)
+    streamed = streams_gemma(low_memory, inputs.enhance_prompt)
+    weights, text = gemma_weight_bytes(inputs.gemma_path, inputs.dtype, inputs.text_encoder_bits, streamed)
     hidden, layers = int(text.get("hidden_size", 3840)), int(text.get("num_hidden_layers", 48))
     intermediate = int(text.get("intermediate_size", 4 * hidden))
     tokens = inputs.context_tokens
@@ -283,7 +298,7 @@ def text_phases(inputs: PlanInputs, checkpoint: Checkpoint, low_memory: bool = F
     scores = attention_scores_bytes(int(text.get("num_attention_heads", 16)), tokens, tokens)
     gemma = PhaseEstimate(
         "Gemma encode", weights, int(states + _K_GEMMA_LAYER * tokens * intermediate * act + scores),
-        f"{layers} layers{bits}, {prompts} x {tokens} tokens",
+        f"{layers} layers{bits}{' streamed' if streamed else ''}, {prompts} x {tokens} tokens",
     )  # fmt: skip
     prefixes = ("text_embedding_projection.", DIT_PREFIX + "video_embeddings_connector.",
                 DIT_PREFIX + "audio_embeddings_connector.", DIT_PREFIX + "embeddings_connector.")  # fmt: skip
@@ -412,10 +427,16 @@ def plan_generation(
     residencies = [low_memory] if low_memory is not None else [False, True]
     plan = None
     for streamed in residencies:
-        for tile_size in TILE_SIZES if tiled_decode else (None,):
-            plan = MemoryPlan(tuple(estimate_phases(inputs, streamed, tile_size)), budget, streamed, tile_size)
-            if plan.fits:
-                return plan
+        plans = [MemoryPlan(tuple(estimate_phases(inputs, streamed, tile_size)), budget, streamed, tile_size)
+                 for tile_size in (TILE_SIZES if tiled_decode else (None,))]  # fmt: skip
+        fitting = [plan for plan in plans if plan.fits]
+        if fitting and streamed:
+            # Streaming is chosen to save memory: tiles no larger than keep the decode below
+            # the rest of the run's peak.
+            return next((plan for plan in fitting if plan.peak.name != "VAE decode"), fitting[-1])
+        if fitting:
+            return fitting[0]
+        plan = plans[-1]
     return replace(plan, alternatives=tuple(_alternatives(inputs, budget, low_memory, tiled_decode)))
 
 
