@@ -1,0 +1,163 @@
+"""How fast weights get from a safetensors file (in the page cache) into accelerator memory:
+MLX as the loaders read them, MLX's other ways, and PyTorch's, on the same tensors.
+
+    python benchmarks/load_speed.py CHECKPOINT --prefix model.diffusion_model.transformer_blocks. --limit-gb 6
+    python benchmarks/load_speed.py CHECKPOINT --processor      # also the prompt processor: load, then run
+
+Ways (each reads the same tensors, the file read once beforehand so that all find it cached):
+  mlx one at a time     Checkpoint.load, each tensor evaluated alone (evaluate_parameters)
+  mlx grouped           Checkpoint.load, ~1 GB of tensors per evaluation
+  mlx cpu-stream        mx.load on the CPU stream (the io thread pool reads several tensors at
+                        once; what a Mac does), then one GPU pass over every tensor
+  torch safe_open       safetensors' safe_open(device="cuda"), tensor by tensor
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import mlx.core as mx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from LTX_2_MLX.loader.checkpoint import Checkpoint  # noqa: E402
+
+GROUP_BYTES = 2**30
+
+
+def chosen_names(checkpoint: Checkpoint, prefix: str, limit: int) -> list[str]:
+    names, total = [], 0
+    for name, entry in checkpoint.entries.items():
+        if name.startswith(prefix) and total < limit:
+            names.append(name)
+            total += entry.nbytes
+    return names
+
+
+def warm_page_cache(path: Path) -> None:
+    with open(path, "rb") as f:
+        while f.read(1 << 26):
+            pass
+
+
+def groups(arrays: list[mx.array], size: int) -> list[list[mx.array]]:
+    out, current, held = [], [], 0
+    for array in arrays:
+        current.append(array)
+        held += array.nbytes
+        if held >= size:
+            out.append(current)
+            current, held = [], 0
+    return out + ([current] if current else [])
+
+
+def mlx_one_at_a_time(checkpoint: Checkpoint, names: list[str]) -> float:
+    tensors = checkpoint.load("", decode_fp8=False)
+    started = time.perf_counter()
+    for name in names:
+        mx.eval(tensors[name])
+    mx.synchronize()
+    return time.perf_counter() - started
+
+
+def mlx_grouped(checkpoint: Checkpoint, names: list[str]) -> float:
+    tensors = checkpoint.load("", decode_fp8=False)
+    started = time.perf_counter()
+    for group in groups([tensors[name] for name in names], GROUP_BYTES):
+        mx.eval(group)
+    mx.synchronize()
+    return time.perf_counter() - started
+
+
+def mlx_cpu_stream(checkpoint: Checkpoint, names: list[str]) -> float:
+    started = time.perf_counter()
+    tensors = mx.load(str(checkpoint.path), format="safetensors", stream=mx.cpu)
+    chosen = [tensors[name] for name in names]
+    for group in groups(chosen, GROUP_BYTES):
+        mx.eval(group)
+    mx.synchronize()
+    read = time.perf_counter() - started
+    # One pass of the accelerator over every tensor: where host-read memory must first move.
+    mx.eval([array.max() for array in chosen])
+    mx.synchronize()
+    total = time.perf_counter() - started
+    print(f"    (cpu-stream: read {read:.2f} s, then the first GPU pass {total - read:.2f} s)")
+    return total
+
+
+def torch_safe_open(checkpoint: Checkpoint, names: list[str]) -> float:
+    import torch
+    from safetensors import safe_open
+
+    started = time.perf_counter()
+    held = []
+    with safe_open(str(checkpoint.path), framework="pt", device="cuda") as f:
+        for name in names:
+            held.append(f.get_tensor(name))
+    torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def time_processor(checkpoint: Checkpoint) -> dict:
+    """The prompt processor's load, then two runs on one prompt's worth of random hidden states."""
+    from LTX_2_MLX.loader.text_encoder import load_embeddings_processor
+
+    started = time.perf_counter()
+    processor = load_embeddings_processor(checkpoint, dtype=mx.bfloat16)
+    mx.synchronize()
+    load = time.perf_counter() - started
+    width = 3840  # Gemma 3 12B's hidden size; the features are every state's, side by side
+    states = [mx.random.normal((1, 1024, width)).astype(mx.bfloat16) for _ in range(processor.config.flat_dim // width)]
+    mask = (mx.arange(1024) >= 900)[None].astype(mx.int32)
+    mx.eval(states, mask)
+    runs = []
+    for _ in range(3):
+        started = time.perf_counter()
+        mx.eval(processor(states, mask))
+        runs.append(time.perf_counter() - started)
+    print(f"prompt processor: load {load:.2f} s, runs {', '.join(f'{r:.3f}' for r in runs)} s")
+    return {"load_s": load, "runs_s": runs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--prefix", default="model.diffusion_model.transformer_blocks.")
+    parser.add_argument("--limit-gb", type=float, default=6.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--processor", action="store_true", help="also time the prompt processor's load and run")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    checkpoint = Checkpoint.open(args.checkpoint)
+    names = chosen_names(checkpoint, args.prefix, int(args.limit_gb * 1e9))
+    nbytes = sum(checkpoint.entries[name].nbytes for name in names)
+    warm_page_cache(checkpoint.path)
+    print(f"{len(names)} tensors, {nbytes / 1e9:.2f} GB, from {checkpoint.path.name} ({mx.default_device()})")
+    ways = {"mlx one at a time": mlx_one_at_a_time, "mlx grouped": mlx_grouped, "mlx cpu-stream": mlx_cpu_stream}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            ways["torch safe_open"] = torch_safe_open
+    except ImportError:
+        pass
+    results = {}
+    for label, way in ways.items():
+        times = []
+        for _ in range(args.repeats):
+            times.append(way(checkpoint, names))
+            mx.clear_cache()
+        median = statistics.median(times)
+        results[label] = {"median_s": median, "times_s": times, "gb_per_s": nbytes / 1e9 / median}
+        print(f"  {label:<20} {median:.2f} s  {nbytes / 1e9 / median:.2f} GB/s")
+    if args.processor:
+        results["prompt processor"] = time_processor(checkpoint)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"bytes": nbytes, "tensors": len(names), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
