@@ -42,9 +42,10 @@ _STORED_SIZES = {"U8": 1, "I8": 1, "BOOL": 1, "U16": 2, "I16": 2, "U32": 4, "I32
 
 # Activation coefficients: bytes held at a phase's peak per (element x width) unit, in units
 # of the activation dtype's size (float32 intermediates count twice). Calibrated on the CPU;
-# the VAE's and the vocoder's then raised to the peaks of the full-size
-# distilled run on an H200 (benchmarks/end_to_end.py, README), where they were 45-49% low.
-_K_DIT = 14.0  # per token x stream width, inside one block (q, k, v, out, the GELU'd FF)
+# the VAE's and the vocoder's then raised to the peaks of the full-size distilled run on an
+# H200 (benchmarks/end_to_end.py, README), where they were 45-49% low, and the DiT's to its
+# stage-2 peak there (6,144 tokens: 13% low at 14).
+_K_DIT = 30.0  # per token x stream width: a block's q, k, v, out and GELU'd FF, and the next one's queued
 _K_GEMMA_LAYER = 6.0  # per token x intermediate width, inside one Gemma layer
 _K_PROCESSOR = 2.0  # per token of a chunk x all hidden states' width, float32, the feature extractor
 _K_CONNECTOR = 30.0  # per prompt token x connector width, one text connector block (both: full size, CPU)
@@ -407,7 +408,9 @@ def estimate_phases(inputs: PlanInputs, low_memory: bool, tile_size: tuple[int, 
         half_height, half_width = inputs.height // 2, inputs.width // 2
         phases.append(dit_phase(inputs, checkpoint, "DiT stage 1", half_height, half_width, low_memory))
         if inputs.spatial_upscaler_path is not None:
-            phases.append(upscaler_phase(inputs, inputs.height, inputs.width, phases[-1].weights))
+            # Between forwards a streamed DiT holds only what is outside its blocks.
+            beside = dit_weight_bytes(checkpoint, inputs.dtype, inputs.quantization)[0] if low_memory else None
+            phases.append(upscaler_phase(inputs, inputs.height, inputs.width, beside or phases[-1].weights))
         phases.append(dit_phase(inputs, checkpoint, "DiT stage 2", inputs.height, inputs.width, low_memory))
     else:
         phases.append(dit_phase(inputs, checkpoint, "DiT", inputs.height, inputs.width, low_memory))
