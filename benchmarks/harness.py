@@ -4,6 +4,12 @@ one report (printed, and written as JSON with `--json`) of MLX against the refer
     timing, output = median_torch(lambda: reference(x), warmup=2, iters=5, device="cuda")
     mlx_timing, mlx_output = median_mlx(lambda: model(x), warmup=2, iters=5)
     report("video VAE encode", "768x512x121", mlx_timing, timing, cosine(...), json_path)
+
+`--profile` in the phase scripts: one more run of each side under torch.profiler (CUPTI sees
+every CUDA kernel of the process, MLX's included, so one profiler times both sides):
+
+    print(profile_mlx(lambda: model(x), "MLX"))
+    print(profile_torch(lambda: reference(x), "cuda", "ltx-core"))
 """
 
 import json
@@ -68,6 +74,89 @@ def median_mlx(fn: Callable, warmup: int, iters: int):
         mx.eval(out)
         times.append(time.perf_counter() - start)
     return Timing(statistics.median(times), times, mx.get_peak_memory() / 1e9), out
+
+
+# Kernel kinds, matched in this order on the lower-cased kernel name. Attention comes first:
+# cuDNN's SDPA kernels are named like its convolutions ("cudnn", "fprop", "sm90_"); convolution
+# comes before matmul: cuDNN's implicit-GEMM convolutions are named like GEMMs ("xmma", "gemm").
+KERNEL_KINDS = (
+    ("attention", ("fmha", "flash", "attention", "sdpa")),
+    ("convolution", ("conv", "implicit_gemm", "winograd", "fprop", "dgrad", "cudnn::")),
+    ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "sm90_", "cublas")),
+    ("norm", ("norm",)),
+    ("copy", ("copy", "concat", "gather", "scatter", "slice", "memcpy", "memset")),
+)
+
+
+def kernel_kind(name: str) -> str:
+    # "convert" (dtype casts) is not a convolution.
+    lowered = name.lower().replace("convert", "")
+    for kind, keys in KERNEL_KINDS:
+        if any(key in lowered for key in keys):
+            return kind
+    return "element-wise/other"
+
+
+def profile_kernels(run: Callable[[], None], label: str, top: int = 25) -> str:
+    """GPU time of one `run()` by kernel kind and its `top` kernels, from torch.profiler (CUPTI).
+    `run` must synchronise its device before it returns; the device should be idle when called."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return f"{label}: no CUDA device, no kernel profile"
+    from torch.profiler import ProfilerActivity, profile
+
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        run()
+    wall = time.perf_counter() - start
+    kernels: dict[str, list[float]] = {}
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            entry = kernels.setdefault(event.name, [0.0, 0])
+            entry[0] += event.device_time_total / 1e6
+            entry[1] += 1
+    kinds: dict[str, list[float]] = {}
+    for name, (seconds, count) in kernels.items():
+        entry = kinds.setdefault(kernel_kind(name), [0.0, 0])
+        entry[0] += seconds
+        entry[1] += count
+    busy = sum(seconds for seconds, _ in kernels.values())
+    launches = sum(count for _, count in kernels.values())
+    lines = [f"{label}: wall {wall:.3f} s under the profiler, GPU busy {busy:.3f} s, {launches} kernel launches"]
+    for kind, (seconds, count) in sorted(kinds.items(), key=lambda item: -item[1][0]):
+        lines.append(f"  {kind:<20} {seconds:8.4f} s  {count:6d} launches")
+    lines.append(f"  top {top} kernels:")
+    for name, (seconds, count) in sorted(kernels.items(), key=lambda item: -item[1][0])[:top]:
+        lines.append(f"    {seconds:8.4f} s {count:5d}x  {name[:110]}")
+    return "\n".join(lines)
+
+
+def profile_mlx(fn: Callable, label: str, top: int = 25) -> str:
+    """profile_kernels of `fn()` (an MLX computation), evaluated and synchronised."""
+    import mlx.core as mx
+
+    def run() -> None:
+        mx.eval(fn())
+        mx.synchronize()
+
+    mx.synchronize()
+    return profile_kernels(run, label, top)
+
+
+def profile_torch(fn: Callable, device: str, label: str, top: int = 25) -> str:
+    """profile_kernels of `fn()` (a torch computation) under inference_mode, synchronised."""
+    import torch
+
+    def run() -> None:
+        with torch.inference_mode():
+            fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return profile_kernels(run, label, top)
 
 
 def use_cpu() -> None:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness import profile_kernels
 
 CONFIG = Path(__file__).parent / "configs" / "ltx2_19b.json"
 
@@ -237,55 +238,15 @@ def time_side(side, warmup: int, iters: int) -> tuple[float, list[float], float]
     return statistics.median(times), times, side.peak_gb()
 
 
-KERNEL_KINDS = (
-    ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "sm90_", "cublas")),
-    ("attention", ("fmha", "flash", "attention", "sdpa", "cudnn")),
-    ("norm", ("norm",)),
-    ("copy", ("copy", "concat", "gather", "scatter", "slice", "memcpy", "memset")),
-)
-
-
-def kernel_kind(name: str) -> str:
-    lowered = name.lower()
-    for kind, keys in KERNEL_KINDS:
-        if any(key in lowered for key in keys):
-            return kind
-    return "element-wise/other"
-
-
 def profile_side(side, top: int) -> str:
-    """GPU time of one forward by kernel kind and the top kernels, from torch.profiler (CUPTI)."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
+    """GPU time of one forward by kernel kind and the top kernels (harness.profile_kernels)."""
 
-    if not torch.cuda.is_available():
-        return f"{side.name}: no CUDA device, no kernel profile"
-    side.synchronize()
-    start = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    def run() -> None:
         side.forward()
         side.synchronize()
-    wall = time.perf_counter() - start
-    kernels: dict[str, list[float]] = {}
-    for event in prof.events():
-        if event.device_type == torch.autograd.DeviceType.CUDA:
-            entry = kernels.setdefault(event.name, [0.0, 0])
-            entry[0] += event.device_time_total / 1e6
-            entry[1] += 1
-    kinds: dict[str, list[float]] = {}
-    for name, (seconds, count) in kernels.items():
-        entry = kinds.setdefault(kernel_kind(name), [0.0, 0])
-        entry[0] += seconds
-        entry[1] += count
-    busy = sum(seconds for seconds, _ in kernels.values())
-    lines = [f"{side.name}: wall {wall:.3f} s under the profiler, GPU busy {busy:.3f} s, "
-             f"{sum(c for _, c in kernels.values())} kernel launches"]  # fmt: skip
-    for kind, (seconds, count) in sorted(kinds.items(), key=lambda item: -item[1][0]):
-        lines.append(f"  {kind:<20} {seconds:8.4f} s  {count:6d} launches")
-    lines.append(f"  top {top} kernels:")
-    for name, (seconds, count) in sorted(kernels.items(), key=lambda item: -item[1][0])[:top]:
-        lines.append(f"    {seconds:8.4f} s {count:5d}x  {name[:110]}")
-    return "\n".join(lines)
+
+    side.synchronize()
+    return profile_kernels(run, side.name, top)
 
 
 def main() -> None:

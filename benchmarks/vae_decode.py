@@ -7,6 +7,7 @@ between the two outputs. `--small` runs a tiny configuration on the CPU to check
 
     python benchmarks/vae_decode.py            # GPU (MLX CUDA backend + torch CUDA)
     python benchmarks/vae_decode.py --small    # CPU smoke test
+    python benchmarks/vae_decode.py --profile  # GPU time per kernel kind, untiled and tiled, each side
 
 Measured on one H100 (MLX 0.32.4 CUDA, torch 2.11, ltx-core 1.0.0, bf16), min of 3 warm runs
 (the script reports the median of --repeats since, through benchmarks/harness.py):
@@ -31,7 +32,7 @@ os.environ.setdefault("MLX_CUDA_CONV_CACHE_SIZE", "1024")
 import mlx.core as mx
 import numpy as np
 import torch
-from harness import cosine, median_mlx, median_torch
+from harness import cosine, median_mlx, median_torch, profile_mlx, profile_torch
 from ltx_core.model.video_vae import TilingConfig as RefTilingConfig
 from ltx_core.model.video_vae import VideoDecoderConfigurator
 
@@ -102,6 +103,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="tiny config on the CPU (script check)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs after one warm-up; the median is reported")
+    parser.add_argument("--profile", action="store_true", help="kernel tables of one more run per side and mode")
+    parser.add_argument("--top", type=int, default=25, help="kernels listed with --profile")
     args = parser.parse_args()
 
     if args.small:
@@ -194,6 +197,22 @@ def main() -> None:
         mx.eval(decoder(part))
         total += time.perf_counter() - start
     print(f"MLX tiles decoded alone: {len(tiles)} tiles, {total:.3f} s in all", flush=True)
+
+    if args.profile:
+        # Labels with a comma, so that phases.py's parser never reads a table line as a timing.
+        profiles = [
+            profile_torch(lambda: reference(latent_torch), device, "ltx-core, untiled", args.top),
+            profile_mlx(untiled, "MLX, untiled", args.top),
+            profile_torch(
+                lambda: [None for _chunk in reference.tiled_decode(latent_torch, tiling[1])],
+                device,
+                "ltx-core, tiled",
+                args.top,
+            ),
+            profile_mlx(tiled, "MLX, tiled", args.top),
+        ]
+        for table in profiles:
+            print(table, flush=True)
 
 
 if __name__ == "__main__":

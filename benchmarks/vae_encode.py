@@ -9,6 +9,7 @@ memory and the cosine between the two latents. Goal (issue 12): MLX / ltx-core <
     python benchmarks/vae_encode.py                  # GPU (MLX CUDA backend + torch CUDA)
     python benchmarks/vae_encode.py --small          # a tiny encoder on the CPU: checks the script
     python benchmarks/vae_encode.py --json out.json  # also write the figures
+    python benchmarks/vae_encode.py --profile        # GPU time per kernel kind, one more run of each side
 """
 
 import argparse
@@ -18,7 +19,7 @@ from functools import partial
 import mlx.core as mx
 import numpy as np
 import torch
-from harness import cosine, median_mlx, median_torch, report, use_cpu
+from harness import cosine, median_mlx, median_torch, profile_mlx, profile_torch, report, use_cpu
 from ltx_core.model.video_vae import VideoEncoderConfigurator
 from vae_decode import REAL_VAE
 
@@ -73,6 +74,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--profile", action="store_true", help="kernel table of one more run per side")
+    parser.add_argument("--top", type=int, default=25, help="kernels listed with --profile")
     args = parser.parse_args()
 
     width, height, frames = (int(v) for v in args.size.lower().split("x"))
@@ -98,16 +101,25 @@ def main() -> None:
     ref_timing, ref_latent = median_torch(partial(reference, video_torch), args.warmup, args.iters, device)
     ref_latent = ref_latent.float().cpu().numpy()
     print(f"ltx-core: latent {tuple(ref_latent.shape)}, {ref_timing.median_s:.4f} s", flush=True)
+    # Profiled before the reference is freed, so that the MLX side still runs alone on the GPU.
+    profiles = [profile_torch(partial(reference, video_torch), device, "ltx-core", args.top)] if args.profile else []
     del reference, video_torch
     if device == "cuda":
         torch.cuda.empty_cache()
 
     mlx_timing, mlx_latent = median_mlx(partial(encoder, video_mlx), args.warmup, args.iters)
     mlx_latent = np.array(mlx_latent.astype(mx.float32))
+    if args.profile:
+        profiles.append(profile_mlx(partial(encoder, video_mlx), "MLX", args.top))
     if mlx_latent.shape != ref_latent.shape:
         raise SystemExit(f"latent shapes differ: MLX {mlx_latent.shape}, ltx-core {ref_latent.shape}")
+    extra = {"latent_shape": list(ref_latent.shape), "dtype": str(mx_dtype)}
+    if profiles:
+        extra["profiles"] = profiles
     report("video VAE encode, untiled", size, mlx_timing, ref_timing, cosine(mlx_latent, ref_latent), args.json,
-           goal=GOAL, extra={"latent_shape": list(ref_latent.shape), "dtype": str(mx_dtype)})  # fmt: skip
+           goal=GOAL, extra=extra)  # fmt: skip
+    for table in profiles:
+        print(table, flush=True)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ reshapes; a compiled kernel counts once), a kernel count that does not depend on
     python benchmarks/vocoder.py --kind bigvgan     # one kind (hifigan | bigvgan)
     python benchmarks/vocoder.py --small            # narrow vocoders, 0.2 s, on the CPU
     python benchmarks/vocoder.py --json out.json    # also write the figures (a list, one per kind)
+    python benchmarks/vocoder.py --profile          # GPU time per kernel kind, one more run per side and kind
 """
 
 import argparse
@@ -34,7 +35,7 @@ from functools import partial
 import mlx.core as mx
 import numpy as np
 import torch
-from harness import cosine, median_mlx, median_torch, report, use_cpu, write_json
+from harness import cosine, median_mlx, median_torch, profile_mlx, profile_torch, report, use_cpu, write_json
 
 try:
     import torchaudio  # noqa: F401  (ltx_core.model.audio_vae imports it; only its AudioProcessor uses it)
@@ -160,11 +161,17 @@ def run_kind(kind: str, args, device: str, torch_dtype: torch.dtype, mx_dtype: m
 
     ref_timing, ref_wave = median_torch(partial(reference, mel_torch), args.warmup, args.iters, device)
     ref_wave = ref_wave.float().cpu().numpy()
+    profiles = []
+    if args.profile:
+        # Before the reference is freed, so that the MLX side still runs alone on the GPU.
+        profiles.append(profile_torch(partial(reference, mel_torch), device, f"ltx-core {kind}", args.top))
     del reference, mel_torch
     if device == "cuda":
         torch.cuda.empty_cache()
     mlx_timing, mlx_wave = median_mlx(partial(vocoder, mel_mlx), args.warmup, args.iters)
     mlx_wave = np.array(mlx_wave.astype(mx.float32))
+    if args.profile:
+        profiles.append(profile_mlx(partial(vocoder, mel_mlx), f"MLX {kind}", args.top))
     graph = graph_size(vocoder(mel_mlx))
     if mlx_wave.shape != ref_wave.shape:
         raise SystemExit(f"{title}: waveform shapes differ, MLX {mlx_wave.shape}, ltx-core {ref_wave.shape}")
@@ -176,6 +183,8 @@ def run_kind(kind: str, args, device: str, torch_dtype: torch.dtype, mx_dtype: m
         f"vocoder, {title}", size, mlx_timing, ref_timing, cosine(mlx_wave, ref_wave), goal=GOAL, extra=extra
     )
     print(f"  MLX graph of one forward: {graph['primitives']} primitives, {graph['kernels']} kernels", flush=True)
+    if profiles:
+        figures["profiles"] = profiles
     return figures
 
 
@@ -187,6 +196,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--profile", action="store_true", help="kernel tables of one more run per side and kind")
+    parser.add_argument("--top", type=int, default=25, help="kernels listed with --profile")
     args = parser.parse_args()
     args.seconds = args.seconds or (0.2 if args.small else 5.0)
     if args.small:
@@ -199,6 +210,9 @@ def main() -> None:
     figures = [run_kind(kind, args, device, torch_dtype, mx_dtype) for kind in kinds]
     if args.json:
         write_json(args.json, figures)
+    for figure in figures:
+        for table in figure.get("profiles", []):
+            print(table, flush=True)
 
 
 if __name__ == "__main__":
