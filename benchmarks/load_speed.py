@@ -8,7 +8,10 @@ Ways (each reads the same tensors, the file read once beforehand so that all fin
   mlx one at a time     Checkpoint.load, each tensor evaluated alone (evaluate_parameters)
   mlx grouped           Checkpoint.load, ~1 GB of tensors per evaluation
   mlx cpu-stream        mx.load on the CPU stream (the io thread pool reads several tensors at
-                        once; what a Mac does), then one GPU pass over every tensor
+                        once; what a Mac does), then one GPU pass over every tensor. On CUDA these
+                        arrays live in managed memory: a one-off load gains, but a streamed DiT,
+                        whose buffers pass between CPU reads and GPU kernels every block, stalled
+                        for minutes on an H200, so the loaders keep the default stream
   torch safe_open       safetensors' safe_open(device="cuda"), tensor by tensor
 """
 

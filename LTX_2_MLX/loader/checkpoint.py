@@ -199,10 +199,7 @@ class Checkpoint:
         uint8 bytes (for modules that compute in fp8).
 
         mx.load maps the file lazily: a tensor is read from disk only when evaluated, so taking
-        a slice of a 40 GB checkpoint does not read the rest of it. Reads run on the CPU stream,
-        as they always do on a Mac: MLX's io threads then read several tensors at once, where a
-        CUDA GPU stream reads one at a time in the evaluating thread (on an H200, 4.9 GB/s
-        against 3.2 GB/s from the page cache, benchmarks/load_speed.py).
+        a slice of a 40 GB checkpoint does not read the rest of it.
         """
         wanted = {name: entry for name, entry in self.entries.items() if any(name.startswith(p) for p in prefixes)}
         groups: dict[str, dict[str, mx.array]] = {prefix: {} for prefix in prefixes}
@@ -215,7 +212,7 @@ class Checkpoint:
                     "use a bf16 or e4m3 fp8 file."
                 )
         try:
-            tensors = mx.load(str(self.path), format="safetensors", stream=mx.cpu)
+            tensors = mx.load(str(self.path), format="safetensors")
         except (RuntimeError, ValueError) as err:
             raise CheckpointError(f"{self.path}: could not be read as safetensors ({err}). Re-download it.") from None
         for name, entry in wanted.items():
