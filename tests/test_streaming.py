@@ -142,6 +142,24 @@ def test_streamed_official_fp8_file_with_loras_matches_resident(dit):
     assert_same("streamed official fp8 file, 2 LoRAs", streamed, resident)
 
 
+@pytest.mark.parametrize("quantization", ["fp8", "int8", "int4"])
+def test_official_fp8_file_quantized_further_streams_as_resident(dit, quantization):
+    """--quantization on an fp8 file: fp8 keeps the file's e4m3 layers (and casts the rest);
+    int8/int4 fuse the LoRAs in fp8, as the reference's fp8 path does, then dequantize and
+    quantize each layer. Streamed equals resident bitwise, and stays near the fp8 model."""
+    resident_model = prepare_transformer(load_transformer_as_stored(dit["fp8"], mx.float32), dit["loras"], quantization)
+    resident = run(dit["config"], resident_model)
+    streamed = run(dit["config"], load_streamed_transformer(dit["fp8"], mx.float32, dit["loras"], quantization))
+    assert_same(f"streamed official fp8 file, 2 LoRAs, --quantization {quantization}", streamed, resident)
+    as_stored = run(dit["config"], prepare_transformer(load_transformer_as_stored(dit["fp8"], mx.float32), dit["loras"],
+                                                       None))  # fmt: skip
+    for ours, stored in zip(resident, as_stored):
+        ours, stored = np.array(ours), np.array(stored)
+        relative = np.abs(ours - stored).max() / np.abs(stored).max()
+        PARITY_FIGURES.append((f"fp8 file --quantization {quantization} vs as stored", "max|Δ|/max|ref|", relative))
+        assert relative < {"fp8": 0.05, "int8": 0.05, "int4": 0.3}[quantization], relative
+
+
 def test_streaming_refuses_what_resident_refuses(dit):
     path = dit["folder"] / "dit-int4.safetensors"
     if not path.exists():

@@ -9,7 +9,7 @@ from mlx import nn
 from mlx.utils import tree_flatten, tree_map_with_path
 
 from LTX_2_MLX.loader.lora import apply_loras
-from LTX_2_MLX.model.common.fp8_linear import Fp8Linear
+from LTX_2_MLX.model.common.fp8_linear import Fp8Linear, fp8_to
 from LTX_2_MLX.quantization.fp8_cast import is_fp8_cast_target
 
 GROUP_SIZE = 64
@@ -61,38 +61,54 @@ def _quantized_layer(module: nn.Linear, spec: QuantizationSpec) -> nn.Module:
     return nn.QuantizedLinear.from_linear(module, group_size=spec.group_size, bits=spec.bits, mode="affine")
 
 
+def dequantized_linear(layer: Fp8Linear, dtype: mx.Dtype) -> nn.Linear:
+    """An fp8 layer as a Linear in `dtype` computing with the same weight (e4m3 value x scale)."""
+    output_dims, input_dims = layer.weight.shape
+    linear = nn.Linear(input_dims, output_dims, bias="bias" in layer)
+    linear.weight = layer.dequantized_weight(dtype)
+    if "bias" in layer:
+        linear.bias = fp8_to(layer.bias, dtype)
+    return linear
+
+
 def quantize_transformer(model: nn.Module, mode: str) -> nn.Module:
     """Quantize an LTXModel's block Linears in place ("fp8", "int8" or "int4") and return it.
 
     Block by block, each evaluated before the next: the original weights of a block are freed
     as soon as its quantized copy exists, so the peak stays near the model's size. Apply LoRAs
     before quantizing to int8/int4 (loader.lora.apply_loras cannot fuse into affine layers);
-    `prepare_transformer` does both in the right order.
+    `prepare_transformer` does both in the right order. A model read from an fp8 file keeps its
+    fp8 layers for "fp8" and has them dequantized, then quantized, for "int8"/"int4".
     """
     spec = QuantizationSpec.for_mode(mode)
     refuse_quantized(model)
+    dtype = model.proj_out.weight.dtype  # never quantized: the model's float dtype
     for index, block in enumerate(model.transformer_blocks):
-        quantize_block(block, index, spec)
+        quantize_block(block, index, spec, dtype)
         mx.eval(block.parameters())
     model.quantization = spec
     return model
 
 
 def refuse_quantized(model: nn.Module) -> None:
-    already = quantized_layers(model)
+    """Refuse a model with int8/int4 layers (fp8 ones, as an fp8 file holds them, may be
+    quantized further)."""
+    already = [path for path, module in model.named_modules() if isinstance(module, nn.QuantizedLinear)]
     if already:
         raise ValueError(
-            f"the model is already quantized ({len(already)} layers, e.g. {already[0]}); "
+            f"the model is already quantized ({len(already)} layers, e.g. {sorted(already)[0]}); "
             "quantize a freshly loaded model instead."
         )
 
 
-def quantize_block(block: nn.Module, index: int, spec: QuantizationSpec) -> nn.Module:
+def quantize_block(block: nn.Module, index: int, spec: QuantizationSpec, dtype: mx.Dtype | None = None) -> nn.Module:
     """Swap transformer block `index`'s quantizable Linears for their quantized layers, lazily
-    (nothing evaluated)."""
+    (nothing evaluated). For int8/int4, fp8 layers are first dequantized to `dtype`."""
     prefix = f"transformer_blocks.{index}."
 
     def convert(path: str, module: nn.Module) -> nn.Module:
+        if isinstance(module, Fp8Linear) and spec.mode != "fp8" and is_fp8_cast_target(prefix + path):
+            module = dequantized_linear(module, dtype)
         return _quantized_layer(module, spec) if quantizable(prefix + path, module, spec) else module
 
     block.update_modules(tree_map_with_path(convert, block.leaf_modules(), is_leaf=nn.Module.is_module))

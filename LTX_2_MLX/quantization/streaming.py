@@ -23,7 +23,7 @@ from LTX_2_MLX.loader.transformer import TRANSFORMER_PREFIX, stored_quantization
 from LTX_2_MLX.model.common.fp8_linear import Fp8Linear
 from LTX_2_MLX.model.transformer import LTXModel, LTXModelType
 from LTX_2_MLX.quantization.checkpoint import fp8_module_weights, load_transformer_as_stored
-from LTX_2_MLX.quantization.quantize import QuantizationSpec, quantize_block, refuse_quantized
+from LTX_2_MLX.quantization.quantize import QuantizationSpec, dequantized_linear, quantize_block, refuse_quantized
 
 BLOCKS = "transformer_blocks."
 
@@ -34,6 +34,16 @@ def _fuse(weights: dict[str, mx.array], path: str, pairs, fp8: bool) -> None:
     weights[f"{path}.weight"] = weight
     if scale is not None:
         weights[scale_key] = scale
+
+
+def _dequantized(weights: dict[str, mx.array], path: str, dtype: mx.Dtype) -> dict[str, mx.array]:
+    """An fp8 layer's weight (and bias) as `dtype`, its scale applied and removed from `weights`."""
+    layer = Fp8Linear(*reversed(weights[f"{path}.weight"].shape), bias=f"{path}.bias" in weights,
+                      scaled=f"{path}.weight_scale" in weights)  # fmt: skip
+    names = [name for name in ("weight", "bias", "weight_scale") if f"{path}.{name}" in weights]
+    layer.load_weights([(name, weights.pop(f"{path}.{name}")) for name in names])
+    linear = dequantized_linear(layer, dtype)
+    return {f"{path}.{name}": value for name, value in tree_flatten(linear.parameters())}
 
 
 def load_streamed_transformer(
@@ -71,20 +81,20 @@ def load_streamed_transformer(
 
     # The blocks: skeletons with the final layer types, weights read per pass.
     blocks = list(model.transformer_blocks)
+    stored_fp8 = (
+        {path for path, module in model.named_modules() if path.startswith(BLOCKS) and isinstance(module, Fp8Linear)}
+        if stored == "fp8"
+        else set()
+    )
     if spec is not None:
         for index, block in enumerate(blocks):
-            quantize_block(block, index, spec)
+            quantize_block(block, index, spec, dtype)
     entries = checkpoint.entries
     stored_dtypes = {
         key[len(TRANSFORMER_PREFIX) :]: entry.dtype
         for key, entry in entries.items()
         if key.startswith(TRANSFORMER_PREFIX + BLOCKS)
     }
-    stored_fp8 = (
-        {path for path, module in model.named_modules() if path.startswith(BLOCKS) and isinstance(module, Fp8Linear)}
-        if stored == "fp8"
-        else set()
-    )
     block_loras = [
         {name: keys for name, keys in layers.items() if name.startswith(BLOCKS)} for layers in per_file
     ]  # fmt: skip
@@ -111,13 +121,14 @@ def load_streamed_transformer(
             block = blocks[index]
             weights = as_stored(index, tensors.pop(index))
             layers = dict(block.named_modules())
+            prefix = f"{BLOCKS}{index}."
+            from_file = {path[len(prefix) :] for path in stored_fp8 if path.startswith(prefix)}  # e4m3 as stored
             if spec is not None and spec.mode == "fp8":  # Fp8Linear.from_linear
                 for path, layer in layers.items():
-                    if isinstance(layer, Fp8Linear):
+                    if isinstance(layer, Fp8Linear) and path not in from_file:
                         for name in ("weight", "bias"):
                             if f"{path}.{name}" in weights:
                                 weights[f"{path}.{name}"] = mx.to_fp8(weights[f"{path}.{name}"])
-            prefix = f"{BLOCKS}{index}."
             pairs: dict[str, list] = {}
             for layers_of_file, file_tensors in zip(block_loras, lora_tensors):
                 for name, (down, up, scale) in layers_of_file.items():
@@ -126,8 +137,10 @@ def load_streamed_transformer(
                             (file_tensors.pop(down), file_tensors.pop(up), scale)
                         )
             for path, layer_pairs in pairs.items():
-                _fuse(weights, path, layer_pairs, isinstance(layers[path], Fp8Linear))
+                _fuse(weights, path, layer_pairs, isinstance(layers[path], Fp8Linear) or path in from_file)
             if spec is not None and spec.mode != "fp8":
+                for path in from_file:  # quantize_block's dequantized_linear, on the file's bytes
+                    weights.update(_dequantized(weights, path, dtype))
                 weights = quantize_weights(weights, quantized_paths(block))
             return weights
 
