@@ -181,3 +181,20 @@ def test_streamed_plan_keeps_the_decode_below_the_rest_and_limits_mlx_to_its_pea
     assert streamed.tile_size == next((tile for tile in TILE_SIZES if decode[tile] <= others), TILE_SIZES[-1])
     assert streamed.memory_limit == int(streamed.peak.peak * 1.25) < budget
     assert plan_generation(inputs, streamed.peak.peak, low_memory=True).memory_limit == streamed.peak.peak
+
+
+@pytest.mark.parametrize(
+    "info, expected",
+    [({"max_recommended_working_set_size": 22 * 2**30, "memory_size": 32 * 2**30}, 22 * 2**30),
+     ({"total_memory": 80 * 10**9, "free_memory": 70 * 10**9}, int(80 * 10**9 * 0.95)),
+     ({"architecture": "x86_64"}, None)],
+    ids=["metal", "cuda", "cpu"],
+)  # fmt: skip
+def test_default_budget_is_what_mlx_may_use_on_the_device(monkeypatch, info, expected):
+    import os
+
+    from LTX_2_MLX.cli.generate import memory_budget_bytes
+
+    monkeypatch.setattr(mx, "device_info", lambda: info)
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert memory_budget_bytes() == (expected if expected is not None else physical)

@@ -39,13 +39,19 @@ def _positive_finite(context: click.Context, parameter: click.Parameter, value: 
 
 
 def memory_budget_bytes() -> int:
-    """What MLX may use: Metal's recommended working set on a Mac, physical memory elsewhere."""
+    """What MLX may use: Metal's recommended working set on a Mac, 95% of a CUDA GPU's memory
+    (MLX's own default limit there), physical memory on the CPU."""
     try:
-        return int(mx.device_info()["max_recommended_working_set_size"])
-    except (AttributeError, KeyError, RuntimeError):
-        import os
+        info = mx.device_info()
+    except (AttributeError, RuntimeError):
+        info = {}
+    if "max_recommended_working_set_size" in info:
+        return int(info["max_recommended_working_set_size"])
+    if "total_memory" in info:
+        return int(info["total_memory"] * 0.95)
+    import os
 
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def plan_memory(o: dict, pipeline, request, checkpoint: Path):
