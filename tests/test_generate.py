@@ -187,16 +187,16 @@ def test_generate_refuses_a_model_that_would_not_fit(model_files, tmp_path, monk
 def test_no_audio_writes_a_silent_video_from_the_video_stream_alone(model_files, tmp_path, monkeypatch):
     import imageio_ffmpeg
 
-    from LTX_2_MLX.model.transformer import X0Model
+    from LTX_2_MLX.model.transformer import LTXModel
 
     calls = []
-    original = X0Model.__call__
+    original = LTXModel._arguments  # where every pass's modalities enter the DiT
 
-    def recording(self, video, audio=None, perturbations=None):
+    def recording(self, video, audio, perturbations):
         calls.append(audio)
         return original(self, video, audio, perturbations)
 
-    monkeypatch.setattr(X0Model, "__call__", recording)
+    monkeypatch.setattr(LTXModel, "_arguments", recording)
     output = tmp_path / "silent.mp4"
     result = _generate(model_files, output, "--no-audio")
     assert result.exit_code == 0, result.output

@@ -160,6 +160,45 @@ def test_official_fp8_file_quantized_further_streams_as_resident(dit, quantizati
         assert relative < {"fp8": 0.05, "int8": 0.05, "int4": 0.3}[quantization], relative
 
 
+def test_guided_passes_share_one_read_of_the_streamed_blocks(dit, monkeypatch):
+    """A guided step's passes (here: conditional, unconditional context, STG in block 3, the
+    audio stream alone) run through one read of the streamed blocks, block by block, each
+    pass bitwise as the resident model computes it alone."""
+    from LTX_2_MLX.guidance.perturbations import (
+        BatchedPerturbationConfig,
+        Perturbation,
+        PerturbationConfig,
+        PerturbationType,
+    )
+    from LTX_2_MLX.model.transformer import X0Model
+    from LTX_2_MLX.pipelines.denoising.guidance import TransformerPass, evaluate_passes
+
+    video, audio = (to_mlx_modality(m, mx.float32) for m in reference_modalities(dit["config"], batch=1))
+    stg = BatchedPerturbationConfig([PerturbationConfig([Perturbation(PerturbationType.SKIP_VIDEO_SELF_ATTN, [3])])])
+    passes = [
+        TransformerPass(video, audio),
+        TransformerPass(replace(video, context=video.context * 0), replace(audio, context=audio.context * 0)),
+        TransformerPass(video, audio, stg),
+        TransformerPass(replace(video, enabled=False), audio),
+    ]
+    resident = X0Model(load_transformer(dit["checkpoint"], mx.float32))
+    alone = [resident(p.video, p.audio, p.perturbations) for p in passes]
+    streamed = X0Model(load_streamed_transformer(dit["checkpoint"], mx.float32))
+    reads = []
+    open_pass = streamed.velocity_model.transformer_blocks._open_pass
+    monkeypatch.setattr(streamed.velocity_model.transformer_blocks, "_open_pass",
+                        lambda: reads.append(1) or open_pass())  # fmt: skip
+    together = evaluate_passes(streamed, passes)
+    mx.eval(together)
+    assert len(reads) == 1
+    for index, (ours, theirs) in enumerate(zip(together, alone)):
+        assert_same(f"guided pass {index} through one streamed read", ours, theirs)
+    assert not np.array_equal(np.array(together[0][0]), np.array(together[2][0]))  # STG changed the pass
+    # Resident blocks keep running the passes one after the other (one pass's activations at a time).
+    assert_same("guided passes, resident", [x for pair in evaluate_passes(resident, passes) for x in pair],
+                [x for pair in alone for x in pair])  # fmt: skip
+
+
 def test_streaming_refuses_what_resident_refuses(dit):
     path = dit["folder"] / "dit-int4.safetensors"
     if not path.exists():

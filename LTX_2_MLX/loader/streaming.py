@@ -37,6 +37,8 @@ class StreamedBlocks:
     resident.
     """
 
+    streamed = True  # what the models check to run several passes through one read of the blocks
+
     def __init__(self, blocks: list[nn.Module], open_pass: Callable[[], BlockReader]):
         self._blocks = list(blocks)
         self._placeholders = [block.parameters() for block in self._blocks]
@@ -90,4 +92,3 @@ def quantize_weights(weights: dict[str, mx.array], layers: Mapping[str, nn.Quant
         if biases:
             weights[f"{path}.biases"] = biases[0]
     return weights
-

@@ -121,6 +121,13 @@ class VideoOnlyTransformer:
         denoised_video, _ = self.transformer(video, None, perturbations)
         return denoised_video, audio.latent
 
+    def forward_passes(self, passes: list[tuple]) -> list[tuple[mx.array, mx.array]]:
+        inner = getattr(self.transformer, "forward_passes", None)
+        if inner is None:
+            return [self(*one) for one in passes]
+        videos = inner([(video, None, perturbations) for video, _, perturbations in passes])
+        return [(denoised, audio.latent) for (denoised, _), (_, audio, _) in zip(videos, passes)]
+
 
 def denoise_stage(
     ledger: ModelLedger, transformer: X0Transformer, shape: VideoPixelShape, contexts: tuple[mx.array, mx.array],

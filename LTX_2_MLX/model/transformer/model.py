@@ -194,29 +194,53 @@ class LTXModel(nn.Module):
         perturbations: BatchedPerturbationConfig | None = None,
     ) -> tuple[mx.array | None, mx.array | None]:
         """Velocities (B, T, out_channels) for each stream given; None for a stream not given."""
+        return self._run_blocks([self._arguments(video, audio, perturbations)])[0]
+
+    def forward_passes(
+        self, passes: list[tuple[Modality | None, Modality | None, BatchedPerturbationConfig | None]]
+    ) -> list[tuple[mx.array | None, mx.array | None]]:
+        """`__call__` of each (video, audio, perturbations), each computed exactly as alone.
+
+        Streamed blocks (read from the file as they run) take every pass before the next block,
+        so a guided step reads the weights once, not once per pass; resident blocks run the
+        passes one after the other, one pass's activations at a time."""
+        if not getattr(self.transformer_blocks, "streamed", False):
+            return [self(*one) for one in passes]
+        return self._run_blocks([self._arguments(*one) for one in passes])
+
+    def _arguments(self, video, audio, perturbations) -> tuple:
         if audio is not None and not self.config.model_type.has_audio:
             raise ValueError("this checkpoint is a video-only model: it takes no audio modality")
         if video is None and audio is None:
             raise ValueError("give at least one of video and audio")
         video_args = self._prepare(video, audio, audio=False) if video is not None else None
         audio_args = self._prepare(audio, video, audio=True) if audio is not None else None
+        return video_args, audio_args, perturbations
+
+    def _run_blocks(self, passes: list[tuple]) -> list[tuple[mx.array | None, mx.array | None]]:
         # Blocks are evaluated one at a time, which bounds the live activations (at 19B,
         # 768x512x121: 3.0 GB over the weights instead of 8.7 GB for the whole lazy graph).
         # Each block is queued before the previous one is waited for, so the GPU runs block
         # i while block i+1 is built and launched, and never waits for Python.
         # With eval_blocks > 1 the same happens per group of blocks.
+        states = [[video_args, audio_args] for video_args, audio_args, _ in passes]
         queued: list[mx.array] = []
         for index, block in enumerate(self.transformer_blocks):
-            video_args, audio_args = block(video_args, audio_args, perturbations)
+            for state, (_, _, perturbations) in zip(states, passes):
+                state[0], state[1] = block(state[0], state[1], perturbations)
             if (index + 1) % self.eval_blocks:
                 continue
-            outputs = [args.x for args in (video_args, audio_args) if args is not None]
+            outputs = [args.x for state in states for args in state if args is not None]
             mx.async_eval(outputs)
             mx.eval(queued)
             queued = outputs
-        video_out = self._output(video_args, audio=False) if video_args is not None else None
-        audio_out = self._output(audio_args, audio=True) if audio_args is not None else None
-        return video_out, audio_out
+        return [
+            (
+                self._output(video_args, audio=False) if video_args is not None else None,
+                self._output(audio_args, audio=True) if audio_args is not None else None,
+            )
+            for video_args, audio_args in states
+        ]
 
 
 def to_denoised(sample: mx.array, velocity: mx.array, sigma: mx.array | float) -> mx.array:
@@ -238,7 +262,16 @@ class X0Model(nn.Module):
         audio: Modality | None = None,
         perturbations: BatchedPerturbationConfig | None = None,
     ) -> tuple[mx.array | None, mx.array | None]:
-        video_velocity, audio_velocity = self.velocity_model(video, audio, perturbations)
+        return self._denoised(video, audio, self.velocity_model(video, audio, perturbations))
+
+    def forward_passes(self, passes: list[tuple]) -> list[tuple[mx.array | None, mx.array | None]]:
+        """`__call__` of each (video, audio, perturbations) (LTXModel.forward_passes)."""
+        velocities = self.velocity_model.forward_passes(passes)
+        return [self._denoised(video, audio, velocity) for (video, audio, _), velocity in zip(passes, velocities)]
+
+    @staticmethod
+    def _denoised(video, audio, velocities) -> tuple[mx.array | None, mx.array | None]:
+        video_velocity, audio_velocity = velocities
         denoised_video = (
             to_denoised(video.latent, video_velocity, video.timesteps) if video_velocity is not None else None
         )

@@ -44,11 +44,15 @@ class TransformerPass:
 
 def evaluate_passes(transformer: X0Transformer, passes: list[TransformerPass]) -> list[tuple[mx.array, mx.array]]:
     """(denoised_video, denoised_audio) per pass, in order. A transformer with its own
-    `evaluate_passes` (guidance-parallel: passes spread over processes) evaluates them;
-    otherwise they run one after the other."""
+    `evaluate_passes` (guidance-parallel: passes spread over processes) evaluates them; one
+    with `forward_passes` (X0Model: a streamed DiT reads its blocks once for all of them) is
+    given them together; otherwise they run one after the other."""
     spread = getattr(transformer, "evaluate_passes", None)
     if spread is not None:
         return spread(passes)
+    together = getattr(transformer, "forward_passes", None)
+    if together is not None:
+        return together([(p.video, p.audio, p.perturbations) for p in passes])
     return [transformer(video=p.video, audio=p.audio, perturbations=p.perturbations) for p in passes]
 
 
