@@ -198,3 +198,14 @@ def test_default_budget_is_what_mlx_may_use_on_the_device(monkeypatch, info, exp
     monkeypatch.setattr(mx, "device_info", lambda: info)
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     assert memory_budget_bytes() == (expected if expected is not None else physical)
+
+
+def test_streamed_guided_steps_plan_every_pass_at_once(model_files):
+    """Streamed, a guided step's passes run through the blocks together (one read per step):
+    their activations are live at once. Resident, they run one after the other."""
+    inputs = _inputs(model_files, pipeline=PIPELINES["one-stage"], height=64, width=64)
+    resident = {p.name: p for p in estimate_phases(inputs, False, None)}["DiT"]
+    streamed = {p.name: p for p in estimate_phases(inputs, True, None)}["DiT"]
+    assert streamed.activations == 4 * resident.activations and "x 4 passes" in streamed.detail
+    unguided = {p.name: p for p in estimate_phases(_inputs(model_files), True, None)}
+    assert "passes" not in unguided["DiT stage 1"].detail and "passes" not in unguided["DiT stage 2"].detail

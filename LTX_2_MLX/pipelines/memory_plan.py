@@ -36,6 +36,8 @@ QUANTIZED_BYTES_PER_WEIGHT = {"fp8": 1.0, "int8": 1.0 + 4 / 64, "int4": 0.5 + 4 
 QUANTIZATION_ORDER = ("fp8", "int8", "int4")
 # Streaming holds the block being run and the next one, being read.
 STREAMED_BLOCKS = 2
+# A guided step's DiT passes at most: conditional, negative prompt, STG, modality.
+GUIDED_PASSES = 4
 # Decode tiles tried, largest first: (spatial tile pixels, temporal tile frames).
 TILE_SIZES = ((512, 64), (384, 48), (256, 32))
 _STORED_SIZES = {"U8": 1, "I8": 1, "BOOL": 1, "U16": 2, "I16": 2, "U32": 4, "I32": 4, "U64": 8, "I64": 8}
@@ -344,8 +346,11 @@ def dit_activation_bytes(
 
 
 def dit_phase(
-    inputs: PlanInputs, checkpoint: Checkpoint, name: str, height: int, width: int, low_memory: bool
-) -> PhaseEstimate:
+    inputs: PlanInputs, checkpoint: Checkpoint, name: str, height: int, width: int, low_memory: bool,
+    guided: bool = False,
+) -> PhaseEstimate:  # fmt: skip
+    """A denoising stage. Streamed, a guided step's passes (up to GUIDED_PASSES) go through the
+    blocks together, so their activations are live at once; resident, one after the other."""
     config = checkpoint.config("transformer", what="LTX-2 transformer")["transformer"]
     other, blocks = dit_weight_bytes(checkpoint, inputs.dtype, inputs.quantization)
     f, h, w = latent_shape(height, width, inputs.num_frames)
@@ -353,10 +358,11 @@ def dit_phase(
     audio = audio_tokens(inputs.num_frames, inputs.frame_rate) if inputs.generate_audio else 0
     resident = other + (sum(sorted(blocks)[-STREAMED_BLOCKS:]) if low_memory else sum(blocks))
     held = f"{min(STREAMED_BLOCKS, len(blocks))} of {len(blocks)} blocks" if low_memory else f"{len(blocks)} blocks"
-    return PhaseEstimate(
-        name, resident, dit_activation_bytes(config, video_tokens, audio, inputs.dtype, inputs.context_tokens),
-        f"{held}, {video_tokens}+{audio} tokens" + (f", {inputs.quantization}" if inputs.quantization else ""),
-    )  # fmt: skip
+    passes = GUIDED_PASSES if guided and low_memory else 1
+    activations = passes * dit_activation_bytes(config, video_tokens, audio, inputs.dtype, inputs.context_tokens)
+    detail = f"{held}, {video_tokens}+{audio} tokens" + (f" x {passes} passes" if passes > 1 else "")
+    return PhaseEstimate(name, resident, activations,
+                         detail + (f", {inputs.quantization}" if inputs.quantization else ""))  # fmt: skip
 
 
 def upscaler_phase(inputs: PlanInputs, height: int, width: int, dit_resident: int) -> PhaseEstimate:
@@ -406,14 +412,16 @@ def estimate_phases(inputs: PlanInputs, low_memory: bool, tile_size: tuple[int, 
     phases = text_phases(inputs, checkpoint, low_memory)
     if inputs.pipeline.two_stage:
         half_height, half_width = inputs.height // 2, inputs.width // 2
-        phases.append(dit_phase(inputs, checkpoint, "DiT stage 1", half_height, half_width, low_memory))
+        phases.append(dit_phase(inputs, checkpoint, "DiT stage 1", half_height, half_width, low_memory,
+                                inputs.pipeline.guided))  # fmt: skip
         if inputs.spatial_upscaler_path is not None:
             # Between forwards a streamed DiT holds only what is outside its blocks.
             beside = dit_weight_bytes(checkpoint, inputs.dtype, inputs.quantization)[0] if low_memory else None
             phases.append(upscaler_phase(inputs, inputs.height, inputs.width, beside or phases[-1].weights))
         phases.append(dit_phase(inputs, checkpoint, "DiT stage 2", inputs.height, inputs.width, low_memory))
     else:
-        phases.append(dit_phase(inputs, checkpoint, "DiT", inputs.height, inputs.width, low_memory))
+        phases.append(dit_phase(inputs, checkpoint, "DiT", inputs.height, inputs.width, low_memory,
+                                inputs.pipeline.guided))  # fmt: skip
     config = checkpoint.config()
     if inputs.generate_audio and "audio_vae" in config and "vocoder" in config:
         phases.append(audio_decode_phase(inputs, checkpoint))
