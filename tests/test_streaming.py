@@ -9,7 +9,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-from reference import PARITY_FIGURES, save_checkpoint
+from reference import PARITY_FIGURES, REFUSALS, save_checkpoint
 from transformer_fixtures import (
     MIXED_STG,
     build_reference_transformer,
@@ -158,6 +158,27 @@ def test_official_fp8_file_quantized_further_streams_as_resident(dit, quantizati
         relative = np.abs(ours - stored).max() / np.abs(stored).max()
         PARITY_FIGURES.append((f"fp8 file --quantization {quantization} vs as stored", "max|Δ|/max|ref|", relative))
         assert relative < {"fp8": 0.05, "int8": 0.05, "int4": 0.3}[quantization], relative
+
+
+def test_quantize_command_takes_an_official_fp8_file_to_int4(dit):
+    from click.testing import CliRunner
+
+    from LTX_2_MLX.cli import main
+
+    written = dit["folder"] / "from-fp8-int4.safetensors"
+    result = CliRunner().invoke(main, ["quantize", dit["fp8"], str(written), "--mode", "int4"])
+    assert result.exit_code == 0, result.output
+    expected = run(dit["config"], prepare_transformer(load_transformer_as_stored(dit["fp8"], mx.bfloat16), [], "int4"),
+                   mx.bfloat16)  # fmt: skip
+    assert_same(
+        "fp8 file quantized to int4 by `ltx2-mlx quantize`, reloaded",
+        run(dit["config"], load_transformer_as_stored(written, mx.bfloat16), mx.bfloat16),
+        expected,
+    )
+    again = CliRunner().invoke(main, ["quantize", dit["fp8"], str(dit["folder"] / "x.safetensors"), "--mode", "fp8"])
+    assert again.exit_code != 0 and "is already fp8" in again.output
+    REFUSALS.append(("quantize an fp8 file to fp8", again.output.strip().splitlines()[-1]))
+    assert not (dit["folder"] / "x.safetensors").exists()
 
 
 def test_guided_passes_share_one_read_of_the_streamed_blocks(dit, monkeypatch):

@@ -67,25 +67,24 @@ def convert(source: Path, destination: Path, dtype: str) -> None:
               help="LoRAs to fuse before quantizing; repeatable.")  # fmt: skip
 def quantize(source: Path, destination: Path, mode: str, loras) -> None:
     """Write SOURCE with its transformer quantized to DESTINATION: a complete checkpoint (the
-    VAEs, vocoder and text connectors copied unchanged) that `generate --checkpoint-path` takes."""
-    from LTX_2_MLX.loader import load_transformer
+    VAEs, vocoder and text connectors copied unchanged) that `generate --checkpoint-path` takes.
+    An official fp8 SOURCE can be quantized to int8 or int4 (its fp8 layers dequantized first)."""
     from LTX_2_MLX.loader.convert import check_output_path
     from LTX_2_MLX.loader.lora import check_lora_file
     from LTX_2_MLX.loader.transformer import stored_quantization, transformer_config
-    from LTX_2_MLX.quantization import prepare_transformer, save_quantized_transformer
+    from LTX_2_MLX.quantization import load_transformer_as_stored, prepare_transformer, save_quantized_transformer
 
     opened = Checkpoint.open(source)
     config = transformer_config(opened)
     stored = stored_quantization(opened)
-    if stored is not None:
-        raise click.ClickException(
-            f"{source}: is already {'fp8' if stored == 'fp8' else 'quantized'}; "
-            "quantize the original bf16 checkpoint instead."
-        )
+    if stored == "fp8" and mode == "fp8":
+        raise click.ClickException(f"{source}: is already fp8; use it as it is, or quantize it --mode int8 or int4.")
+    if stored is not None and stored != "fp8":
+        raise click.ClickException(f"{source}: is already quantized; quantize the original bf16 checkpoint instead.")
     for path, _ in loras:
         check_lora_file(path, config)
     check_output_path(destination, [source, *(path for path, _ in loras)], what="quantized checkpoint")
-    model = prepare_transformer(load_transformer(opened, dtype=mx.bfloat16), list(loras), mode)
+    model = prepare_transformer(load_transformer_as_stored(opened, dtype=mx.bfloat16), list(loras), mode)
     save_quantized_transformer(model, destination, opened)
     click.echo(f"wrote {destination} (transformer in {mode}, every other part as in {source.name})")
 
