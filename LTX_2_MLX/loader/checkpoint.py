@@ -268,8 +268,9 @@ def evaluate_parameters(
     module: nn.Module, description: str, progress_above: int = 2**30, group_bytes: int = 2**30
 ) -> None:
     """Materialise a lazily loaded module about `group_bytes` of parameters at a time (the peak
-    stays near the model plus one group; the tensors of a group are read concurrently), with a
-    progress bar when it holds more than `progress_above` bytes."""
+    stays near the model plus one group; MLX's io threads read a group's tensors concurrently
+    where loads run on the CPU stream, as on a Mac), with a progress bar when it holds more
+    than `progress_above` bytes."""
     from LTX_2_MLX.progress import progress_bar
 
     parameters = [p for _, p in tree_flatten(module.parameters())]

@@ -119,7 +119,7 @@ class MemoryPlan:
         largest phase's estimate and a quarter more. Past the limit MLX waits for queued work
         to finish before allocating, so buffers of finished operations are freed first rather
         than piling up (on an H200 a tiled decode peaked at 15.6 GB unlimited, 4.5 GB at a 4 GB
-        limit, at the same speed)."""
+        limit, and ran no slower)."""
         if not self.low_memory:
             return self.budget
         return min(self.budget, int(self.peak.peak * 1.25))
