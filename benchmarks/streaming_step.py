@@ -23,27 +23,15 @@ import mlx.core as mx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from transformer_step import numpy_inputs, token_layout  # noqa: E402
+from transformer_step import mlx_modalities, numpy_inputs, token_layout  # noqa: E402
 
 from LTX_2_MLX.loader.checkpoint import Checkpoint  # noqa: E402
-from LTX_2_MLX.model.transformer import Modality  # noqa: E402
 from LTX_2_MLX.pipelines import ModelLedger  # noqa: E402
 
 
 def modalities(section: dict, size: str, fps: float = 24.0):
     width, height, frames = (int(v) for v in size.split("x"))
-    inputs = numpy_inputs(section, token_layout(width, height, frames, fps, 1024), fps)
-
-    def modality(latent, positions, context):
-        return Modality(
-            latent=mx.array(latent).astype(mx.bfloat16), sigma=mx.array([0.7]),
-            timesteps=mx.full((1, latent.shape[1], 1), 0.7), positions=mx.array(positions),
-            context=mx.array(context).astype(mx.bfloat16), context_mask=mx.ones((1, context.shape[1]), dtype=mx.int32),
-        )  # fmt: skip
-
-    video, audio = modality(*inputs["video"]), modality(*inputs["audio"])
-    mx.eval(video, audio)
-    return video, audio
+    return mlx_modalities(numpy_inputs(section, token_layout(width, height, frames, fps, 1024), fps))
 
 
 def median_seconds(fn, iters: int) -> tuple[float, float]:

@@ -130,30 +130,37 @@ def numpy_inputs(section: dict, layout: dict, fps: float, seed: int = 0) -> dict
     }  # fmt: skip
 
 
+def mlx_modalities(inputs: dict):
+    """The (video, audio) Modality pair of `numpy_inputs` for MLX, bf16, sigma 0.7, evaluated."""
+    import mlx.core as mx
+
+    from LTX_2_MLX.model.transformer import Modality
+
+    def modality(latent, positions, context):
+        tokens, contexts = latent.shape[1], context.shape[1]
+        return Modality(
+            latent=mx.array(latent).astype(mx.bfloat16),
+            sigma=mx.array([0.7]),
+            timesteps=mx.full((1, tokens, 1), 0.7),
+            positions=mx.array(positions),
+            context=mx.array(context).astype(mx.bfloat16),
+            context_mask=mx.ones((1, contexts), dtype=mx.int32),
+        )
+
+    video, audio = modality(*inputs["video"]), modality(*inputs["audio"])
+    mx.eval(video, audio)
+    return video, audio
+
+
 class MLXSide:
     name = "MLX"
 
     def __init__(self, config: dict, inputs: dict):
         import mlx.core as mx
 
-        from LTX_2_MLX.model.transformer import Modality
-
         self.mx = mx
         self.model = random_mlx_model(config)
-
-        def modality(latent, positions, context):
-            tokens, contexts = latent.shape[1], context.shape[1]
-            return Modality(
-                latent=mx.array(latent).astype(mx.bfloat16),
-                sigma=mx.array([0.7]),
-                timesteps=mx.full((1, tokens, 1), 0.7),
-                positions=mx.array(positions),
-                context=mx.array(context).astype(mx.bfloat16),
-                context_mask=mx.ones((1, contexts), dtype=mx.int32),
-            )
-
-        self.video, self.audio = modality(*inputs["video"]), modality(*inputs["audio"])
-        mx.eval(self.video, self.audio)
+        self.video, self.audio = mlx_modalities(inputs)
 
     def forward(self) -> None:
         self.mx.eval(self.model(self.video, self.audio))
