@@ -3,6 +3,7 @@
     python benchmarks/random_weights.py DIR                      # bf16, ~64 GB: the 19B DiT + Gemma 3 12B
     python benchmarks/random_weights.py DIR --storage fp8        # the DiT in the official fp8 layout, ~45 GB
     python benchmarks/random_weights.py DIR --scale-down 8       # the same files, narrower and shallower (CPU check)
+    python benchmarks/random_weights.py DIR --checkpoint-only    # only the checkpoint (e.g. a bf16 DiT, 38 GB)
 
 Writes, in DIR:
   ltx-2-random.safetensors   the official single-file checkpoint: DiT (`model.diffusion_model.`),
@@ -415,14 +416,35 @@ def write_model_files(folder: str | Path, storage: str = "bf16", scale_down: int
     return paths
 
 
+def write_checkpoint(path: str | Path, storage: str = "bf16", scale_down: int = 1, seed: int = 0, log=print) -> None:
+    """Only the single-file checkpoint (DiT, VAEs, vocoder, connectors), e.g. a bf16 DiT beside
+    an fp8 set's Gemma and upscaler, with the same names, shapes and values as in a full set."""
+    path = Path(path)
+    configs = model_configs(scale_down)
+    config = {**configs["checkpoint"], "_gemma_layers": configs["gemma"]["text_config"]["num_hidden_layers"]}
+    specs, metadata = checkpoint_specs(config, storage)
+    total = sum(spec.nbytes for spec in specs)
+    free = shutil.disk_usage(path.parent).free
+    if total > free:
+        raise SystemExit(f"the checkpoint needs {total / 1e9:.1f} GB but {path.parent} has {free / 1e9:.1f} GB free")
+    started = time.perf_counter()
+    write_safetensors(path, specs, metadata, RandomPool(seed), seed)
+    seconds = time.perf_counter() - started
+    log(f"wrote {total / 1e9:.1f} GB to {path} in {seconds:.0f} s ({total / 1e9 / seconds:.2f} GB/s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
     parser.add_argument("--storage", default="bf16", choices=["bf16", "fp8"], help="how the DiT is stored")
     parser.add_argument("--scale-down", type=int, default=1, help="divide widths and depths (1, 2, 4, 8, 16)")
     parser.add_argument("--lora-rank", type=int, default=32)
+    parser.add_argument("--checkpoint-only", action="store_true", help=f"write only {CHECKPOINT_NAME}")
     args = parser.parse_args()
     args.folder.mkdir(parents=True, exist_ok=True)
+    if args.checkpoint_only:
+        write_checkpoint(args.folder / CHECKPOINT_NAME, args.storage, args.scale_down)
+        return
     print(json.dumps(write_model_files(args.folder, args.storage, args.scale_down, args.lora_rank), indent=2))
 
 

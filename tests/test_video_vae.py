@@ -320,3 +320,27 @@ def test_decode_video_matches_reference_uint8(reference):
     assert actual.dtype == np.uint8 and actual.shape == expected.shape == (49, 128, 160, 3)
     # Rounding to 8 bits can flip a level where the float values differ by ~1e-6.
     assert np.abs(actual.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_tiled_decode_holds_about_two_tiles_at_once():
+    """Tiles are queued one ahead of the one being waited for: a decode of nine tiles peaks
+    near two tiles' activations, not a temporal chunk's (before, 3.5 tiles at this size)."""
+    from LTX_2_MLX.model.video_vae import VideoDecoder, VideoVAEConfig
+
+    mx.random.seed(0)
+    decoder = VideoDecoder(VideoVAEConfig.from_dict({**tiny_config("zeros"), "decoder_base_channels": 8}))
+    mx.eval(decoder.parameters())
+    latents = mx.random.normal((1, LATENT_CHANNELS, 2, 8, 8))
+    mx.eval(latents)
+
+    def peak(run) -> int:
+        mx.synchronize()
+        base = mx.get_active_memory()
+        mx.reset_peak_memory()
+        run()
+        return mx.get_peak_memory() - base
+
+    one_tile = peak(lambda: mx.eval(decoder(latents[..., :4, :4], 0.05)))
+    tiling = TilingConfig(SpatialTilingConfig(128, 64), TemporalTilingConfig(16, 8))
+    tiled = peak(lambda: mx.eval(list(decoder.tiled_decode(latents, tiling, timestep=0.05))))
+    assert tiled <= 2.5 * one_tile, (tiled, one_tile)

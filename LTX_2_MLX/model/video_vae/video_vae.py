@@ -258,6 +258,7 @@ class VideoDecoder(nn.Module):
         decoded_tiles = decode_tiles(tiles, decode_tile)
 
         previous_chunk = previous_weights = previous_slice = None
+        queued: list[mx.array] = []
         for group in group_tiles_by_temporal_slice(tiles):
             group_slice = group[0].out_coords[2]
             group_frames = group_slice.stop - group_slice.start
@@ -274,7 +275,12 @@ class VideoDecoder(nn.Module):
                 region = (slice(None), slice(offset, offset + length), out_coords[2], out_coords[3])
                 chunk[region] = chunk[region] + decoded[:, :length] * mask
                 weights[region] = weights[region] + mask
-            # One evaluation per temporal chunk: its tiles queue on the GPU back to back.
+                # Each tile is queued before the previous one is waited for: the GPU never
+                # waits for Python, and at most two tiles' activations are live (a whole
+                # chunk's tiles queued at once filled whatever memory limit MLX had).
+                mx.async_eval(chunk, weights)
+                mx.eval(queued)
+                queued = [decoded]
             mx.eval(chunk, weights)
 
             if previous_chunk is not None:
