@@ -24,7 +24,9 @@ from LTX_2_MLX.loader import load_transformer
 from LTX_2_MLX.loader.streaming import StreamedBlocks
 from LTX_2_MLX.loader.text_encoder import load_text_encoder
 from LTX_2_MLX.pipelines import ModelLedger
+from LTX_2_MLX.loader.lora import apply_loras
 from LTX_2_MLX.quantization import (
+    load_prepared_transformer,
     load_transformer_as_stored,
     prepare_transformer,
     quantize_transformer,
@@ -236,6 +238,35 @@ def test_chunked_evaluation_matches_unchunked(dit):
     whole = run(dit["config"], model)
     model.eval_blocks = 3  # 10 blocks: groups of 3, 3, 3 and a last 1 evaluated with the output
     assert_same("DiT evaluated every 3 blocks", run(dit["config"], model), whole)
+
+
+@pytest.mark.parametrize("quantization", ["fp8", "int8", "int4"])
+def test_loading_quantized_fuses_and_quantizes_block_by_block_as_the_whole_model_did(dit, quantization):
+    """LoRAs fused and each block quantized as the file is read equals the whole model loaded,
+    then LoRAs fused and quantized (fp8: cast, then fuse; int8/int4: fuse, then quantize)."""
+    whole = load_transformer(dit["checkpoint"], mx.float32)
+    if quantization == "fp8":
+        apply_loras(quantize_transformer(whole, "fp8"), dit["loras"])
+    else:
+        quantize_transformer(apply_loras(whole, dit["loras"]), quantization)
+    by_block = load_prepared_transformer(dit["checkpoint"], mx.float32, dit["loras"], quantization)
+    assert_same(f"DiT loaded block by block, 2 LoRAs, {quantization}", run(dit["config"], by_block),
+                run(dit["config"], whole))  # fmt: skip
+
+
+def test_loading_quantized_never_holds_the_float_model(dit):
+    def load_peak(load) -> int:
+        mx.clear_cache()
+        mx.reset_peak_memory()
+        model = load()
+        del model
+        mx.clear_cache()
+        return mx.get_peak_memory()
+
+    float_model = load_peak(lambda: load_transformer(dit["checkpoint"], mx.float32))
+    int4 = load_peak(lambda: load_prepared_transformer(dit["checkpoint"], mx.float32, dit["loras"], "int4"))
+    PARITY_FIGURES.append(("DiT loaded to int4 with LoRAs: load peak / float model's", "ratio", int4 / float_model))
+    assert int4 <= 0.5 * float_model, f"int4 load peak {int4} B, float model {float_model} B"
 
 
 def test_streaming_peak_memory_is_under_half_the_resident(dit):

@@ -72,7 +72,7 @@ def quantize(source: Path, destination: Path, mode: str, loras) -> None:
     from LTX_2_MLX.loader.convert import check_output_path
     from LTX_2_MLX.loader.lora import check_lora_file
     from LTX_2_MLX.loader.transformer import stored_quantization, transformer_config
-    from LTX_2_MLX.quantization import load_transformer_as_stored, prepare_transformer, save_quantized_transformer
+    from LTX_2_MLX.quantization import load_prepared_transformer, save_quantized_transformer
 
     opened = Checkpoint.open(source)
     config = transformer_config(opened)
@@ -84,7 +84,7 @@ def quantize(source: Path, destination: Path, mode: str, loras) -> None:
     for path, _ in loras:
         check_lora_file(path, config)
     check_output_path(destination, [source, *(path for path, _ in loras)], what="quantized checkpoint")
-    model = prepare_transformer(load_transformer_as_stored(opened, dtype=mx.bfloat16), list(loras), mode)
+    model = load_prepared_transformer(opened, mx.bfloat16, list(loras), mode)
     save_quantized_transformer(model, destination, opened)
     click.echo(f"wrote {destination} (transformer in {mode}, every other part as in {source.name})")
 

@@ -13,10 +13,10 @@ def parallel_transformer(
     """The X0 transformer for `mode`: "guidance", the whole DiT with passes spread over the
     processes; "tensor", this process's share of every block, the others holding the rest."""
     from LTX_2_MLX.model.transformer import X0Model
-    from LTX_2_MLX.quantization import load_transformer_as_stored, prepare_transformer
+    from LTX_2_MLX.quantization import load_prepared_transformer
 
     group = parallel_group(mode)
     if mode == "tensor":
         return X0Model(load_sharded_transformer(checkpoint, dtype, loras, quantization, group))
-    model = prepare_transformer(load_transformer_as_stored(checkpoint, dtype=dtype), loras, quantization)
+    model = load_prepared_transformer(checkpoint, dtype, loras, quantization)
     return GuidanceParallelTransformer(X0Model(model), group)

@@ -231,7 +231,7 @@ def load_sharded_transformer(
         transformer_config,
     )
     from LTX_2_MLX.model.transformer import LTXModel
-    from LTX_2_MLX.quantization import load_transformer_as_stored, prepare_transformer
+    from LTX_2_MLX.quantization import load_prepared_transformer, prepare_transformer
 
     checkpoint = Checkpoint.open(checkpoint)
     if stored_quantization(checkpoint) is None and not loras:
@@ -244,7 +244,7 @@ def load_sharded_transformer(
         split_transformer(model, group)
         prepare_transformer(model, [], quantization)
     else:
-        model = prepare_transformer(load_transformer_as_stored(checkpoint, dtype=dtype), loras, quantization)
+        model = load_prepared_transformer(checkpoint, dtype, loras, quantization)
         split_transformer(model, group)
     connect_transformer(model, group)
     evaluate_parameters(model, "loading this process's share of the transformer")

@@ -381,19 +381,27 @@ def apply_loras(model: nn.Module, loras: Sequence[tuple[str | Path | Checkpoint,
     reference, nothing is fused when all strengths are zero. Fuse before quantizing to
     int8/int4; fp8 (Fp8Linear) layers are fused the way the reference fuses its fp8 weights.
     """
+    per_module = lora_pairs(model, loras)
+    modules = dict(model.named_modules())
+    refuse_affine_targets(per_module, modules)
+    for name, pairs in per_module.items():
+        fuse_into_layer(modules[name], pairs)
+    return model
+
+
+def lora_pairs(
+    model: nn.Module, loras: Sequence[tuple[str | Path | Checkpoint, float]]
+) -> dict[str, list[tuple[mx.array, mx.array, float]]]:
+    """{module path: [(down, up, strength x scale), ...]} of every LoRA, each file read and
+    checked against the model (lazily: the matrices are read when fused); {} when all
+    strengths are zero, as the reference then fuses nothing."""
     loras = [(path, float(strength)) for path, strength in loras]
     weight_shapes = _weight_shapes(model)
     per_module: dict[str, list[tuple[mx.array, mx.array, float]]] = {}
     for path, strength in loras:
         for name, (down, up, scale) in read_lora(path, weight_shapes).items():
             per_module.setdefault(name, []).append((down, up, strength * scale))
-    if all(strength == 0 for _, strength in loras):
-        return model
-    modules = dict(model.named_modules())
-    refuse_affine_targets(per_module, modules)
-    for name, pairs in per_module.items():
-        fuse_into_layer(modules[name], pairs)
-    return model
+    return {} if all(strength == 0 for _, strength in loras) else per_module
 
 
 def fuse_into_layer(layer: nn.Module, pairs: list[tuple[mx.array, mx.array, float]]) -> None:

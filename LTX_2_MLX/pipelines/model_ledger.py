@@ -68,7 +68,7 @@ class ModelLedger:
         """The X0 (denoised-output) wrapper of the DiT as the checkpoint stores it (float, fp8 or
         quantized), LoRAs fused and quantized as asked."""
         from LTX_2_MLX.model.transformer import X0Model
-        from LTX_2_MLX.quantization import load_transformer_as_stored, prepare_transformer
+        from LTX_2_MLX.quantization import load_prepared_transformer
 
         extras = [f"{self.quantization} quantization"] if self.quantization else []
         extras += [f"{len(self.loras)} LoRA{'s' * (len(self.loras) > 1)}"] if self.loras else []
@@ -88,8 +88,7 @@ class ModelLedger:
 
             model = load_streamed_transformer(self.checkpoint, self.dtype, self.loras, self.quantization)
         else:
-            model = prepare_transformer(load_transformer_as_stored(self.checkpoint, dtype=self.dtype), self.loras,
-                                        self.quantization)  # fmt: skip
+            model = load_prepared_transformer(self.checkpoint, self.dtype, self.loras, self.quantization)
         if self.eval_blocks is not None:
             model.eval_blocks = self.eval_blocks
         return X0Model(model)

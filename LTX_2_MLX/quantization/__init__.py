@@ -5,6 +5,7 @@ and loading any checkpoint's DiT as it is stored (`load_transformer_as_stored`).
 from LTX_2_MLX.model.common.fp8_linear import Fp8Linear
 from LTX_2_MLX.quantization.checkpoint import (
     load_fp8_transformer,
+    load_prepared_transformer,
     load_quantized_transformer,
     load_transformer_as_stored,
     save_quantized_transformer,
@@ -27,6 +28,7 @@ __all__ = [
     "QuantizationSpec",
     "is_fp8_cast_target",
     "load_fp8_transformer",
+    "load_prepared_transformer",
     "load_quantized_transformer",
     "load_transformer_as_stored",
     "parameter_bytes",

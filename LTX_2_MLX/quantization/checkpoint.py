@@ -7,13 +7,14 @@ hold MLX's packed `weight` (uint32), `scales` and `biases`; fp8 layers hold e4m3
 """
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import mlx.core as mx
 from mlx import nn
 from mlx.utils import tree_flatten, tree_map_with_path
 
-from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, load_module_weights
+from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, evaluate_parameters, load_module_weights
 from LTX_2_MLX.loader.convert import check_output_path, write_safetensors
 from LTX_2_MLX.loader.transformer import (
     CONNECTOR_PREFIXES,
@@ -25,7 +26,7 @@ from LTX_2_MLX.loader.transformer import (
 )
 from LTX_2_MLX.model.common.fp8_linear import Fp8Linear
 from LTX_2_MLX.model.transformer import LTXModel, LTXModelType
-from LTX_2_MLX.quantization.quantize import QuantizationSpec, quantized_layers
+from LTX_2_MLX.quantization.quantize import QuantizationSpec, prepare_transformer, quantized_layers
 
 
 def load_transformer_as_stored(
@@ -45,6 +46,24 @@ def load_transformer_as_stored(
     if stored == "fp8":
         return load_fp8_transformer(checkpoint, dtype, model_type, evaluate)
     return load_transformer(checkpoint, dtype, model_type, evaluate)
+
+
+def load_prepared_transformer(
+    checkpoint: str | Path | Checkpoint,
+    dtype: mx.Dtype = mx.bfloat16,
+    loras: Sequence[tuple[str, float]] = (),
+    quantization: str | None = None,
+    model_type: LTXModelType | None = None,
+) -> LTXModel:
+    """The DiT as stored with `loras` fused and quantized to `quantization` (prepare_transformer),
+    evaluated. When quantizing, the weights are read block by block as each is quantized: the
+    whole float DiT is never resident (a bf16 file quantized to fp8 peaked at the bf16 size,
+    35.5 GiB on an H200, when it was read whole first)."""
+    model = load_transformer_as_stored(checkpoint, dtype, model_type, evaluate=quantization is None)
+    prepare_transformer(model, loras, quantization)
+    if quantization is not None:
+        evaluate_parameters(model, "loading the transformer")  # what is outside the blocks
+    return model
 
 
 def save_quantized_transformer(model: LTXModel, path: str | Path, source: str | Path | Checkpoint) -> None:

@@ -8,7 +8,7 @@ import mlx.core as mx
 from mlx import nn
 from mlx.utils import tree_flatten, tree_map_with_path
 
-from LTX_2_MLX.loader.lora import apply_loras
+from LTX_2_MLX.loader.lora import apply_loras, fuse_into_layer, lora_pairs
 from LTX_2_MLX.model.common.fp8_linear import Fp8Linear, fp8_to
 from LTX_2_MLX.quantization.fp8_cast import is_fp8_cast_target
 
@@ -71,23 +71,43 @@ def dequantized_linear(layer: Fp8Linear, dtype: mx.Dtype) -> nn.Linear:
     return linear
 
 
-def quantize_transformer(model: nn.Module, mode: str) -> nn.Module:
-    """Quantize an LTXModel's block Linears in place ("fp8", "int8" or "int4") and return it.
+def quantize_transformer(model: nn.Module, mode: str, loras: Sequence[tuple[str, float]] = ()) -> nn.Module:
+    """Quantize an LTXModel's block Linears in place ("fp8", "int8" or "int4") and return it,
+    fusing `loras` [(path, strength), ...] in the reference's order: fp8 layers take the LoRA
+    after the cast (as fp8_cast does); int8/int4 quantize the fused weights.
 
-    Block by block, each evaluated before the next: the original weights of a block are freed
-    as soon as its quantized copy exists, so the peak stays near the model's size. Apply LoRAs
-    before quantizing to int8/int4 (loader.lora.apply_loras cannot fuse into affine layers);
-    `prepare_transformer` does both in the right order. A model read from an fp8 file keeps its
-    fp8 layers for "fp8" and has them dequantized, then quantized, for "int8"/"int4".
+    Block by block, each evaluated before the next: a block's float weights (read now when the
+    model was loaded lazily) are freed as soon as its quantized copy exists, so the peak stays
+    near the quantized model plus one float block. A model read from an fp8 file keeps its fp8
+    layers for "fp8" and has them dequantized, then quantized, for "int8"/"int4".
     """
     spec = QuantizationSpec.for_mode(mode)
     refuse_quantized(model)
     dtype = model.proj_out.weight.dtype  # never quantized: the model's float dtype
+    pairs = lora_pairs(model, loras) if loras else {}
+    # Outside the blocks nothing is quantized. (No module map outlives this: one holding the
+    # blocks' float Linears would keep their weights after the swap.)
+    outside = {name: pairs.pop(name) for name in list(pairs) if not name.startswith("transformer_blocks.")}
+    _fuse(model, outside)
     for index, block in enumerate(model.transformer_blocks):
+        prefix = f"transformer_blocks.{index}."
+        mine = {name[len(prefix) :]: pairs[name] for name in pairs if name.startswith(prefix)}
+        if spec.mode != "fp8":
+            _fuse(block, mine)
         quantize_block(block, index, spec, dtype)
+        if spec.mode == "fp8":
+            _fuse(block, mine)
         mx.eval(block.parameters())
     model.quantization = spec
     return model
+
+
+def _fuse(module: nn.Module, pairs: dict[str, list]) -> None:
+    if not pairs:
+        return
+    modules = dict(module.named_modules())
+    for name, layer_pairs in pairs.items():
+        fuse_into_layer(modules[name], layer_pairs)
 
 
 def refuse_quantized(model: nn.Module) -> None:
@@ -126,12 +146,7 @@ def parameter_bytes(model: nn.Module) -> int:
 
 
 def prepare_transformer(model: nn.Module, loras: Sequence[tuple[str, float]], quantization: str | None) -> nn.Module:
-    """Fuse LoRAs and quantize in the reference's order: fp8 layers take the LoRA after the
-    cast (as fp8_cast does); int8/int4 quantize the fused weights."""
-    if quantization == "fp8":
-        quantize_transformer(model, "fp8")
-    if loras:
-        apply_loras(model, loras)
-    if quantization in ("int8", "int4"):
-        quantize_transformer(model, quantization)
-    return model
+    """Fuse LoRAs and quantize (quantize_transformer's order), in place; returns the model."""
+    if quantization is not None:
+        return quantize_transformer(model, quantization, loras)
+    return apply_loras(model, loras) if loras else model

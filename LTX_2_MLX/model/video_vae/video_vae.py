@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 import mlx.core as mx
 import mlx.nn as nn
 
+from LTX_2_MLX.model.common.timestep_embedding import PixArtAlphaCombinedTimestepSizeEmbeddings
 from LTX_2_MLX.model.video_vae.config import BLOCK_STRIDES, VideoVAEConfig
 from LTX_2_MLX.model.video_vae.convolution import CausalConv3d, torch_conv_weight_to_mlx
 from LTX_2_MLX.model.video_vae.ops import PerChannelStatistics, patchify, unpatchify
@@ -22,7 +23,6 @@ from LTX_2_MLX.model.video_vae.tiling import (
     prepare_tiles_for_decoding,
     prepare_tiles_for_encoding,
 )
-from LTX_2_MLX.model.common.timestep_embedding import PixArtAlphaCombinedTimestepSizeEmbeddings
 
 # How a tiled decode runs its tiles: given them all and `decode(index)`, which decodes one,
 # yields every tile's pixels in order (a parallel run shares them out: distributed/decode.py).
