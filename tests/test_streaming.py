@@ -21,10 +21,10 @@ from transformer_fixtures import (
 )
 
 from LTX_2_MLX.loader import load_transformer
+from LTX_2_MLX.loader.lora import apply_loras
 from LTX_2_MLX.loader.streaming import StreamedBlocks
 from LTX_2_MLX.loader.text_encoder import load_text_encoder
 from LTX_2_MLX.pipelines import ModelLedger
-from LTX_2_MLX.loader.lora import apply_loras
 from LTX_2_MLX.quantization import (
     load_prepared_transformer,
     load_transformer_as_stored,
