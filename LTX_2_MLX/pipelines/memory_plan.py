@@ -252,6 +252,24 @@ def gemma_weight_bytes(
     return int(outside + sum(held)), raw.get("text_config", raw)
 
 
+def gemma_load_peak(gemma_dir: str | Path, dtype: mx.Dtype, bits: int | None) -> int:
+    """The peak of loading Gemma quantized: the weights outside the layers at `bits`, with the
+    largest of them (the 262k-token embedding) also held in `dtype` while it is quantized
+    (measured on an H200: 2.87 GiB at 8 bits, 2.40 GiB at 4, as this gives). 0 unquantized."""
+    if not bits:
+        return 0
+    outside, largest = 0.0, 0
+    for shard in sorted(Path(gemma_dir).glob("*.safetensors")):
+        for name, entry in Checkpoint.open(shard).entries.items():
+            if "vision_tower." in name or "multi_modal_projector." in name or re.search(r"\.layers\.\d+\.", name):
+                continue
+            count = math.prod(entry.shape)
+            matrix = len(entry.shape) == 2 and entry.shape[-1] % 64 == 0
+            outside += count * (bits / 8 + 4 / 64) if matrix else count * dtype.size
+            largest = max(largest, count if matrix else 0)
+    return int(outside + largest * dtype.size)
+
+
 # --------------------------------------------------------------------------------------------
 # Shapes
 # --------------------------------------------------------------------------------------------
@@ -301,8 +319,10 @@ def text_phases(inputs: PlanInputs, checkpoint: Checkpoint, low_memory: bool = F
     states = prompts * (layers + 1) * tokens * hidden * act
     bits = f", int{inputs.text_encoder_bits}" if inputs.text_encoder_bits else ""
     scores = attention_scores_bytes(int(text.get("num_attention_heads", 16)), tokens, tokens)
+    running = int(states + _K_GEMMA_LAYER * tokens * intermediate * act + scores)
+    loading = gemma_load_peak(inputs.gemma_path, inputs.dtype, inputs.text_encoder_bits) - weights
     gemma = PhaseEstimate(
-        "Gemma encode", weights, int(states + _K_GEMMA_LAYER * tokens * intermediate * act + scores),
+        "Gemma encode", weights, max(running, loading),
         f"{layers} layers{bits}{' streamed' if streamed else ''}, {prompts} x {tokens} tokens",
     )  # fmt: skip
     prefixes = ("text_embedding_projection.", DIT_PREFIX + "video_embeddings_connector.",
@@ -349,22 +369,52 @@ def dit_activation_bytes(
 
 def dit_phase(
     inputs: PlanInputs, checkpoint: Checkpoint, name: str, height: int, width: int, low_memory: bool,
-    guided: bool = False,
+    guided: bool = False, loads: bool = True,
 ) -> PhaseEstimate:  # fmt: skip
-    """A denoising stage. Streamed, a guided step's passes (up to GUIDED_PASSES) go through the
-    blocks together, so their activations are live at once; resident, one after the other."""
+    """A denoising stage (`loads`: the one that loads the DiT). Streamed, a guided step's passes
+    (up to GUIDED_PASSES) go through the blocks together, so their activations are live at
+    once; resident, one after the other."""
     config = checkpoint.config("transformer", what="LTX-2 transformer")["transformer"]
     other, blocks = dit_weight_bytes(checkpoint, inputs.dtype, inputs.quantization)
     f, h, w = latent_shape(height, width, inputs.num_frames)
     video_tokens = (f + inputs.keyframes) * h * w
     audio = audio_tokens(inputs.num_frames, inputs.frame_rate) if inputs.generate_audio else 0
-    resident = other + (sum(sorted(blocks)[-STREAMED_BLOCKS:]) if low_memory else sum(blocks))
+    # Quantizing as it reads, one block is also held as read (and dequantized, from fp8 to
+    # int8/int4) beside its quantized copy: streamed, the prefetched block at every step.
+    converting = block_conversion_bytes(checkpoint, inputs.dtype, inputs.quantization)
+    if low_memory:
+        resident = other + sum(sorted(blocks)[-STREAMED_BLOCKS:]) + converting
+    else:
+        resident = other + sum(blocks) + (converting if loads else 0)
     held = f"{min(STREAMED_BLOCKS, len(blocks))} of {len(blocks)} blocks" if low_memory else f"{len(blocks)} blocks"
     passes = GUIDED_PASSES if guided and low_memory else 1
     activations = passes * dit_activation_bytes(config, video_tokens, audio, inputs.dtype, inputs.context_tokens)
     detail = f"{held}, {video_tokens}+{audio} tokens" + (f" x {passes} passes" if passes > 1 else "")
     return PhaseEstimate(name, resident, activations,
                          detail + (f", {inputs.quantization}" if inputs.quantization else ""))  # fmt: skip
+
+
+def block_conversion_bytes(checkpoint: Checkpoint, dtype: mx.Dtype, quantization: str | None) -> int:
+    """What converting the largest block to `quantization` holds beyond its quantized copy: its
+    quantizable layers as read (and dequantized to `dtype` where an fp8 layer becomes
+    int8/int4). 0 without conversion (no --quantization, or a file already quantized)."""
+    if quantization is None or "quantization" in checkpoint.metadata:
+        return 0
+    from LTX_2_MLX.quantization.fp8_cast import is_fp8_cast_target
+
+    blocks: dict[int, float] = {}
+    for name, entry in checkpoint.entries.items():
+        module_path = name[len(DIT_PREFIX) :].rsplit(".", 1)[0]
+        if not (name.startswith(BLOCK_PREFIX) and name.endswith(".weight") and is_fp8_cast_target(module_path)):
+            continue
+        count = math.prod(entry.shape)
+        if entry.dtype == "F8_E4M3":
+            size = count + (count * dtype.size if quantization != "fp8" else 0)
+        else:
+            size = count * dtype.size
+        index = int(name[len(BLOCK_PREFIX) :].split(".", 1)[0])
+        blocks[index] = blocks.get(index, 0.0) + size
+    return int(max(blocks.values(), default=0))
 
 
 def upscaler_phase(inputs: PlanInputs, height: int, width: int, dit_resident: int) -> PhaseEstimate:
@@ -420,7 +470,8 @@ def estimate_phases(inputs: PlanInputs, low_memory: bool, tile_size: tuple[int, 
             # Between forwards a streamed DiT holds only what is outside its blocks.
             beside = dit_weight_bytes(checkpoint, inputs.dtype, inputs.quantization)[0] if low_memory else None
             phases.append(upscaler_phase(inputs, inputs.height, inputs.width, beside or phases[-1].weights))
-        phases.append(dit_phase(inputs, checkpoint, "DiT stage 2", inputs.height, inputs.width, low_memory))
+        phases.append(dit_phase(inputs, checkpoint, "DiT stage 2", inputs.height, inputs.width, low_memory,
+                                loads=False))  # fmt: skip
     else:
         phases.append(dit_phase(inputs, checkpoint, "DiT", inputs.height, inputs.width, low_memory,
                                 inputs.pipeline.guided))  # fmt: skip

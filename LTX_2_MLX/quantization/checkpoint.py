@@ -14,7 +14,7 @@ import mlx.core as mx
 from mlx import nn
 from mlx.utils import tree_flatten, tree_map_with_path
 
-from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, evaluate_parameters, load_module_weights
+from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, load_module_weights
 from LTX_2_MLX.loader.convert import check_output_path, write_safetensors
 from LTX_2_MLX.loader.transformer import (
     CONNECTOR_PREFIXES,
@@ -60,9 +60,9 @@ def load_prepared_transformer(
     whole float DiT is never resident (a bf16 file quantized to fp8 peaked at the bf16 size,
     35.5 GiB on an H200, when it was read whole first)."""
     model = load_transformer_as_stored(checkpoint, dtype, model_type, evaluate=quantization is None)
-    prepare_transformer(model, loras, quantization)
     if quantization is not None:
-        evaluate_parameters(model, "loading the transformer")  # what is outside the blocks
+        mx.eval({name: value for name, value in model.parameters().items() if name != "transformer_blocks"})
+    prepare_transformer(model, loras, quantization)
     return model
 
 

@@ -10,6 +10,7 @@ from mlx.utils import tree_flatten, tree_map_with_path
 
 from LTX_2_MLX.loader.lora import apply_loras, fuse_into_layer, lora_pairs
 from LTX_2_MLX.model.common.fp8_linear import Fp8Linear, fp8_to
+from LTX_2_MLX.progress import progress_bar
 from LTX_2_MLX.quantization.fp8_cast import is_fp8_cast_target
 
 GROUP_SIZE = 64
@@ -89,7 +90,9 @@ def quantize_transformer(model: nn.Module, mode: str, loras: Sequence[tuple[str,
     # blocks' float Linears would keep their weights after the swap.)
     outside = {name: pairs.pop(name) for name in list(pairs) if not name.startswith("transformer_blocks.")}
     _fuse(model, outside)
-    for index, block in enumerate(model.transformer_blocks):
+    blocks = model.transformer_blocks
+    for index, block in enumerate(progress_bar(blocks, desc=f"quantizing the transformer to {mode}", unit="block",
+                                               leave=False, disable=len(blocks) < 8)):  # fmt: skip
         prefix = f"transformer_blocks.{index}."
         mine = {name[len(prefix) :]: pairs[name] for name in pairs if name.startswith(prefix)}
         if spec.mode != "fp8":
