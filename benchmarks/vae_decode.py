@@ -33,11 +33,14 @@ import mlx.core as mx
 import numpy as np
 import torch
 from harness import cosine, median_mlx, median_torch, profile_mlx, profile_torch
+from ltx_core.model.video_vae import SpatialTilingConfig as RefSpatialTilingConfig
+from ltx_core.model.video_vae import TemporalTilingConfig as RefTemporalTilingConfig
 from ltx_core.model.video_vae import TilingConfig as RefTilingConfig
 from ltx_core.model.video_vae import VideoDecoderConfigurator
 
 import LTX_2_MLX.model.video_vae.convolution as convolution
 from LTX_2_MLX.model.video_vae import TilingConfig, VideoDecoder, VideoVAEConfig
+from LTX_2_MLX.model.video_vae.tiling import SpatialTilingConfig, TemporalTilingConfig
 from LTX_2_MLX.model.video_vae.video_vae import sanitize
 
 REAL_VAE = {
@@ -99,12 +102,34 @@ def mlx_from_reference(reference: torch.nn.Module, config: dict, dtype: mx.Dtype
     return decoder
 
 
+def run_tiled_only(decoder, latent, tiling, limits: list[float], repeats: int) -> None:
+    """MLX's tiled decode alone under each memory limit: seconds (median) and peak."""
+
+    def tiled():
+        for chunk in decoder.tiled_decode(latent, tiling):
+            mx.eval(chunk)
+        return chunk
+
+    for limit in limits:
+        previous = mx.set_memory_limit(int(limit * 1e9)) if limit else None
+        timing, _ = median_mlx(tiled, 1, repeats)
+        if previous is not None:
+            mx.set_memory_limit(previous)
+        mx.clear_cache()
+        print(f"MLX tiled, limit {f'{limit:g} GB' if limit else 'none'}: {timing.median_s:.3f} s, "
+              f"peak {timing.peak_gb:.2f} GB", flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="tiny config on the CPU (script check)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs after one warm-up; the median is reported")
     parser.add_argument("--profile", action="store_true", help="kernel tables of one more run per side and mode")
     parser.add_argument("--top", type=int, default=25, help="kernels listed with --profile")
+    parser.add_argument("--tile-size", default=None, help="PIXELSxFRAMES of the tiled runs (default: the reference's)")
+    parser.add_argument("--memory-limits", type=float, nargs="+", default=[0.0, 4.0],
+                        help="GB; one MLX tiled run under each (0: no limit)")  # fmt: skip
+    parser.add_argument("--mlx-only", action="store_true", help="only MLX's tiled runs (no reference, no untiled)")
     args = parser.parse_args()
 
     if args.small:
@@ -116,6 +141,10 @@ def main() -> None:
         config, shape, device = REAL_VAE, (1, 128, 16, 16, 24), "cuda"
         torch_dtype, mx_dtype = torch.bfloat16, mx.bfloat16
         tiling = (TilingConfig.default(), RefTilingConfig.default())
+    if args.tile_size:
+        pixels, frames = (int(v) for v in args.tile_size.split("x"))
+        tiling = (TilingConfig(SpatialTilingConfig(pixels, 64), TemporalTilingConfig(frames, 24)),
+                  RefTilingConfig(RefSpatialTilingConfig(pixels, 64), RefTemporalTilingConfig(frames, 24)))  # fmt: skip
     print(f"mlx {mx.__version__} on {mx.default_device()}, torch {torch.__version__} on {device}", flush=True)
     if device == "cuda":
         print(torch.cuda.get_device_name(), flush=True)
@@ -128,6 +157,9 @@ def main() -> None:
     frames = (shape[2] - 1) * 8 + 1
     print(f"latent {shape} -> video {frames} frames {shape[3] * 32}x{shape[4] * 32}, {mx_dtype}", flush=True)
 
+    if args.mlx_only:
+        run_tiled_only(decoder, latent_mlx, tiling[0], args.memory_limits, args.repeats)
+        return
     with torch.inference_mode():
         timing, ref_out = median_torch(lambda: reference(latent_torch), 1, args.repeats, device)
         ref_time, ref_peak = timing.median_s, timing.peak_gb
@@ -182,8 +214,9 @@ def main() -> None:
     # memory limit (80% of the GPU by default); a lower limit makes it wait for queued work.
     run_mlx("untiled, mx.set_memory_limit(8 GB)", untiled, ref_time, memory_limit_gb=8)
     run_mlx("untiled, per-frame 2D formulation (the Metal/CPU path)", untiled, ref_time, native=False)
-    run_mlx("tiled", tiled, ref_tiled_time)
-    run_mlx("tiled, mx.set_memory_limit(4 GB)", tiled, ref_tiled_time, memory_limit_gb=4)
+    for limit in args.memory_limits:
+        label = f"tiled, mx.set_memory_limit({limit:g} GB)" if limit else "tiled"
+        run_mlx(label, tiled, ref_tiled_time, memory_limit_gb=limit or None)
 
     # Where tiled time goes: the tiles decoded on their own, without blending.
     from LTX_2_MLX.model.video_vae.tiling import prepare_tiles_for_decoding

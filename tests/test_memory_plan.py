@@ -251,3 +251,22 @@ def test_quantizing_dit_plans_one_block_as_read_beside_its_quantized_copy(model_
         estimate = other + sum(blocks) + converting
         measured = _load_peak(lambda: load_prepared_transformer(checkpoint, mx.float32, (), mode))
         assert 0.8 <= estimate / measured <= 1.25, (mode, estimate, measured)
+
+
+def test_decode_chunks_overlap_in_proportion_to_their_length(model_files):
+    """The largest tiles are the reference default (64 frames, 24 shared); smaller chunks share
+    as large a share, so no frame is decoded in more than two chunks."""
+    from dataclasses import replace
+
+    from LTX_2_MLX.model.video_vae.tiling import prepare_tiles_for_decoding
+    from LTX_2_MLX.pipelines.memory_plan import TILE_SIZES
+
+    plan = plan_generation(_inputs(model_files), 2**40)
+    latent = (1, 128, 16, 16, 24)  # 768x512x121
+    for tile in TILE_SIZES:
+        config = replace(plan, tile_size=tile).tiling_config()
+        frames, overlap = config.temporal_config.tile_size_in_frames, config.temporal_config.tile_overlap_in_frames
+        assert overlap % 8 == 0 and 2 * overlap <= frames, (tile, overlap)
+        chunks = {t.out_coords[2].start for t in prepare_tiles_for_decoding(latent, config, (8, 32, 32))}
+        assert len(chunks) <= -(-121 // (frames - overlap)) + 1, (tile, sorted(chunks))
+    assert replace(plan, tile_size=(512, 64)).tiling_config().temporal_config.tile_overlap_in_frames == 24
