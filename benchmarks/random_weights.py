@@ -110,9 +110,9 @@ def _fp8_codes(values: np.ndarray) -> np.ndarray:
         return np.array(mx.to_fp8(mx.clip(mx.array(values), -448.0, 448.0)))
 
 
-def write_safetensors(path: Path, specs: list[TensorSpec], metadata: dict, pool: RandomPool, seed: int) -> None:
-    """A safetensors file from specs: the header first (offsets known from the shapes), then
-    each tensor's bytes streamed from the pool."""
+def safetensors_header(specs: list[TensorSpec], metadata: dict) -> tuple[bytes, int]:
+    """(the file's first bytes: header length and JSON header, offsets known from the shapes;
+    the bytes of data that follow)."""
     header, offset = {}, 0
     for spec in specs:
         header[spec.name] = {
@@ -125,10 +125,15 @@ def write_safetensors(path: Path, specs: list[TensorSpec], metadata: dict, pool:
         header["__metadata__"] = metadata
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)
+    return len(encoded).to_bytes(8, "little") + encoded, offset
+
+
+def write_safetensors(path: Path, specs: list[TensorSpec], metadata: dict, pool: RandomPool, seed: int) -> None:
+    """A safetensors file from specs: the header, then each tensor's bytes streamed from the pool."""
+    header, _ = safetensors_header(specs, metadata)
     rng = np.random.default_rng(seed)
     with open(path, "wb") as file:
-        file.write(len(encoded).to_bytes(8, "little"))
-        file.write(encoded)
+        file.write(header)
         for spec in specs:
             pool.write(file, spec, rng)
 
