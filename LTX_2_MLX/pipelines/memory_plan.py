@@ -244,27 +244,36 @@ def section_weight_bytes(checkpoint: Checkpoint, prefixes: tuple[str, ...], dtyp
     )
 
 
-def gemma_weight_bytes(
-    gemma_dir: str | Path, dtype: mx.Dtype, bits: int | None, streamed: bool = False
-) -> tuple[int, dict]:
-    """(resident bytes of Gemma's language model, config.json's text section). Quantized layers
-    (the Linears and the embedding) at `bits` plus a scale and bias per group of 64. Streamed
-    (`--low-memory`), only the weights outside the layers and two layers are resident."""
-    gemma_dir = Path(gemma_dir)
-    raw = json.loads((gemma_dir / "config.json").read_text())
-    outside, layers = 0.0, {}
+def _gemma_tensors(gemma_dir: Path):
+    """(element count, quantizable matrix?, layer index or None) of each language-model tensor."""
     for shard in sorted(gemma_dir.glob("*.safetensors")):
         for name, entry in Checkpoint.open(shard).entries.items():
             if "vision_tower." in name or "multi_modal_projector." in name:
                 continue
-            count = math.prod(entry.shape)
-            matrix = len(entry.shape) == 2 and entry.shape[-1] % 64 == 0
-            size = count * (bits / 8 + 4 / 64) if bits and matrix else count * dtype.size
             layer = re.search(r"\.layers\.(\d+)\.", name)
-            if layer:
-                layers[layer.group(1)] = layers.get(layer.group(1), 0.0) + size
-            else:
-                outside += size
+            matrix = len(entry.shape) == 2 and entry.shape[-1] % 64 == 0
+            yield math.prod(entry.shape), matrix, layer.group(1) if layer else None
+
+
+def _gemma_size(count: int, matrix: bool, dtype: mx.Dtype, bits: int | None) -> float:
+    """Quantized layers (the Linears and the embedding) at `bits` plus a scale and bias per group of 64."""
+    return count * (bits / 8 + 4 / 64) if bits and matrix else count * dtype.size
+
+
+def gemma_weight_bytes(
+    gemma_dir: str | Path, dtype: mx.Dtype, bits: int | None, streamed: bool = False
+) -> tuple[int, dict]:
+    """(resident bytes of Gemma's language model, config.json's text section). Streamed
+    (`--low-memory`), only the weights outside the layers and two layers are resident."""
+    gemma_dir = Path(gemma_dir)
+    raw = json.loads((gemma_dir / "config.json").read_text())
+    outside, layers = 0.0, {}
+    for count, matrix, layer in _gemma_tensors(gemma_dir):
+        size = _gemma_size(count, matrix, dtype, bits)
+        if layer is not None:
+            layers[layer] = layers.get(layer, 0.0) + size
+        else:
+            outside += size
     held = sorted(layers.values())[-STREAMED_BLOCKS:] if streamed else layers.values()
     return int(outside + sum(held)), raw.get("text_config", raw)
 
@@ -275,16 +284,9 @@ def gemma_load_peak(gemma_dir: str | Path, dtype: mx.Dtype, bits: int | None) ->
     (measured on an H200: 2.87 GiB at 8 bits, 2.40 GiB at 4, as this gives). 0 unquantized."""
     if not bits:
         return 0
-    outside, largest = 0.0, 0
-    for shard in sorted(Path(gemma_dir).glob("*.safetensors")):
-        for name, entry in Checkpoint.open(shard).entries.items():
-            if "vision_tower." in name or "multi_modal_projector." in name or re.search(r"\.layers\.\d+\.", name):
-                continue
-            count = math.prod(entry.shape)
-            matrix = len(entry.shape) == 2 and entry.shape[-1] % 64 == 0
-            outside += count * (bits / 8 + 4 / 64) if matrix else count * dtype.size
-            largest = max(largest, count if matrix else 0)
-    return int(outside + largest * dtype.size)
+    outside = [(count, matrix) for count, matrix, layer in _gemma_tensors(Path(gemma_dir)) if layer is None]
+    largest = max((count for count, matrix in outside if matrix), default=0)
+    return int(sum(_gemma_size(count, matrix, dtype, bits) for count, matrix in outside) + largest * dtype.size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -427,7 +429,7 @@ def block_conversion_bytes(checkpoint: Checkpoint, dtype: mx.Dtype, quantization
             continue
         count = math.prod(entry.shape)
         if entry.dtype == "F8_E4M3":
-            size = count + (count * dtype.size if quantization != "fp8" else 0)
+            size = 0 if quantization == "fp8" else count + count * dtype.size  # kept, or read and dequantized
         else:
             size = count * dtype.size
         index = int(name[len(BLOCK_PREFIX) :].split(".", 1)[0])
