@@ -59,10 +59,11 @@ _K_PROCESSOR = 2.0  # per token of a chunk x all hidden states' width, float32, 
 _K_CONNECTOR = 30.0  # per prompt token x connector width, one text connector block (both: full size, CPU)
 _K_UPSCALER = 6.0  # per upscaled latent voxel x mid channels
 _K_VAE = 7.0  # per decoded voxel of a tile (after the patchifier) x decoder base channels
-# Beyond its tiles' activations a decode holds about its weights again per tile in flight (two
+# Beyond its tiles' activations a decode held about its weights again per tile in flight (two
 # queued, one untiled): fitted to 512- and 256-px tiles on an H200 (5.8 and 3.5-3.7 GiB, where
-# activations alone at 20 gave 6.7 and 2.0); probably the convolutions' weights copied to the
-# layout cuDNN takes (the profile shows ~2,000 copy kernels per tiled decode), not profiled.
+# activations alone at 20 gave 6.7 and 2.0). MLX's CUDA convolution copies a weight that is not
+# row-contiguous at every call, and the weights were then transposed views; they are stored
+# contiguous since, so this term is probably that much high until the decode is re-measured.
 _VAE_WEIGHT_COPIES = {True: 2, False: 1}  # tiled: two tiles in flight
 _K_VOCODER = 14.0  # per mel frame x channels x upsampling at the vocoder's widest stage, float32
 # Where MLX's scaled_dot_product_attention is not fused (the CPU), it materialises the

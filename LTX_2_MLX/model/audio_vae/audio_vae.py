@@ -62,7 +62,7 @@ def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
         if key.startswith("per_channel_statistics."):
             statistics[key.split(".", 1)[1]] = value
         elif key.endswith(".weight") and value.ndim == 4:
-            converted[key] = value.transpose(0, 2, 3, 1)
+            converted[key] = mx.contiguous(value.transpose(0, 2, 3, 1))  # not copied per call
         else:
             converted[key] = value
     converted.update({f"per_channel_statistics.{k}": v for k, v in PerChannelStatistics.sanitize(statistics).items()})

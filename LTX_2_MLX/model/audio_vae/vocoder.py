@@ -565,7 +565,8 @@ def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
             converted[key] = value.transpose(0, 2, 1)
         elif name == "weight" and value.ndim == 3:
             is_transposed = ".ups." in f".{key}"
-            converted[key] = value.transpose(1, 2, 0) if is_transposed else value.transpose(0, 2, 1)
+            # Stored in MLX's order: a transposed view would be copied by every convolution call.
+            converted[key] = mx.contiguous(value.transpose(1, 2, 0) if is_transposed else value.transpose(0, 2, 1))
         else:
             converted[key] = value
     return converted

@@ -11,8 +11,9 @@ import mlx.nn as nn
 
 
 def torch_conv_weight_to_mlx(weight: mx.array) -> mx.array:
-    """PyTorch (O, I, kT, kH, kW) -> MLX (O, kT, kH, kW, I)."""
-    return weight.transpose(0, 2, 3, 4, 1)
+    """PyTorch (O, I, kT, kH, kW) -> MLX (O, kT, kH, kW, I), stored in that order: MLX's CUDA
+    convolution copies a weight that is not row-contiguous (a transposed view) at every call."""
+    return mx.contiguous(weight.transpose(0, 2, 3, 4, 1))
 
 
 def pad_spatial(x: mx.array, pad: tuple[int, int], mode: str) -> mx.array:
