@@ -11,9 +11,13 @@ import mlx.nn as nn
 
 
 def torch_conv_weight_to_mlx(weight: mx.array) -> mx.array:
-    """PyTorch (O, I, kT, kH, kW) -> MLX (O, kT, kH, kW, I), stored in that order: MLX's CUDA
-    convolution copies a weight that is not row-contiguous (a transposed view) at every call."""
-    return mx.contiguous(weight.transpose(0, 2, 3, 4, 1))
+    """PyTorch (O, I, kT, kH, kW) -> MLX (O, kT, kH, kW, I), laid out in memory so that the
+    convolution reads it without a copy (MLX copies a weight that is not row-contiguous at
+    every call): in that order for the native 3D convolution; temporal tap first for the
+    per-frame path, whose weight[:, tap] is then one contiguous block (the same values)."""
+    if _native_conv3d_is_faster():
+        return mx.contiguous(weight.transpose(0, 2, 3, 4, 1))
+    return mx.contiguous(weight.transpose(2, 0, 3, 4, 1)).transpose(1, 0, 2, 3, 4)
 
 
 def pad_spatial(x: mx.array, pad: tuple[int, int], mode: str) -> mx.array:
