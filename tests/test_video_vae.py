@@ -344,3 +344,26 @@ def test_tiled_decode_holds_about_two_tiles_at_once():
     tiling = TilingConfig(SpatialTilingConfig(128, 64), TemporalTilingConfig(16, 8))
     tiled = peak(lambda: mx.eval(list(decoder.tiled_decode(latents, tiling, timestep=0.05))))
     assert tiled <= 2.5 * one_tile, (tiled, one_tile)
+
+
+def test_tiled_encode_holds_about_two_tiles_at_once():
+    """Encoding queues one tile ahead too: bounded at about two tiles, whatever their number."""
+    from LTX_2_MLX.model.video_vae import VideoEncoder, VideoVAEConfig
+
+    mx.random.seed(0)
+    encoder = VideoEncoder(VideoVAEConfig.from_dict(tiny_config("zeros")))
+    mx.eval(encoder.parameters())
+    pixels = mx.random.uniform(-1, 1, (1, 3, 25, 160, 160))
+    mx.eval(pixels)
+
+    def peak(run) -> int:
+        mx.synchronize()
+        base = mx.get_active_memory()
+        mx.reset_peak_memory()
+        run()
+        return mx.get_peak_memory() - base
+
+    one_tile = peak(lambda: mx.eval(encoder(pixels[:, :, :25, :96, :96])))
+    tiling = TilingConfig(SpatialTilingConfig(96, 64), TemporalTilingConfig(24, 16))
+    tiled = peak(lambda: mx.eval(encoder.tiled_encode(pixels, tiling)))
+    assert tiled <= 2.5 * one_tile, (tiled, one_tile)

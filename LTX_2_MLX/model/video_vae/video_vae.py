@@ -142,13 +142,17 @@ class VideoEncoder(nn.Module):
         dtype = self.conv_in.conv.weight.dtype
         latent = mx.zeros((*latent_shape, self.latent_channels), dtype=dtype)
         weights = mx.zeros((1, *latent_shape[1:], 1), dtype=dtype)
+        queued: list[mx.array] = []
         for tile in prepare_tiles_for_encoding(video.shape, tiling_config, self.scale_factors):
             _, out_coords, mask = tile.channels_last()
             mask = mask.astype(dtype)
             encoded = self.encode(video[tile.in_coords])
             latent[out_coords] = latent[out_coords] + encoded * mask
             weights[(slice(None), *out_coords[1:])] = weights[(slice(None), *out_coords[1:])] + mask
-            mx.eval(latent, weights)
+            # As in the tiled decode: queued one tile ahead, at most two tiles live.
+            mx.async_eval(latent, weights)
+            mx.eval(queued)
+            queued = [encoded]
         return (latent / mx.maximum(weights, 1e-8)).transpose(0, 4, 1, 2, 3)
 
 
