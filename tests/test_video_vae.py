@@ -322,6 +322,15 @@ def test_decode_video_matches_reference_uint8(reference):
     assert np.abs(actual.astype(int) - expected.astype(int)).max() <= 1
 
 
+def _peak(run) -> int:
+    """MLX's peak memory while `run()` runs, above what was live before."""
+    mx.synchronize()
+    base = mx.get_active_memory()
+    mx.reset_peak_memory()
+    run()
+    return mx.get_peak_memory() - base
+
+
 def test_tiled_decode_holds_about_two_tiles_at_once():
     """Tiles are queued one ahead of the one being waited for: a decode of nine tiles peaks
     near two tiles' activations, not a temporal chunk's (before, 3.5 tiles at this size)."""
@@ -333,16 +342,9 @@ def test_tiled_decode_holds_about_two_tiles_at_once():
     latents = mx.random.normal((1, LATENT_CHANNELS, 2, 8, 8))
     mx.eval(latents)
 
-    def peak(run) -> int:
-        mx.synchronize()
-        base = mx.get_active_memory()
-        mx.reset_peak_memory()
-        run()
-        return mx.get_peak_memory() - base
-
-    one_tile = peak(lambda: mx.eval(decoder(latents[..., :4, :4], 0.05)))
+    one_tile = _peak(lambda: mx.eval(decoder(latents[..., :4, :4], 0.05)))
     tiling = TilingConfig(SpatialTilingConfig(128, 64), TemporalTilingConfig(16, 8))
-    tiled = peak(lambda: mx.eval(list(decoder.tiled_decode(latents, tiling, timestep=0.05))))
+    tiled = _peak(lambda: mx.eval(list(decoder.tiled_decode(latents, tiling, timestep=0.05))))
     assert tiled <= 2.5 * one_tile, (tiled, one_tile)
 
 
@@ -356,14 +358,7 @@ def test_tiled_encode_holds_about_two_tiles_at_once():
     pixels = mx.random.uniform(-1, 1, (1, 3, 25, 160, 160))
     mx.eval(pixels)
 
-    def peak(run) -> int:
-        mx.synchronize()
-        base = mx.get_active_memory()
-        mx.reset_peak_memory()
-        run()
-        return mx.get_peak_memory() - base
-
-    one_tile = peak(lambda: mx.eval(encoder(pixels[:, :, :25, :96, :96])))
+    one_tile = _peak(lambda: mx.eval(encoder(pixels[:, :, :25, :96, :96])))
     tiling = TilingConfig(SpatialTilingConfig(96, 64), TemporalTilingConfig(24, 16))
-    tiled = peak(lambda: mx.eval(encoder.tiled_encode(pixels, tiling)))
+    tiled = _peak(lambda: mx.eval(encoder.tiled_encode(pixels, tiling)))
     assert tiled <= 2.5 * one_tile, (tiled, one_tile)
