@@ -31,8 +31,7 @@ def header_only(path: Path, specs: list, metadata: dict) -> None:
 
 def stand_ins(folder: Path, storage: str) -> dict:
     configs = random_weights.model_configs(1)
-    gemma_layers = configs["gemma"]["text_config"]["num_hidden_layers"]
-    specs, metadata = random_weights.checkpoint_specs({**configs["checkpoint"], "_gemma_layers": gemma_layers}, storage)
+    specs, metadata = random_weights.model_checkpoint_specs(configs, storage)
     paths = {"checkpoint": folder / f"checkpoint-{storage}.safetensors", "gemma": folder / "gemma",
              "upscaler": folder / "upscaler.safetensors"}  # fmt: skip
     paths["gemma"].mkdir(parents=True, exist_ok=True)

@@ -292,6 +292,12 @@ def checkpoint_specs(config: dict, storage: str) -> tuple[list[TensorSpec], dict
     return specs, metadata
 
 
+def model_checkpoint_specs(configs: dict, storage: str) -> tuple[list[TensorSpec], dict]:
+    """The single-file checkpoint of `model_configs()`, its text projection sized to Gemma's layers."""
+    gemma_layers = configs["gemma"]["text_config"]["num_hidden_layers"]
+    return checkpoint_specs({**configs["checkpoint"], "_gemma_layers": gemma_layers}, storage)
+
+
 def upscaler_specs(config: dict) -> list[TensorSpec]:
     import_reference()
     from ltx_core.model.upsampler import LatentUpsamplerConfigurator
@@ -380,8 +386,7 @@ def write_model_files(folder: str | Path, storage: str = "bf16", scale_down: int
         raise ValueError(f"storage {storage!r}: use bf16 or fp8")
     started = time.perf_counter()
     configs = model_configs(scale_down)
-    checkpoint_config = {**configs["checkpoint"], "_gemma_layers": configs["gemma"]["text_config"]["num_hidden_layers"]}
-    checkpoint, metadata = checkpoint_specs(checkpoint_config, storage)
+    checkpoint, metadata = model_checkpoint_specs(configs, storage)
     gemma = gemma_specs(configs["gemma"])
     upscaler = upscaler_specs(configs["upscaler"])
     lora = lora_specs(configs["checkpoint"]["transformer"], lora_rank)
@@ -425,9 +430,7 @@ def write_checkpoint(path: str | Path, storage: str = "bf16", scale_down: int = 
     """Only the single-file checkpoint (DiT, VAEs, vocoder, connectors), e.g. a bf16 DiT beside
     an fp8 set's Gemma and upscaler, with the same names, shapes and values as in a full set."""
     path = Path(path)
-    configs = model_configs(scale_down)
-    config = {**configs["checkpoint"], "_gemma_layers": configs["gemma"]["text_config"]["num_hidden_layers"]}
-    specs, metadata = checkpoint_specs(config, storage)
+    specs, metadata = model_checkpoint_specs(model_configs(scale_down), storage)
     total = sum(spec.nbytes for spec in specs)
     free = shutil.disk_usage(path.parent).free
     if total > free:
