@@ -381,12 +381,19 @@ def apply_loras(model: nn.Module, loras: Sequence[tuple[str | Path | Checkpoint,
     reference, nothing is fused when all strengths are zero. Fuse before quantizing to
     int8/int4; fp8 (Fp8Linear) layers are fused the way the reference fuses its fp8 weights.
     """
-    per_module = lora_pairs(model, loras)
-    modules = dict(model.named_modules())
+    fuse_lora_pairs(model, lora_pairs(model, loras))
+    return model
+
+
+def fuse_lora_pairs(module: nn.Module, per_module: dict[str, list[tuple[mx.array, mx.array, float]]]) -> None:
+    """Fuse {path within `module`: LoRA pairs} into its layers, one layer at a time (the map of
+    its modules lives only as long as this call: held longer, it would keep replaced layers)."""
+    if not per_module:
+        return
+    modules = dict(module.named_modules())
     refuse_affine_targets(per_module, modules)
     for name, pairs in per_module.items():
         fuse_into_layer(modules[name], pairs)
-    return model
 
 
 def lora_pairs(

@@ -8,7 +8,7 @@ import mlx.core as mx
 from mlx import nn
 from mlx.utils import tree_flatten, tree_map_with_path
 
-from LTX_2_MLX.loader.lora import apply_loras, fuse_into_layer, lora_pairs
+from LTX_2_MLX.loader.lora import apply_loras, fuse_lora_pairs, lora_pairs
 from LTX_2_MLX.model.common.fp8_linear import Fp8Linear, fp8_to
 from LTX_2_MLX.progress import progress_bar
 from LTX_2_MLX.quantization.fp8_cast import is_fp8_cast_target
@@ -86,31 +86,21 @@ def quantize_transformer(model: nn.Module, mode: str, loras: Sequence[tuple[str,
     refuse_quantized(model)
     dtype = model.proj_out.weight.dtype  # never quantized: the model's float dtype
     pairs = lora_pairs(model, loras) if loras else {}
-    # Outside the blocks nothing is quantized. (No module map outlives this: one holding the
-    # blocks' float Linears would keep their weights after the swap.)
-    outside = {name: pairs.pop(name) for name in list(pairs) if not name.startswith("transformer_blocks.")}
-    _fuse(model, outside)
+    outside = [name for name in pairs if not name.startswith("transformer_blocks.")]
+    fuse_lora_pairs(model, {name: pairs.pop(name) for name in outside})  # nothing there is quantized
     blocks = model.transformer_blocks
     for index, block in enumerate(progress_bar(blocks, desc=f"quantizing the transformer to {mode}", unit="block",
                                                leave=False, disable=len(blocks) < 8)):  # fmt: skip
         prefix = f"transformer_blocks.{index}."
         mine = {name[len(prefix) :]: pairs[name] for name in pairs if name.startswith(prefix)}
         if spec.mode != "fp8":
-            _fuse(block, mine)
+            fuse_lora_pairs(block, mine)
         quantize_block(block, index, spec, dtype)
         if spec.mode == "fp8":
-            _fuse(block, mine)
+            fuse_lora_pairs(block, mine)
         mx.eval(block.parameters())
     model.quantization = spec
     return model
-
-
-def _fuse(module: nn.Module, pairs: dict[str, list]) -> None:
-    if not pairs:
-        return
-    modules = dict(module.named_modules())
-    for name, layer_pairs in pairs.items():
-        fuse_into_layer(modules[name], layer_pairs)
 
 
 def refuse_quantized(model: nn.Module) -> None:

@@ -17,7 +17,7 @@ from mlx import nn
 from mlx.utils import tree_flatten
 
 from LTX_2_MLX.loader.checkpoint import Checkpoint
-from LTX_2_MLX.loader.lora import _weight_shapes, fuse_into_layer, fused_weight, lora_layers, refuse_affine_targets
+from LTX_2_MLX.loader.lora import _weight_shapes, fuse_lora_pairs, fused_weight, lora_layers, refuse_affine_targets
 from LTX_2_MLX.loader.streaming import BlockReader, StreamedBlocks, by_block, quantize_weights, quantized_paths
 from LTX_2_MLX.loader.transformer import TRANSFORMER_PREFIX, stored_quantization
 from LTX_2_MLX.model.common.fp8_linear import Fp8Linear
@@ -76,8 +76,7 @@ def load_streamed_transformer(
         tensors = Checkpoint.open(path).load() if wanted else {}
         for name, (down, up, scale) in wanted.items():
             outside.setdefault(name, []).append((tensors[down], tensors[up], scale))
-    for name, pairs in outside.items():
-        fuse_into_layer(modules[name], pairs)
+    fuse_lora_pairs(model, outside)
 
     # The blocks: skeletons with the final layer types, weights read per pass.
     blocks = list(model.transformer_blocks)
