@@ -347,6 +347,13 @@ class _Sequence:
     has_key: dict  # per window, whether a query row may attend to anything
     rope: dict  # (cos, sin) per `is_sliding`
     states: list[mx.array] | None  # every hidden state so far, when asked for
+    rope_as: dict = field(default_factory=dict)  # (cos, sin) per (`is_sliding`, dtype), cast once
+
+    def rope_in(self, sliding: bool, dtype: mx.Dtype) -> tuple[mx.array, mx.array]:
+        """The RoPE tables in the hidden states' dtype, cast once per pass rather than per layer."""
+        if (sliding, dtype) not in self.rope_as:
+            self.rope_as[sliding, dtype] = tuple(table.astype(dtype) for table in self.rope[sliding])
+        return self.rope_as[sliding, dtype]
 
 
 class Gemma3TextModel(nn.Module):
@@ -438,10 +445,9 @@ class Gemma3TextModel(nn.Module):
         for index, layer in enumerate(self.layers):
             window = self.config.sliding_window if layer.self_attn.is_sliding else None
             for sequence in sequences:
-                cos, sin = sequence.rope[layer.self_attn.is_sliding]
-                dtype = sequence.hidden.dtype
-                sequence.hidden = layer(sequence.hidden, cos.astype(dtype), sin.astype(dtype), sequence.masks[window],
-                                        sequence.has_key[window], cache)  # fmt: skip
+                cos, sin = sequence.rope_in(layer.self_attn.is_sliding, sequence.hidden.dtype)
+                sequence.hidden = layer(sequence.hidden, cos, sin, sequence.masks[window], sequence.has_key[window],
+                                        cache)  # fmt: skip
                 if sequence.states is not None:
                     sequence.states.append(sequence.hidden)
             if self.eval_layers and (index + 1) % self.eval_layers == 0:
