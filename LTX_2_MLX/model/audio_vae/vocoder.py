@@ -190,6 +190,19 @@ def _compiled_activation(up_taps: tuple, down_taps: tuple, ratio: int, pad: int,
     return mx.compile(compiled), before, after, bank_gains(bank)
 
 
+class PerLoadedArrays:
+    """A value derived from some arrays (a module's loaded parameters), computed again only when
+    one of them is replaced: work a module would otherwise redo at every call."""
+
+    def __init__(self, compute):
+        self._compute, self._sources, self._value = compute, (), None
+
+    def __call__(self, *sources):
+        if len(sources) != len(self._sources) or any(a is not b for a, b in zip(sources, self._sources)):
+            self._sources, self._value = sources, self._compute(*sources)
+        return self._value
+
+
 class SincFilter(nn.Module):
     """A module with a `filter` buffer (from the checkpoint, or computed) that runs as constants of
     compiled kernels: read to the host once per loaded array."""
@@ -197,14 +210,10 @@ class SincFilter(nn.Module):
     def __init__(self, filter_: np.ndarray):
         super().__init__()
         self.filter = mx.array(filter_)
-        self._taps_of = None
-        self._taps = ()
+        self._taps = PerLoadedArrays(lambda filter_: tuple(filter_.astype(mx.float32).tolist()))
 
     def taps(self) -> tuple[float, ...]:
-        if self._taps_of is not self.filter:
-            self._taps = tuple(self.filter.astype(mx.float32).tolist())
-            self._taps_of = self.filter
-        return self._taps
+        return self._taps(self.filter)
 
 
 class LowPassFilter1d(SincFilter):
@@ -262,7 +271,7 @@ class Snake(nn.Module):
         super().__init__()
         self.alpha_logscale = alpha_logscale
         self.alpha = mx.zeros((in_features,)) if alpha_logscale else mx.ones((in_features,))
-        self._coefficients = ()
+        self._coefficients = PerLoadedArrays(self._compute_coefficients)
 
     def alpha_beta(self) -> tuple[mx.array, mx.array]:
         return self.alpha, self.alpha
@@ -270,13 +279,13 @@ class Snake(nn.Module):
     def coefficients(self) -> tuple[mx.array, mx.array]:
         """(α, 1/(β + 1e-9)) in float32, computed once per loaded parameter arrays rather than on
         every call (two exps and a division: three kernels per activation)."""
-        params = self.alpha_beta()
-        if not self._coefficients or any(a is not b for a, b in zip(self._coefficients, params)):
-            alpha, beta = (p.astype(mx.float32) for p in params)
-            if self.alpha_logscale:
-                alpha, beta = mx.exp(alpha), mx.exp(beta)
-            self._coefficients = (*params, alpha, 1.0 / (beta + 1e-9))
-        return self._coefficients[2:]
+        return self._coefficients(*self.alpha_beta())
+
+    def _compute_coefficients(self, alpha: mx.array, beta: mx.array) -> tuple[mx.array, mx.array]:
+        alpha, beta = alpha.astype(mx.float32), beta.astype(mx.float32)
+        if self.alpha_logscale:
+            alpha, beta = mx.exp(alpha), mx.exp(beta)
+        return alpha, 1.0 / (beta + 1e-9)
 
     def __call__(self, x: mx.array) -> mx.array:
         return snake(x.astype(mx.float32), *self.coefficients()).astype(x.dtype)
@@ -312,7 +321,9 @@ class Activation1d(nn.Module):
         self.act = activation
         self.upsample = UpSample1d(up_ratio, up_kernel_size)
         self.downsample = DownSample1d(down_ratio, down_kernel_size)
-        self._bias_term = ()
+        # The bank applied to the bias, once per bias array: a cast inside the compiled kernel
+        # would sit past its depth limit.
+        self._bias_term = PerLoadedArrays(lambda bias, gains: _column(gains) * bias.astype(mx.float32))
 
     def __call__(self, x: mx.array, bias: mx.array | None = None) -> mx.array:
         """The activation of x + bias (the bias of the convolution before, added here rather than
@@ -322,12 +333,7 @@ class Activation1d(nn.Module):
         length = x.shape[1]
         up_index = _clamped_positions(length, before, after)
         down_index = _clamped_positions(up.ratio * length, lowpass.pad_left, lowpass.pad_right)
-        bias_term = ()
-        if bias is not None:
-            # Computed once per bias array: a cast inside the compiled kernel would sit past its depth limit.
-            if not self._bias_term or self._bias_term[0] is not bias:
-                self._bias_term = (bias, _column(gains) * bias.astype(mx.float32))
-            bias_term = self._bias_term[1:]
+        bias_term = (self._bias_term(bias, gains),) if bias is not None else ()
         return compiled(x, up_index, down_index, *self.act.coefficients(), *bias_term)
 
 
