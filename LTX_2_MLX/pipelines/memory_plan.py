@@ -202,13 +202,22 @@ def _is_float(stored: str) -> bool:
     return stored in ("F64", "F32", "F16", "BF16")
 
 
+def _quantizable_weight(name: str) -> bool:
+    """A DiT tensor `--quantization` converts: the weight of a layer ltx-core's fp8_cast targets."""
+    from LTX_2_MLX.quantization.fp8_cast import is_fp8_cast_target
+
+    return name.endswith(".weight") and is_fp8_cast_target(name[len(DIT_PREFIX) :].rsplit(".", 1)[0])
+
+
+def _block_index(name: str) -> int | None:
+    """The transformer block a DiT tensor belongs to (None: outside the blocks)."""
+    return int(name[len(BLOCK_PREFIX) :].split(".", 1)[0]) if name.startswith(BLOCK_PREFIX) else None
+
+
 def _resident_bytes(name: str, stored: str, count: int, dtype: mx.Dtype, quantization: str | None) -> float:
     """Bytes one DiT tensor takes once loaded: quantized block layers at their mode's size,
     official fp8 layers kept in fp8, other floats in `dtype`, the rest as stored."""
-    from LTX_2_MLX.quantization.fp8_cast import is_fp8_cast_target
-
-    module_path = name[len(DIT_PREFIX) :].rsplit(".", 1)[0]
-    if quantization is not None and is_fp8_cast_target(module_path) and name.endswith(".weight"):
+    if quantization is not None and _quantizable_weight(name):
         return count * QUANTIZED_BYTES_PER_WEIGHT[quantization]
     if stored == "F8_E4M3":
         return count  # an official fp8 layer stays fp8 (its scale is a separate scalar)
@@ -228,8 +237,8 @@ def dit_weight_bytes(checkpoint: Checkpoint, dtype: mx.Dtype, quantization: str 
             size = count * dtype.size if _is_float(entry.dtype) else entry.nbytes
         else:
             size = _resident_bytes(name, entry.dtype, count, dtype, quantization)
-        if name.startswith(BLOCK_PREFIX):
-            index = int(name[len(BLOCK_PREFIX) :].split(".", 1)[0])
+        index = _block_index(name)
+        if index is not None:
             blocks[index] = blocks.get(index, 0.0) + size
         else:
             other += size
@@ -421,19 +430,16 @@ def block_conversion_bytes(checkpoint: Checkpoint, dtype: mx.Dtype, quantization
     int8/int4). 0 without conversion (no --quantization, or a file already quantized)."""
     if quantization is None or "quantization" in checkpoint.metadata:
         return 0
-    from LTX_2_MLX.quantization.fp8_cast import is_fp8_cast_target
-
     blocks: dict[int, float] = {}
     for name, entry in checkpoint.entries.items():
-        module_path = name[len(DIT_PREFIX) :].rsplit(".", 1)[0]
-        if not (name.startswith(BLOCK_PREFIX) and name.endswith(".weight") and is_fp8_cast_target(module_path)):
+        index = _block_index(name)
+        if index is None or not _quantizable_weight(name):
             continue
         count = math.prod(entry.shape)
         if entry.dtype == "F8_E4M3":
             size = 0 if quantization == "fp8" else count + count * dtype.size  # kept, or read and dequantized
         else:
             size = count * dtype.size
-        index = int(name[len(BLOCK_PREFIX) :].split(".", 1)[0])
         blocks[index] = blocks.get(index, 0.0) + size
     return int(max(blocks.values(), default=0))
 
