@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 import mlx.nn as nn
 
+from LTX_2_MLX.model.common.one_ahead import OneAhead
+
 # transformers' Gemma3TextConfig defaults: the official config.json leaves these out.
 _TEXT_CONFIG_DEFAULTS = {
     "vocab_size": 262_208,
@@ -441,7 +443,7 @@ class Gemma3TextModel(nn.Module):
         return _Sequence(hidden, masks, has_key, rope, [hidden] if output_hidden_states else None)
 
     def _run_layers(self, sequences: list[_Sequence], cache: KVCache | None) -> None:
-        queued: list[mx.array] = []
+        pieces = OneAhead()
         for index, layer in enumerate(self.layers):
             window = self.config.sliding_window if layer.self_attn.is_sliding else None
             for sequence in sequences:
@@ -451,11 +453,7 @@ class Gemma3TextModel(nn.Module):
                 if sequence.states is not None:
                     sequence.states.append(sequence.hidden)
             if self.eval_layers and (index + 1) % self.eval_layers == 0:
-                # Queued before the previous group is waited for, as the DiT's blocks are.
-                outputs = [sequence.hidden for sequence in sequences]
-                mx.async_eval(outputs)
-                mx.eval(queued)
-                queued = outputs
+                pieces.queue([sequence.hidden for sequence in sequences])
 
     def _finish(self, sequence: _Sequence) -> tuple[mx.array, list[mx.array]]:
         hidden = self.norm(sequence.hidden)

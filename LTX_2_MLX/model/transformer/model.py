@@ -4,6 +4,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from LTX_2_MLX.guidance.perturbations import BatchedPerturbationConfig
+from LTX_2_MLX.model.common.one_ahead import OneAhead
 from LTX_2_MLX.model.transformer.config import LTXModelConfig
 from LTX_2_MLX.model.transformer.layers import (
     AdaLayerNormSingle,
@@ -218,22 +219,17 @@ class LTXModel(nn.Module):
         return video_args, audio_args, perturbations
 
     def _run_blocks(self, passes: list[tuple]) -> list[tuple[mx.array | None, mx.array | None]]:
-        # Blocks are evaluated one at a time, which bounds the live activations (at 19B,
-        # 768x512x121: 3.0 GB over the weights instead of 8.7 GB for the whole lazy graph).
-        # Each block is queued before the previous one is waited for, so the GPU runs block
-        # i while block i+1 is built and launched, and never waits for Python.
-        # With eval_blocks > 1 the same happens per group of blocks.
+        # Blocks (or groups of eval_blocks) evaluated one ahead, which bounds the live
+        # activations (at 19B, 768x512x121: 3.0 GB over the weights instead of 8.7 GB for the
+        # whole lazy graph) and keeps the GPU from waiting for Python.
         states = [[video_args, audio_args] for video_args, audio_args, _ in passes]
-        queued: list[mx.array] = []
+        pieces = OneAhead()
         for index, block in enumerate(self.transformer_blocks):
             for state, (_, _, perturbations) in zip(states, passes):
                 state[0], state[1] = block(state[0], state[1], perturbations)
             if (index + 1) % self.eval_blocks:
                 continue
-            outputs = [args.x for state in states for args in state if args is not None]
-            mx.async_eval(outputs)
-            mx.eval(queued)
-            queued = outputs
+            pieces.queue([args.x for state in states for args in state if args is not None])
         return [
             (
                 self._output(video_args, audio=False) if video_args is not None else None,

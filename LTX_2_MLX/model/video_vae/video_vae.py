@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 import mlx.core as mx
 import mlx.nn as nn
 
+from LTX_2_MLX.model.common.one_ahead import OneAhead
 from LTX_2_MLX.model.common.timestep_embedding import PixArtAlphaCombinedTimestepSizeEmbeddings
 from LTX_2_MLX.model.video_vae.config import BLOCK_STRIDES, VideoVAEConfig
 from LTX_2_MLX.model.video_vae.convolution import CausalConv3d, torch_conv_weight_to_mlx
@@ -142,17 +143,14 @@ class VideoEncoder(nn.Module):
         dtype = self.conv_in.conv.weight.dtype
         latent = mx.zeros((*latent_shape, self.latent_channels), dtype=dtype)
         weights = mx.zeros((1, *latent_shape[1:], 1), dtype=dtype)
-        queued: list[mx.array] = []
+        pieces = OneAhead()
         for tile in prepare_tiles_for_encoding(video.shape, tiling_config, self.scale_factors):
             _, out_coords, mask = tile.channels_last()
             mask = mask.astype(dtype)
             encoded = self.encode(video[tile.in_coords])
             latent[out_coords] = latent[out_coords] + encoded * mask
             weights[(slice(None), *out_coords[1:])] = weights[(slice(None), *out_coords[1:])] + mask
-            # As in the tiled decode: queued one tile ahead, at most two tiles live.
-            mx.async_eval(latent, weights)
-            mx.eval(queued)
-            queued = [encoded]
+            pieces.queue([latent, weights], wait_on=[encoded])
         return (latent / mx.maximum(weights, 1e-8)).transpose(0, 4, 1, 2, 3)
 
 
@@ -262,7 +260,7 @@ class VideoDecoder(nn.Module):
         decoded_tiles = decode_tiles(tiles, decode_tile)
 
         previous_chunk = previous_weights = previous_slice = None
-        queued: list[mx.array] = []
+        pieces = OneAhead()
         for group in group_tiles_by_temporal_slice(tiles):
             group_slice = group[0].out_coords[2]
             group_frames = group_slice.stop - group_slice.start
@@ -279,12 +277,8 @@ class VideoDecoder(nn.Module):
                 region = (slice(None), slice(offset, offset + length), out_coords[2], out_coords[3])
                 chunk[region] = chunk[region] + decoded[:, :length] * mask
                 weights[region] = weights[region] + mask
-                # Each tile is queued before the previous one is waited for: the GPU never
-                # waits for Python, and at most two tiles' activations are live (a whole
-                # chunk's tiles queued at once filled whatever memory limit MLX had).
-                mx.async_eval(chunk, weights)
-                mx.eval(queued)
-                queued = [decoded]
+                # Tile by tile (a whole chunk's tiles queued at once filled any memory limit).
+                pieces.queue([chunk, weights], wait_on=[decoded])
             mx.eval(chunk, weights)
 
             if previous_chunk is not None:
