@@ -58,6 +58,7 @@ from LTX_2_MLX.model.audio_vae import (
     encode_audio,
 )
 from LTX_2_MLX.model.audio_vae.ops import melscale_fbanks, resample
+from LTX_2_MLX.model.audio_vae.vocoder import PhaseConvTranspose1d
 
 MEL_BINS = 16
 SAMPLE_RATE = 16000
@@ -293,6 +294,24 @@ def test_audio_encoder_matches_reference(audio_vae_checkpoint):
     assert_matches("audio encoder fp32", vae.encode(to_mx(spectrogram)), expected)
     vae_bf16 = load_audio_vae(path, dtype=mx.bfloat16, decoder=False)
     assert_cosine("audio encoder bf16", vae_bf16.encode(to_mx(spectrogram, mx.bfloat16)), expected)
+
+
+# (stride, kernel, padding) of every upsampling layer in the LTX-2 HiFi-GAN, the LTX-2.3 BigVGAN
+# and its bandwidth extension, and a kernel shorter than twice its stride.
+@pytest.mark.parametrize(
+    "stride,kernel,padding", [(6, 16, 5), (5, 15, 5), (2, 8, 3), (2, 4, 1), (5, 11, 3), (6, 12, 3), (3, 4, 0)]
+)
+def test_phase_conv_transpose_equals_torch_conv_transpose(stride, kernel, padding):
+    torch.manual_seed(stride * 100 + kernel)
+    reference = torch.nn.ConvTranspose1d(12, 8, kernel, stride=stride, padding=padding)
+    x = torch.randn(2, 12, 11)
+    with torch.no_grad():
+        expected = reference(x)
+    layer = PhaseConvTranspose1d(12, 8, kernel, stride, padding)
+    layer.weight = to_mx(reference.weight.permute(1, 2, 0))
+    layer.bias = to_mx(reference.bias)
+    actual = layer(to_mx(x.transpose(1, 2))).transpose(0, 2, 1)
+    assert_matches(f"transposed conv as phases s{stride} k{kernel} p{padding}", actual, expected)
 
 
 def test_hifigan_vocoder_matches_reference(hifigan_checkpoint):

@@ -373,6 +373,45 @@ class AMPBlock1(nn.Module):
         return x
 
 
+class PhaseConvTranspose1d(nn.Module):
+    """nn.ConvTranspose1d (weight (O, K, I), bias (O,)) computed as one ordinary convolution.
+
+    Output sample r*s + j - padding of a stride-s transposed convolution is the sum over m of
+    x[r - m] · w[m*s + j]: for each phase j a plain convolution of x with taps m. The s phases
+    are stacked as s*O output channels of one Conv1d over x padded by M - 1 = ceil(K/s) - 1 on
+    both sides, then interleaved by a reshape. Same products as the transposed convolution,
+    without a zero-inserted input (which MLX's CUDA backend unfolds explicitly for some of
+    these layers when cuDNN refuses them).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int):
+        super().__init__()
+        scale = math.sqrt(1 / (in_channels * kernel_size))
+        self.weight = mx.random.uniform(-scale, scale, (out_channels, kernel_size, in_channels))
+        self.bias = mx.zeros((out_channels,))
+        self.stride, self.padding = stride, padding
+        self._phase_weight = PerLoadedArrays(partial(phase_weight, stride=stride))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        out_channels, kernel_size, _ = self.weight.shape
+        taps = -(-kernel_size // self.stride)
+        batch, length, _ = x.shape
+        phases = mx.conv1d(x, self._phase_weight(self.weight), padding=taps - 1)
+        interleaved = phases.reshape(batch, phases.shape[1] * self.stride, out_channels)
+        out_length = (length - 1) * self.stride - 2 * self.padding + kernel_size
+        return interleaved[:, self.padding : self.padding + out_length] + self.bias
+
+
+def phase_weight(weight: mx.array, stride: int) -> mx.array:
+    """Transposed-convolution weight (O, K, I) -> Conv1d weight (s*O, M, I), M = ceil(K/s):
+    output channel j*O + o, tap t holds w[o, (M - 1 - t)*s + j] (zero past K)."""
+    out_channels, kernel_size, in_channels = weight.shape
+    taps = -(-kernel_size // stride)
+    padded = mx.pad(weight, [(0, 0), (0, taps * stride - kernel_size), (0, 0)])
+    by_phase = padded.reshape(out_channels, taps, stride, in_channels).transpose(2, 0, 1, 3)[:, :, ::-1]
+    return mx.contiguous(by_phase.reshape(stride * out_channels, taps, in_channels))
+
+
 @partial(mx.compile, shapeless=True)
 def _average(outputs: list[mx.array]) -> mx.array:
     """The mean of the resblock outputs of one level, summed in order as the reference does."""
@@ -410,13 +449,7 @@ class Vocoder(nn.Module):
         initial = config.upsample_initial_channel
         self.conv_pre = nn.Conv1d(128, initial, kernel_size=7, padding=3)
         self.ups = [
-            nn.ConvTranspose1d(
-                initial // 2**i,
-                initial // 2 ** (i + 1),
-                k,
-                stride=s,
-                padding=(k - s) // 2,
-            )
+            PhaseConvTranspose1d(initial // 2**i, initial // 2 ** (i + 1), k, stride=s, padding=(k - s) // 2)
             for i, (s, k) in enumerate(zip(config.upsample_rates, config.upsample_kernel_sizes, strict=True))
         ]
         self.resblocks = []
