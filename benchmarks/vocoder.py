@@ -123,9 +123,10 @@ def build_reference(section: dict, seed: int = 0) -> torch.nn.Module:
 def mlx_from_reference(reference: torch.nn.Module, section: dict, dtype: mx.Dtype):
     """Our vocoder with the reference's weights, as `load_vocoder` loads a checkpoint: the
     state dict ('vocoder.' stripped), `sanitize`, the strict loader in `dtype`."""
-    vocoder = build_vocoder(VocoderConfig.from_section(section))
+    config = VocoderConfig.from_section(section)
+    vocoder = build_vocoder(config)
     weights = {key: mx.array(value.detach().float().numpy()) for key, value in reference.state_dict().items()}
-    load_module_weights(vocoder, sanitize(weights), "<ltx-core state dict>", "vocoder", dtype)
+    load_module_weights(vocoder, sanitize(weights, config), "<ltx-core state dict>", "vocoder", dtype)
     mx.eval(vocoder.parameters())
     return vocoder
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, load_module_weights
+from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, evaluate_converted, load_module_weights
 from LTX_2_MLX.model.audio_vae import (
     AudioVAE,
     AudioVAEConfig,
@@ -45,21 +45,8 @@ def load_audio_vae(
         raise CheckpointError(f"{checkpoint.path}: unusable 'audio_vae' config: {err}") from None
     vae = AudioVAE(config, encoder=encoder, decoder=decoder)
     parts = [part for part in ("encoder", "decoder") if getattr(vae, part) is not None]
-    groups = checkpoint.load_groups([SHARED_STATISTICS_PREFIX, *(f"audio_vae.{part}." for part in parts)])
-    statistics = {f"per_channel_statistics.{k}": v for k, v in groups[SHARED_STATISTICS_PREFIX].items()}
-    weights = {}
-    for part in parts:
-        tensors = groups[f"audio_vae.{part}."]
-        if not tensors:
-            raise CheckpointError(
-                f"{checkpoint.path}: no 'audio_vae.{part}.*' weights; this file holds no audio VAE {part} "
-                f"(load it with {part}=False if you do not need it)."
-            )
-        # The shared copy wins over a part's own, as ltx-core's key filter maps both to one key.
-        tensors.update(statistics)
-        weights.update({f"{part}.{k}": v for k, v in audio_vae_module.sanitize(tensors).items()})
-    load_module_weights(vae, weights, checkpoint.path, "audio VAE", dtype)
-    mx.eval(vae.parameters())
+    load_module_weights(vae, _audio_vae_weights(checkpoint, parts), checkpoint.path, "audio VAE", dtype)
+    evaluate_converted(vae, "audio VAE")
     return vae.eval()
 
 
@@ -73,9 +60,32 @@ def load_vocoder(checkpoint: str | Path | Checkpoint, dtype: mx.Dtype | None = N
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{checkpoint.path}: unusable 'vocoder' config: {err}") from None
     vocoder = build_vocoder(config)
+    load_module_weights(vocoder, _vocoder_weights(checkpoint, config), checkpoint.path, "vocoder", dtype)
+    evaluate_converted(vocoder, "vocoder")
+    return vocoder.eval()
+
+
+def _audio_vae_weights(checkpoint: Checkpoint, parts: list[str]) -> dict[str, mx.array]:
+    """The module's (lazy) weights for the audio VAE `parts`, from the file's tensors."""
+    groups = checkpoint.load_groups([SHARED_STATISTICS_PREFIX, *(f"audio_vae.{part}." for part in parts)])
+    statistics = {f"per_channel_statistics.{k}": v for k, v in groups[SHARED_STATISTICS_PREFIX].items()}
+    weights = {}
+    for part in parts:
+        tensors = groups[f"audio_vae.{part}."]
+        if not tensors:
+            raise CheckpointError(
+                f"{checkpoint.path}: no 'audio_vae.{part}.*' weights; this file holds no audio VAE {part} "
+                f"(load it with {part}=False if you do not need it)."
+            )
+        # The shared copy wins over a part's own, as ltx-core's key filter maps both to one key.
+        tensors.update(statistics)
+        weights.update({f"{part}.{k}": v for k, v in audio_vae_module.sanitize(tensors).items()})
+    return weights
+
+
+def _vocoder_weights(checkpoint: Checkpoint, config: VocoderConfig) -> dict[str, mx.array]:
+    """The vocoder module's (lazy) weights, from the file's tensors."""
     tensors = checkpoint.load("vocoder.")
     if not tensors:
         raise CheckpointError(f"{checkpoint.path}: no 'vocoder.*' weights; this file holds no vocoder.")
-    load_module_weights(vocoder, vocoder_module.sanitize(tensors), checkpoint.path, "vocoder", dtype)
-    mx.eval(vocoder.parameters())
-    return vocoder.eval()
+    return vocoder_module.sanitize(tensors, config)

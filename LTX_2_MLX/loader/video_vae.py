@@ -9,7 +9,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, load_module_weights
+from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, evaluate_converted, load_module_weights
 from LTX_2_MLX.model.video_vae import PerChannelStatistics, VideoVAE, VideoVAEConfig
 from LTX_2_MLX.model.video_vae.video_vae import sanitize
 
@@ -22,6 +22,26 @@ def video_vae_config(checkpoint: str | Path | Checkpoint) -> VideoVAEConfig:
         return VideoVAEConfig.from_dict(checkpoint.config("vae", what="video VAE")["vae"])
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{checkpoint.path}: unusable 'vae' config: {err}") from None
+
+
+def _converted_weights(checkpoint: Checkpoint, parts: list[str]) -> dict[str, mx.array]:
+    """The module's (lazy) weights for the VAE `parts`, from the file's tensors."""
+    groups = checkpoint.load_groups([SHARED_STATISTICS_PREFIX, *(f"vae.{part}." for part in parts)])
+    shared_statistics = PerChannelStatistics.sanitize(groups[SHARED_STATISTICS_PREFIX])
+    weights = {}
+    for part in parts:
+        tensors = groups[f"vae.{part}."]
+        if not tensors:
+            raise CheckpointError(f"{checkpoint.path}: no 'vae.{part}.*' weights; this file holds no video VAE {part}.")
+        # ltx-core maps `vae.per_channel_statistics.*` and `vae.<part>.per_channel_statistics.*`
+        # to the same module keys; the shared copy is the one official files carry.
+        own = {k: v for k, v in tensors.items() if k.startswith("per_channel_statistics.")}
+        statistics = PerChannelStatistics.sanitize({k.split(".", 1)[1]: v for k, v in own.items()})
+        statistics.update(shared_statistics)
+        tensors = {k: v for k, v in tensors.items() if k not in own}
+        weights.update({f"{part}.{k}": v for k, v in sanitize(tensors).items()})
+        weights.update({f"{part}.per_channel_statistics.{k}": v for k, v in statistics.items()})
+    return weights
 
 
 def load_video_vae(
@@ -39,23 +59,8 @@ def load_video_vae(
     checkpoint = Checkpoint.open(checkpoint)
     vae = VideoVAE(video_vae_config(checkpoint), encoder=encoder, decoder=decoder)
     parts = [part for part in ("encoder", "decoder") if getattr(vae, part) is not None]
-    groups = checkpoint.load_groups([SHARED_STATISTICS_PREFIX, *(f"vae.{part}." for part in parts)])
-    shared_statistics = PerChannelStatistics.sanitize(groups[SHARED_STATISTICS_PREFIX])
-    weights = {}
-    for part in parts:
-        tensors = groups[f"vae.{part}."]
-        if not tensors:
-            raise CheckpointError(f"{checkpoint.path}: no 'vae.{part}.*' weights; this file holds no video VAE {part}.")
-        # ltx-core maps `vae.per_channel_statistics.*` and `vae.<part>.per_channel_statistics.*`
-        # to the same module keys; the shared copy is the one official files carry.
-        own = {k: v for k, v in tensors.items() if k.startswith("per_channel_statistics.")}
-        statistics = PerChannelStatistics.sanitize({k.split(".", 1)[1]: v for k, v in own.items()})
-        statistics.update(shared_statistics)
-        tensors = {k: v for k, v in tensors.items() if k not in own}
-        weights.update({f"{part}.{k}": v for k, v in sanitize(tensors).items()})
-        weights.update({f"{part}.per_channel_statistics.{k}": v for k, v in statistics.items()})
-    load_module_weights(vae, weights, checkpoint.path, "video VAE", dtype)
-    mx.eval(vae.parameters())
+    load_module_weights(vae, _converted_weights(checkpoint, parts), checkpoint.path, "video VAE", dtype)
+    evaluate_converted(vae, "video VAE")
     return vae.eval()
 
 

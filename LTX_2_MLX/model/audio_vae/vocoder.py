@@ -374,31 +374,30 @@ class AMPBlock1(nn.Module):
 
 
 class PhaseConvTranspose1d(nn.Module):
-    """nn.ConvTranspose1d (weight (O, K, I), bias (O,)) computed as one ordinary convolution.
+    """nn.ConvTranspose1d computed as one ordinary convolution; bias (O,), and the weight in the
+    layout of `phase_weight` (the loader converts the file's transposed-convolution weight).
 
     Output sample r*s + j - padding of a stride-s transposed convolution is the sum over m of
     x[r - m] · w[m*s + j]: for each phase j a plain convolution of x with taps m. The s phases
     are stacked as s*O output channels of one Conv1d over x padded by M - 1 = ceil(K/s) - 1 on
     both sides, then interleaved by a reshape. Same products as the transposed convolution,
-    without a zero-inserted input (which MLX's CUDA backend unfolds explicitly for some of
-    these layers when cuDNN refuses them).
+    without a zero-inserted input.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int):
         super().__init__()
         scale = math.sqrt(1 / (in_channels * kernel_size))
-        self.weight = mx.random.uniform(-scale, scale, (out_channels, kernel_size, in_channels))
+        weight = mx.random.uniform(-scale, scale, (out_channels, kernel_size, in_channels))
+        self.weight = phase_weight(weight, stride)
         self.bias = mx.zeros((out_channels,))
-        self.stride, self.padding = stride, padding
-        self._phase_weight = PerLoadedArrays(partial(phase_weight, stride=stride))
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
 
     def __call__(self, x: mx.array) -> mx.array:
-        out_channels, kernel_size, _ = self.weight.shape
-        taps = -(-kernel_size // self.stride)
+        out_channels = self.bias.shape[0]
         batch, length, _ = x.shape
-        phases = mx.conv1d(x, self._phase_weight(self.weight), padding=taps - 1)
+        phases = mx.conv1d(x, self.weight, padding=self.weight.shape[1] - 1)
         interleaved = phases.reshape(batch, phases.shape[1] * self.stride, out_channels)
-        out_length = (length - 1) * self.stride - 2 * self.padding + kernel_size
+        out_length = (length - 1) * self.stride - 2 * self.padding + self.kernel_size
         return interleaved[:, self.padding : self.padding + out_length] + self.bias
 
 
@@ -589,11 +588,12 @@ def build_vocoder(config: VocoderConfig) -> Vocoder | VocoderWithBWE:
     return VocoderWithBWE(vocoder, Vocoder(config.bwe_generator), mel_stft, config.bwe)
 
 
-def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
+def sanitize(weights: dict[str, mx.array], config: VocoderConfig) -> dict[str, mx.array]:
     """ltx-core vocoder tensors ('vocoder.' stripped once) -> this module's layouts.
 
-    Conv1d (O, I, K) -> (O, K, I); ConvTranspose1d (I, O, K) -> (O, K, I); the (1, 1, K)
-    resampling filters -> (K,); STFT bases (2F, 1, N) -> (2F, N, 1).
+    Conv1d (O, I, K) -> (O, K, I); ConvTranspose1d (I, O, K) -> phase_weight's (s*O, M, I) with
+    the stride of its generator's level; the (1, 1, K) resampling filters -> (K,); STFT bases
+    (2F, 1, N) -> (2F, N, 1).
     """
     converted = {}
     for key, value in weights.items():
@@ -602,10 +602,13 @@ def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
             converted[key] = value.reshape(-1)
         elif name in ("forward_basis", "inverse_basis"):
             converted[key] = value.transpose(0, 2, 1)
+        elif name == "weight" and value.ndim == 3 and ".ups." in f".{key}":
+            generator = config.bwe_generator if key.startswith("bwe_generator.") else config.vocoder
+            level = int(f".{key}".split(".ups.")[1].split(".")[0])
+            converted[key] = phase_weight(value.transpose(1, 2, 0), generator.upsample_rates[level])
         elif name == "weight" and value.ndim == 3:
-            is_transposed = ".ups." in f".{key}"
             # Stored in MLX's order: a transposed view would be copied by every convolution call.
-            converted[key] = mx.contiguous(value.transpose(1, 2, 0) if is_transposed else value.transpose(0, 2, 1))
+            converted[key] = mx.contiguous(value.transpose(0, 2, 1))
         else:
             converted[key] = value
     return converted
