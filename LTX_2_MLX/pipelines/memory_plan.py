@@ -59,13 +59,14 @@ _K_PROCESSOR = 2.0  # per token of a chunk x all hidden states' width, float32, 
 _K_CONNECTOR = 30.0  # per prompt token x connector width, one text connector block (both: full size, CPU)
 _K_UPSCALER = 6.0  # per upscaled latent voxel x mid channels
 _K_VAE = 7.0  # per decoded voxel of a tile (after the patchifier) x decoder base channels
-# Beyond its tiles' activations a decode held about its weights again per tile in flight (two
-# queued, one untiled): fitted to 512- and 256-px tiles on an H200 (5.8 and 3.5-3.7 GiB, where
-# activations alone at 20 gave 6.7 and 2.0). MLX's CUDA convolution copies a weight that is not
-# row-contiguous at every call, and the weights were then transposed views; they are stored
-# contiguous since, so this term is probably that much high until the decode is re-measured.
-_VAE_WEIGHT_COPIES = {True: 2, False: 1}  # tiled: two tiles in flight
-_K_VOCODER = 14.0  # per mel frame x channels x upsampling at the vocoder's widest stage, float32
+# Beyond its tiles' activations a decode holds about 0.75 of its weights again per tile in
+# flight (two queued, one untiled): fitted to full-size runs on an H200 with 512- and 256-px
+# tiles (4.9-5.8 and 3.4-3.7 GiB measured; weights and activations alone give 3.4 and 1.5).
+# The earlier fit was a whole copy per tile, when the convolution weights were transposed views
+# (copied by every call) and the load held the file's tensors beside their converted copies
+# (loader.evaluate_converted); runs of one command differ by up to 0.6 GiB here.
+_VAE_WEIGHT_COPIES = {True: 1.5, False: 0.75}  # tiled: two tiles in flight
+_K_VOCODER = 20.0  # per mel frame x channels x upsampling at the vocoder's widest stage, float32 (H200: 0.64-0.82 GiB)
 # Where MLX's scaled_dot_product_attention is not fused (the CPU), it materialises the
 # queries x keys scores and their softmax, in float32: this many float32 matrices per head.
 # On a GPU the fused kernel holds no such matrix: the term is 0 there (see attention_scores_bytes).
@@ -467,7 +468,7 @@ def vae_decode_phase(inputs: PlanInputs, checkpoint: Checkpoint, tile_size: tupl
     blend = 3 * chunk * inputs.height * inputs.width * 4 * (2 if tile_size else 1)
     weights = section_weight_bytes(checkpoint, ("vae.decoder.", "vae.per_channel_statistics."), inputs.dtype)
     detail = f"tiles {tile_size[0]} px x {tile_size[1]} frames" if tile_size else "whole video at once"
-    copies = _VAE_WEIGHT_COPIES[tile_size is not None] * weights
+    copies = int(_VAE_WEIGHT_COPIES[tile_size is not None] * weights)
     return PhaseEstimate("VAE decode", weights, int(_K_VAE * base * voxels * inputs.dtype.size + blend + copies),
                          detail)  # fmt: skip
 
