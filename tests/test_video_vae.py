@@ -18,6 +18,7 @@ from reference import assert_cosine, assert_matches, save_checkpoint, seed_modul
 
 from LTX_2_MLX.loader import CheckpointError, load_video_vae
 from LTX_2_MLX.model.video_vae import SpatialTilingConfig, TemporalTilingConfig, TilingConfig
+from LTX_2_MLX.model.video_vae.sampling import group_mean
 
 LATENT_CHANNELS = 8
 
@@ -154,6 +155,16 @@ def test_encoder_matches_reference_fp32(reference, frames):
     actual = reference.load().encoder(to_mx(pixels))
     assert actual.shape == (1, LATENT_CHANNELS, (frames - 1) // 8 + 1, 2, 3)
     assert_matches(f"encoder {reference.config['spatial_padding_mode']} {frames} frames", actual, expected)
+
+
+@pytest.mark.parametrize("group", [1, 2, 4])
+def test_space_to_depth_skip_group_mean_equals_the_reshaped_mean(group):
+    """The encoder's downsampling skip averages runs of `group` channels as ltx-core's
+    reshape-then-mean does, in float32 and bfloat16."""
+    for dtype in (mx.float32, mx.bfloat16):
+        x = mx.random.normal((1, 3, 4, 5, 6 * group), key=mx.random.key(group)).astype(dtype)
+        expected = x.reshape(1, 3, 4, 5, 6, group).astype(mx.float32).mean(axis=-1).astype(dtype)
+        assert mx.array_equal(group_mean(x, group), expected)
 
 
 @pytest.mark.parametrize("timestep", [None, [0.2, 0.7]])
