@@ -11,7 +11,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, evaluate_converted, load_module_weights
+from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, load_converted
 from LTX_2_MLX.model.audio_vae import (
     AudioVAE,
     AudioVAEConfig,
@@ -38,31 +38,29 @@ def load_audio_vae(
     the decoder. Missing, unexpected or misshapen weights raise CheckpointError.
     """
     checkpoint = Checkpoint.open(checkpoint)
-    section = checkpoint.config("audio_vae", what="audio VAE")["audio_vae"]
-    try:
-        config = AudioVAEConfig.from_section(section)
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{checkpoint.path}: unusable 'audio_vae' config: {err}") from None
+    config = _section_config(checkpoint, "audio_vae", "audio VAE", AudioVAEConfig.from_section)
     vae = AudioVAE(config, encoder=encoder, decoder=decoder)
     parts = [part for part in ("encoder", "decoder") if getattr(vae, part) is not None]
-    load_module_weights(vae, _audio_vae_weights(checkpoint, parts), checkpoint.path, "audio VAE", dtype)
-    evaluate_converted(vae, "audio VAE")
-    return vae.eval()
+    return load_converted(vae, _audio_vae_weights(checkpoint, parts), checkpoint.path, "audio VAE", dtype)
 
 
 def load_vocoder(checkpoint: str | Path | Checkpoint, dtype: mx.Dtype | None = None) -> Vocoder | VocoderWithBWE:
     """The vocoder of the checkpoint: a HiFi-GAN `Vocoder` (LTX-2) or a BigVGAN
     `VocoderWithBWE` (LTX-2.3), in `dtype` (the file's own when None)."""
     checkpoint = Checkpoint.open(checkpoint)
-    section = checkpoint.config("vocoder", what="vocoder")["vocoder"]
+    config = _section_config(checkpoint, "vocoder", "vocoder", VocoderConfig.from_section)
+    return load_converted(
+        build_vocoder(config), _vocoder_weights(checkpoint, config), checkpoint.path, "vocoder", dtype
+    )
+
+
+def _section_config(checkpoint: Checkpoint, name: str, what: str, parse):
+    """The config section `name` of the file's metadata, parsed; CheckpointError when unusable."""
+    section = checkpoint.config(name, what=what)[name]
     try:
-        config = VocoderConfig.from_section(section)
+        return parse(section)
     except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{checkpoint.path}: unusable 'vocoder' config: {err}") from None
-    vocoder = build_vocoder(config)
-    load_module_weights(vocoder, _vocoder_weights(checkpoint, config), checkpoint.path, "vocoder", dtype)
-    evaluate_converted(vocoder, "vocoder")
-    return vocoder.eval()
+        raise CheckpointError(f"{checkpoint.path}: unusable '{name}' config: {err}") from None
 
 
 def _audio_vae_weights(checkpoint: Checkpoint, parts: list[str]) -> dict[str, mx.array]:

@@ -300,13 +300,19 @@ def convert_weights(weights: dict[str, mx.array], converters: list[tuple[str, Co
     return converted
 
 
-def evaluate_converted(module: nn.Module, what: str) -> None:
-    """Materialise a module whose weights are lazy conversions of file tensors (transposed,
-    stored contiguous, cast) 16 MiB at a time. Each file tensor is freed once converted when
-    nothing but the module's graph holds it (loaders build the converted dict in a helper so
-    that their locals do not); evaluated all at once, most file tensors were read before any
-    was converted, holding the weights nearly twice (the vocoder 1.8x)."""
+def load_converted(module: nn.Module, weights: dict[str, mx.array], path: str | Path, what: str,
+                   dtype: mx.Dtype | None = None) -> nn.Module:  # fmt: skip
+    """load_module_weights, then the weights (lazy conversions of file tensors: transposed,
+    stored contiguous, cast) computed 16 MiB at a time; returns the module in eval mode.
+
+    Each file tensor is freed once converted when nothing but the module's graph holds it
+    (loaders build `weights` in a helper so that their locals do not, and pass it straight
+    here); evaluated all at once, most file tensors were read before any was converted,
+    holding the weights nearly twice (the vocoder 1.8x)."""
+    load_module_weights(module, weights, path, what, dtype)
+    del weights
     evaluate_parameters(module, what, group_bytes=2**24)
+    return module.eval()
 
 
 def load_module_weights(

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, evaluate_converted, load_module_weights
+from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, load_converted
 from LTX_2_MLX.model.upscaler import LatentUpsampler, LatentUpsamplerConfig
 
 WHAT = "latent upscaler"
@@ -28,6 +28,4 @@ def load_upscaler(checkpoint: str | Path | Checkpoint, dtype: mx.Dtype | None = 
     """
     checkpoint = Checkpoint.open(checkpoint)
     upscaler = LatentUpsampler(check_upscaler_file(checkpoint))
-    load_module_weights(upscaler, LatentUpsampler.sanitize(checkpoint.load()), checkpoint.path, WHAT, dtype)
-    evaluate_converted(upscaler, WHAT)
-    return upscaler.eval()
+    return load_converted(upscaler, LatentUpsampler.sanitize(checkpoint.load()), checkpoint.path, WHAT, dtype)

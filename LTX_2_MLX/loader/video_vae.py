@@ -9,7 +9,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, evaluate_converted, load_module_weights
+from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, load_converted
 from LTX_2_MLX.model.video_vae import PerChannelStatistics, VideoVAE, VideoVAEConfig
 from LTX_2_MLX.model.video_vae.video_vae import sanitize
 
@@ -59,9 +59,7 @@ def load_video_vae(
     checkpoint = Checkpoint.open(checkpoint)
     vae = VideoVAE(video_vae_config(checkpoint), encoder=encoder, decoder=decoder)
     parts = [part for part in ("encoder", "decoder") if getattr(vae, part) is not None]
-    load_module_weights(vae, _converted_weights(checkpoint, parts), checkpoint.path, "video VAE", dtype)
-    evaluate_converted(vae, "video VAE")
-    return vae.eval()
+    return load_converted(vae, _converted_weights(checkpoint, parts), checkpoint.path, "video VAE", dtype)
 
 
 def load_latent_statistics(checkpoint: str | Path | Checkpoint, dtype: mx.Dtype | None = None) -> PerChannelStatistics:
@@ -79,6 +77,4 @@ def load_latent_statistics(checkpoint: str | Path | Checkpoint, dtype: mx.Dtype 
         weights.update(
             PerChannelStatistics.sanitize({key: checkpoint.read_tensor(name) for key, name in stored.items()})
         )
-    load_module_weights(statistics, weights, checkpoint.path, "video VAE latent statistics", dtype)
-    mx.eval(statistics.parameters())
-    return statistics.eval()
+    return load_converted(statistics, weights, checkpoint.path, "video VAE latent statistics", dtype)

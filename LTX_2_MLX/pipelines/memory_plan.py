@@ -64,7 +64,7 @@ _K_VAE = 7.0  # per decoded voxel of a tile (after the patchifier) x decoder bas
 # tiles (4.9-5.8 and 3.4-3.7 GiB measured; weights and activations alone give 3.4 and 1.5).
 # The earlier fit was a whole copy per tile, when the convolution weights were transposed views
 # (copied by every call) and the load held the file's tensors beside their converted copies
-# (loader.evaluate_converted); runs of one command differ by up to 0.6 GiB here.
+# (loader.checkpoint.load_converted); runs of one command differ by up to 0.6 GiB here.
 _VAE_WEIGHT_COPIES = {True: 1.5, False: 0.75}  # tiled: two tiles in flight
 _K_VOCODER = 20.0  # per mel frame x channels x upsampling at the vocoder's widest stage, float32 (H200: 0.64-0.82 GiB)
 # Where MLX's scaled_dot_product_attention is not fused (the CPU), it materialises the
