@@ -42,6 +42,7 @@ import LTX_2_MLX.model.video_vae.convolution as convolution
 from LTX_2_MLX.model.video_vae import TilingConfig, VideoDecoder, VideoVAEConfig
 from LTX_2_MLX.model.video_vae.tiling import SpatialTilingConfig, TemporalTilingConfig
 from LTX_2_MLX.model.video_vae.video_vae import sanitize
+from LTX_2_MLX.pipelines.memory_plan import temporal_overlap
 
 REAL_VAE = {
     "dims": 3, "in_channels": 3, "out_channels": 3, "latent_channels": 128, "patch_size": 4,
@@ -126,7 +127,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs after one warm-up; the median is reported")
     parser.add_argument("--profile", action="store_true", help="kernel tables of one more run per side and mode")
     parser.add_argument("--top", type=int, default=25, help="kernels listed with --profile")
-    parser.add_argument("--tile-size", default=None, help="PIXELSxFRAMES of the tiled runs (default: the reference's)")
+    parser.add_argument("--tile-size", default=None,
+                        help="PIXELSxFRAMES of the tiled runs, chunks overlapping as the pipeline's "
+                             "(default: the reference's)")  # fmt: skip
     parser.add_argument("--memory-limits", type=float, nargs="+", default=[0.0, 4.0],
                         help="GB; one MLX tiled run under each (0: no limit)")  # fmt: skip
     parser.add_argument("--mlx-only", action="store_true", help="only MLX's tiled runs (no reference, no untiled)")
@@ -143,8 +146,10 @@ def main() -> None:
         tiling = (TilingConfig.default(), RefTilingConfig.default())
     if args.tile_size:
         pixels, frames = (int(v) for v in args.tile_size.split("x"))
-        tiling = (TilingConfig(SpatialTilingConfig(pixels, 64), TemporalTilingConfig(frames, 24)),
-                  RefTilingConfig(RefSpatialTilingConfig(pixels, 64), RefTemporalTilingConfig(frames, 24)))  # fmt: skip
+        overlap = temporal_overlap(frames)  # as the pipeline's planned decode
+        spatial, temporal = (pixels, 64), (frames, overlap)
+        tiling = (TilingConfig(SpatialTilingConfig(*spatial), TemporalTilingConfig(*temporal)),
+                  RefTilingConfig(RefSpatialTilingConfig(*spatial), RefTemporalTilingConfig(*temporal)))  # fmt: skip
     print(f"mlx {mx.__version__} on {mx.default_device()}, torch {torch.__version__} on {device}", flush=True)
     if device == "cuda":
         print(torch.cuda.get_device_name(), flush=True)
