@@ -249,6 +249,16 @@ def test_low_memory_writes_the_same_video(model_files, tmp_path):
     assert np.array_equal(videos[0], videos[1])
 
 
+def test_enhancing_a_streamed_run_says_what_it_costs(model_files, tmp_path):
+    """Streamed, Gemma is read once per generated token: the command says so before loading."""
+    streamed = _generate(model_files, tmp_path / "a.mp4", "--dry-run", "--enhance-prompt", "--low-memory")
+    assert streamed.exit_code == 0, streamed.output
+    assert "for every token it writes" in streamed.stderr
+    resident = _generate(model_files, tmp_path / "b.mp4", "--dry-run", "--enhance-prompt")
+    assert resident.exit_code == 0, resident.output
+    assert "for every token it writes" not in resident.stderr
+
+
 def test_dry_run_prints_the_plan_and_loads_nothing(model_files, tmp_path, monkeypatch):
     import mlx.core as mx
 

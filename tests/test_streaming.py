@@ -333,6 +333,20 @@ def test_encoding_streams_gemma_unless_it_enhances_a_prompt(model_files, monkeyp
     assert text_encoder.streams_gemma(low_memory=True, enhance_prompt=True) is True
 
 
+def test_the_enhanced_prompt_is_reported_and_encoded(model_files, monkeypatch):
+    """The rewritten prompt reaches the user (the ledger's report: stderr from the command line)
+    as it is encoded, so that it can be passed as --prompt next time."""
+    from LTX_2_MLX.model.text_encoder.encoder import GemmaTextEncoder
+
+    monkeypatch.setattr(GemmaTextEncoder, "enhance_t2v", lambda self, prompt, seed=42: "A red fox runs at dawn.")
+    messages = []
+    ledger = ModelLedger(model_files[0], model_files[1], dtype=mx.float32, report=messages.append)
+    (enhanced,) = ledger.encode_prompts(["a fox"], enhance_first_prompt=True)
+    assert "enhanced prompt: A red fox runs at dawn." in messages
+    (plain,) = ModelLedger(model_files[0], model_files[1], dtype=mx.float32).encode_prompts(["A red fox runs at dawn."])
+    assert all(mx.array_equal(a, b).item() for a, b in zip(enhanced, plain) if a is not None)
+
+
 def test_ledger_low_memory_streams_the_dit_with_its_loras(model_files):
     checkpoint, lora = model_files[0], model_files[4]
     ledger = ModelLedger(checkpoint, dtype=mx.float32, loras=[(lora, 0.7)])

@@ -220,6 +220,10 @@ def generate(**options) -> None:
     chosen = plan is not None and (options["memory_budget"] is not None or plan.low_memory)
     if is_writer(group) and (options["dry_run"] or chosen):  # the table on stdout for --dry-run
         click.echo(plan.table(), err=not options["dry_run"])
+    if is_writer(group) and options["enhance_prompt"] and plan is not None and plan.low_memory:
+        click.echo("note: --enhance-prompt with the models streamed reads all of Gemma's layers again for every "
+                   "token it writes (slow where Gemma does not fit in memory): enhance once without --low-memory, "
+                   "at --text-encoder-bits 4 if need be, and pass the result as --prompt", err=True)  # fmt: skip
     if options["dry_run"]:
         return
     tiling = plan.tiling_config() if plan is not None else (TilingConfig.default() if options["tiled_decode"] else None)

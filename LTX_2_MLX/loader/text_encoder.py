@@ -2,6 +2,7 @@
 feature extractor + embeddings connectors from the official LTX-2 checkpoint."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import mlx.core as mx
@@ -332,13 +333,15 @@ def encode_prompts(
     dtype: mx.Dtype = mx.bfloat16,
     low_memory: bool = False,
     eval_layers: int | None = None,
+    on_enhanced: Callable[[str], None] | None = None,
 ) -> list[tuple[mx.array, mx.array | None, mx.array]]:
     """(video_context, audio_context, mask) per prompt, as ltx-pipelines' `encode_prompts`: Gemma
     is loaded, optionally rewrites prompts[0], encodes every prompt and is freed before the
     embeddings processor is loaded, so the 12B model is never resident beside the DiT. With
     `enhance_prompt_image` (the first frame) the image-to-video system prompt is used. Every
     prompt is encoded in one pass over Gemma's layers, streamed unless a prompt is enhanced
-    without `low_memory` (`streams_gemma`). `eval_layers` is load_text_encoder's."""
+    without `low_memory` (`streams_gemma`). `eval_layers` is load_text_encoder's; `on_enhanced`
+    is given the rewritten prompt."""
     with_vision = enhance_first_prompt and enhance_prompt_image is not None
     text_encoder = load_text_encoder(
         gemma_dir, dtype=dtype, quantize_bits=quantize_bits, with_vision=with_vision,
@@ -351,6 +354,8 @@ def encode_prompts(
         else:
             enhanced = text_encoder.enhance_t2v(prompts[0], seed=enhance_prompt_seed)
         prompts[0] = clean_response(enhanced)
+        if on_enhanced is not None:
+            on_enhanced(prompts[0])
     encoded = text_encoder.encode_all(prompts)
     mx.eval([hidden_states for hidden_states, _ in encoded])
     text_encoder.free()

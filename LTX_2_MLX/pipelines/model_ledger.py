@@ -114,6 +114,7 @@ class ModelLedger:
                 missing, self.gemma_path, self.checkpoint, dtype=self.dtype, quantize_bits=self.text_encoder_bits,
                 enhance_first_prompt=enhance_first_prompt and results[0] is None, enhance_prompt_image=image,
                 enhance_prompt_seed=seed, low_memory=self.low_memory, eval_layers=self.eval_blocks,
+                on_enhanced=lambda prompt: self.report(f"enhanced prompt: {prompt}"),
             )
         )  # fmt: skip
         return [result if result is not None else next(encoded) for result in results]
