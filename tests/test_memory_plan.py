@@ -166,6 +166,29 @@ def test_gemma_is_planned_streamed_unless_it_enhances_the_prompt(model_files):
         "Gemma encode").weights == streamed  # fmt: skip
 
 
+def test_a_chosen_stream_keeps_gemma_whole_to_enhance_where_it_fits(model_files):
+    """Streaming the DiT because only that fits leaves Gemma whole while it writes the enhanced
+    prompt (a pass over its layers per token) when Gemma alone fits; otherwise it streams too."""
+    from LTX_2_MLX.pipelines.memory_plan import TILE_SIZES, estimate_phases, gemma_weight_bytes
+
+    # Large enough for the DiT's activations to outweigh the tiny Gemma.
+    inputs = _inputs(model_files, enhance_prompt=True, height=512, width=512, num_frames=121)
+    resident_gemma, _ = gemma_weight_bytes(model_files[1], mx.float32, None)
+
+    def peak(streamed: bool, gemma_streamed: bool | None) -> int:
+        return max(p.peak for p in estimate_phases(inputs, streamed, TILE_SIZES[-1], gemma_streamed))
+
+    dit_resident, gemma_whole, both_streamed = peak(False, None), peak(True, False), peak(True, None)
+    assert both_streamed <= gemma_whole < dit_resident
+    plan = plan_generation(inputs, gemma_whole)
+    assert plan.fits and plan.low_memory and plan.gemma_low_memory is False and not plan.text_encoder_low_memory
+    assert plan.phase("Gemma encode").weights == resident_gemma
+    tight = plan_generation(inputs, gemma_whole - 1)
+    assert tight.low_memory and tight.text_encoder_low_memory
+    asked = plan_generation(inputs, gemma_whole, low_memory=True)  # --low-memory streams both
+    assert asked.text_encoder_low_memory and asked.phase("Gemma encode").weights < resident_gemma
+
+
 def test_streamed_plan_keeps_the_decode_below_the_rest_and_limits_mlx_to_its_peak(model_files):
     from LTX_2_MLX.loader.checkpoint import Checkpoint
     from LTX_2_MLX.pipelines.memory_plan import LIMIT_MARGIN, TILE_SIZES, vae_decode_phase

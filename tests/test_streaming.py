@@ -347,6 +347,26 @@ def test_the_enhanced_prompt_is_reported_and_encoded(model_files, monkeypatch):
     assert all(mx.array_equal(a, b).item() for a, b in zip(enhanced, plain) if a is not None)
 
 
+def test_the_ledger_holds_gemma_whole_to_enhance_when_the_plan_says_so(model_files, monkeypatch):
+    from LTX_2_MLX.loader import text_encoder
+    from LTX_2_MLX.model.text_encoder.encoder import GemmaTextEncoder
+
+    monkeypatch.setattr(GemmaTextEncoder, "enhance_t2v", lambda self, prompt, seed=42: "A red fox runs at dawn.")
+    streamed = []
+    load = text_encoder.load_text_encoder
+
+    def recording(*args, **kwargs):
+        streamed.append(kwargs["low_memory"])
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(text_encoder, "load_text_encoder", recording)
+    for held in (None, False):
+        ledger = ModelLedger(model_files[0], model_files[1], dtype=mx.float32, low_memory=True,
+                             text_encoder_low_memory=held)  # fmt: skip
+        ledger.encode_prompts(["a fox"], enhance_first_prompt=True)
+    assert streamed == [True, False]
+
+
 def test_ledger_low_memory_streams_the_dit_with_its_loras(model_files):
     checkpoint, lora = model_files[0], model_files[4]
     ledger = ModelLedger(checkpoint, dtype=mx.float32, loras=[(lora, 0.7)])

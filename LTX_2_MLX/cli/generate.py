@@ -220,7 +220,7 @@ def generate(**options) -> None:
     chosen = plan is not None and (options["memory_budget"] is not None or plan.low_memory)
     if is_writer(group) and (options["dry_run"] or chosen):  # the table on stdout for --dry-run
         click.echo(plan.table(), err=not options["dry_run"])
-    if is_writer(group) and options["enhance_prompt"] and plan is not None and plan.low_memory:
+    if is_writer(group) and options["enhance_prompt"] and plan is not None and plan.text_encoder_low_memory:
         click.echo("note: --enhance-prompt with the models streamed reads all of Gemma's layers again for every "
                    "token it writes (slow where Gemma does not fit in memory): enhance once without --low-memory, "
                    "at --text-encoder-bits 4 if need be, and pass the result as --prompt", err=True)  # fmt: skip
@@ -401,7 +401,8 @@ def prepare_generation(options: dict):
         text_encoder_bits=int(o["text_encoder_bits"]) if o["text_encoder_bits"] else None,
         quantization=o["quantization"], spatial_upscaler_path=o["spatial_upscaler_path"],
         precomputed_embeddings=(o["embedding"], o["negative_embedding"]), report=lambda m: click.echo(m, err=True),
-        parallel=o["parallel"], low_memory=plan.low_memory, eval_blocks=o["eval_blocks"],
+        parallel=o["parallel"], low_memory=plan.low_memory, text_encoder_low_memory=plan.text_encoder_low_memory,
+        eval_blocks=o["eval_blocks"],
     )  # fmt: skip
     ledger.memory_plan = plan
     return pipeline, request, ledger, output_path

@@ -117,6 +117,13 @@ class MemoryPlan:
     low_memory: bool
     tile_size: tuple[int, int] | None  # (pixels, frames) of a decode tile; None: decoded whole
     alternatives: tuple[str, ...] = field(default=())  # what would fit, when this does not
+    # Gemma's layers streamed while it enhances the prompt as with low_memory, unless the plan
+    # found Gemma fits whole though the DiT does not (False): see plan_generation.
+    gemma_low_memory: bool | None = None
+
+    @property
+    def text_encoder_low_memory(self) -> bool:
+        return self.low_memory if self.gemma_low_memory is None else self.gemma_low_memory
 
     @property
     def peak(self) -> PhaseEstimate:
@@ -488,10 +495,13 @@ def audio_decode_phase(inputs: PlanInputs, checkpoint: Checkpoint) -> PhaseEstim
                          "audio VAE decoder + vocoder")  # fmt: skip
 
 
-def estimate_phases(inputs: PlanInputs, low_memory: bool, tile_size: tuple[int, int] | None) -> list[PhaseEstimate]:
-    """Every phase of the pipeline, in the order it runs."""
+def estimate_phases(
+    inputs: PlanInputs, low_memory: bool, tile_size: tuple[int, int] | None, gemma_low_memory: bool | None = None
+) -> list[PhaseEstimate]:
+    """Every phase of the pipeline, in the order it runs; Gemma as `low_memory` says unless
+    `gemma_low_memory` is given."""
     checkpoint = Checkpoint.open(inputs.checkpoint)
-    phases = text_phases(inputs, checkpoint, low_memory)
+    phases = text_phases(inputs, checkpoint, low_memory if gemma_low_memory is None else gemma_low_memory)
     if inputs.pipeline.two_stage:
         half_height, half_width = inputs.height // 2, inputs.width // 2
         phases.append(dit_phase(inputs, checkpoint, "DiT stage 1", half_height, half_width, low_memory,
@@ -517,11 +527,19 @@ def plan_generation(
 ) -> MemoryPlan:
     """The least constrained plan that fits `budget`: the DiT resident unless only streaming
     fits (`low_memory=None`; True or False forces it), decode tiles as large as fit (with
-    `tiled_decode`). When nothing fits, the plan names what would (`MemoryPlan.alternatives`)."""
-    residencies = [low_memory] if low_memory is not None else [False, True]
+    `tiled_decode`). When nothing fits, the plan names what would (`MemoryPlan.alternatives`).
+
+    Chosen here (`low_memory=None`), streaming the DiT leaves Gemma whole while it enhances the
+    prompt where that fits: each model is freed before the next loads, and streamed, Gemma is
+    read again for every token it writes."""
+    residencies = [(low_memory, None)] if low_memory is not None else [(False, None)]
+    if low_memory is None:
+        residencies += [(True, False)] if inputs.enhance_prompt else []
+        residencies += [(True, None)]
     plan = None
-    for streamed in residencies:
-        plans = [MemoryPlan(tuple(estimate_phases(inputs, streamed, tile_size)), budget, streamed, tile_size)
+    for streamed, gemma_streamed in residencies:
+        plans = [MemoryPlan(tuple(estimate_phases(inputs, streamed, tile_size, gemma_streamed)), budget, streamed,
+                            tile_size, gemma_low_memory=gemma_streamed)
                  for tile_size in (TILE_SIZES if tiled_decode else (None,))]  # fmt: skip
         fitting = [plan for plan in plans if plan.fits]
         if fitting and streamed:

@@ -28,6 +28,9 @@ class ModelLedger:
     # Stream the DiT's blocks and Gemma's layers from their files as each forward reaches them
     # (loader.streaming): about two blocks resident instead of all; outputs unchanged.
     low_memory: bool = False
+    # Gemma's layers while it enhances a prompt: streamed as low_memory says when None; False
+    # holds Gemma whole for the enhancement though the DiT streams (MemoryPlan.gemma_low_memory).
+    text_encoder_low_memory: bool | None = None
     # DiT blocks / Gemma layers per evaluation (one bounded piece of GPU work each, for macOS's
     # watchdog); None: the models' defaults (DiT 1; Gemma the whole forward, 1 when streamed).
     eval_blocks: int | None = None
@@ -113,7 +116,8 @@ class ModelLedger:
             encode_prompts(
                 missing, self.gemma_path, self.checkpoint, dtype=self.dtype, quantize_bits=self.text_encoder_bits,
                 enhance_first_prompt=enhance_first_prompt and results[0] is None, enhance_prompt_image=image,
-                enhance_prompt_seed=seed, low_memory=self.low_memory, eval_layers=self.eval_blocks,
+                enhance_prompt_seed=seed, eval_layers=self.eval_blocks,
+                low_memory=self.low_memory if self.text_encoder_low_memory is None else self.text_encoder_low_memory,
                 on_enhanced=lambda prompt: self.report(f"enhanced prompt: {prompt}"),
             )
         )  # fmt: skip
