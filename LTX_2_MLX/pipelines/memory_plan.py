@@ -532,10 +532,10 @@ def plan_generation(
     Chosen here (`low_memory=None`), streaming the DiT leaves Gemma whole while it enhances the
     prompt where that fits: each model is freed before the next loads, and streamed, Gemma is
     read again for every token it writes."""
-    residencies = [(low_memory, None)] if low_memory is not None else [(False, None)]
-    if low_memory is None:
-        residencies += [(True, False)] if inputs.enhance_prompt else []
-        residencies += [(True, None)]
+    if low_memory is not None:
+        residencies = [(low_memory, None)]
+    else:
+        residencies = [(False, None), *([(True, False)] if inputs.enhance_prompt else []), (True, None)]
     plan = None
     for streamed, gemma_streamed in residencies:
         plans = [MemoryPlan(tuple(estimate_phases(inputs, streamed, tile_size, gemma_streamed)), budget, streamed,
