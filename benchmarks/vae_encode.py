@@ -10,6 +10,8 @@ memory and the cosine between the two latents. Goal (issue 12): MLX / ltx-core <
     python benchmarks/vae_encode.py --small          # a tiny encoder on the CPU: checks the script
     python benchmarks/vae_encode.py --json out.json  # also write the figures
     python benchmarks/vae_encode.py --profile        # GPU time per kernel kind, one more run of each side
+    python benchmarks/vae_encode.py --mlx-only --profile   # MLX alone (with both sides, --profile
+                                                     # crashed with a segmentation fault on an H200)
 """
 
 import argparse
@@ -67,6 +69,15 @@ def mlx_from_reference(reference: torch.nn.Module, config: dict, dtype: mx.Dtype
     return encoder
 
 
+def mlx_only(encoder: VideoEncoder, shape: tuple[int, ...], dtype: mx.Dtype, args) -> None:
+    """MLX's time for `shape` and, with --profile, its kernel table; the reference is not run."""
+    video = (mx.random.uniform(shape=shape, key=mx.random.key(1)) * 2 - 1).astype(dtype)
+    timing, _ = median_mlx(partial(encoder, video), args.warmup, args.iters)
+    print(f"MLX encode: {timing.median_s:.4f} s median of {args.iters}", flush=True)
+    if args.profile:
+        print(profile_mlx(partial(encoder, video), "MLX", args.top), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="tiny encoder, 64x64x9, on the CPU (script check)")
@@ -76,6 +87,7 @@ def main() -> None:
     parser.add_argument("--json", help="write the figures to this file")
     parser.add_argument("--profile", action="store_true", help="kernel table of one more run per side")
     parser.add_argument("--top", type=int, default=25, help="kernels listed with --profile")
+    parser.add_argument("--mlx-only", action="store_true", help="time (and profile) MLX alone; no ratio")
     args = parser.parse_args()
 
     width, height, frames = (int(v) for v in args.size.lower().split("x"))
@@ -92,6 +104,10 @@ def main() -> None:
 
     reference = build_reference(config, device, torch_dtype)
     encoder = mlx_from_reference(reference, config, mx_dtype)
+    if args.mlx_only:
+        del reference
+        mlx_only(encoder, (1, 3, frames, height, width), mx_dtype, args)
+        return
     gen = torch.Generator().manual_seed(1)
     video = torch.rand((1, 3, frames, height, width), generator=gen) * 2 - 1
     video_torch = video.to(device=device, dtype=torch_dtype)
