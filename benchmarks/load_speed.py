@@ -5,13 +5,18 @@ MLX as the loaders read them, MLX's other ways, and PyTorch's, on the same tenso
     python benchmarks/load_speed.py CHECKPOINT --processor      # also the prompt processor: load, then run
 
 Ways (each reads the same tensors, the file read once beforehand so that all find it cached):
-  mlx one at a time     Checkpoint.load, each tensor evaluated alone (evaluate_parameters)
-  mlx grouped           Checkpoint.load, ~1 GB of tensors per evaluation
-  mlx cpu-stream        mx.load on the CPU stream (the io thread pool reads several tensors at
-                        once; what a Mac does), then one GPU pass over every tensor. On CUDA these
-                        arrays live in managed memory: a one-off load gains, but a streamed DiT,
-                        whose buffers pass between CPU reads and GPU kernels every block, stalled
-                        for minutes on an H200, so the loaders keep the default stream
+  mlx one at a time     Checkpoint.load, each tensor evaluated alone
+  mlx grouped           Checkpoint.load, 256 MiB of tensors per evaluation, the next group queued
+                        before waiting for the last (evaluate_parameters).
+                        On CUDA the loaders read on the CPU stream (MLX's io threads read several
+                        tensors at once into managed memory) and copy each tensor to device
+                        memory on the GPU; on Metal they read on the CPU stream, as everything does
+  mlx gpu-stream        mx.load on the GPU stream, 256 MiB per evaluation: on CUDA, MLX reads each
+                        tensor in the evaluating thread and copies it from pageable memory (what
+                        the loaders did before)
+  mlx cpu-stream        mx.load on the CPU stream, then one GPU pass over every tensor; on CUDA
+                        the arrays stay in managed memory (a streamed DiT, whose buffers then pass
+                        between CPU reads and GPU kernels every block, stalled for minutes)
   torch safe_open       safetensors' safe_open(device="cuda"), tensor by tensor
 """
 
@@ -25,9 +30,9 @@ from pathlib import Path
 import mlx.core as mx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from LTX_2_MLX.loader.checkpoint import Checkpoint  # noqa: E402
+from LTX_2_MLX.loader.checkpoint import Checkpoint, evaluate_in_groups  # noqa: E402
 
-GROUP_BYTES = 2**30
+GROUP_BYTES = 2**28  # evaluate_parameters' default
 
 
 def chosen_names(checkpoint: Checkpoint, prefix: str, limit: int) -> list[str]:
@@ -68,6 +73,14 @@ def mlx_one_at_a_time(checkpoint: Checkpoint, names: list[str]) -> float:
 def mlx_grouped(checkpoint: Checkpoint, names: list[str]) -> float:
     tensors = checkpoint.load("", decode_fp8=False)
     started = time.perf_counter()
+    evaluate_in_groups([tensors[name] for name in names], GROUP_BYTES)
+    mx.synchronize()
+    return time.perf_counter() - started
+
+
+def mlx_gpu_stream(checkpoint: Checkpoint, names: list[str]) -> float:
+    started = time.perf_counter()
+    tensors = mx.load(str(checkpoint.path), format="safetensors", stream=mx.gpu)
     for group in groups([tensors[name] for name in names], GROUP_BYTES):
         mx.eval(group)
     mx.synchronize()
@@ -130,16 +143,21 @@ def main() -> None:
     parser.add_argument("--prefix", default="model.diffusion_model.transformer_blocks.")
     parser.add_argument("--limit-gb", type=float, default=6.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--group-mib", type=int, default=256, help="MiB of tensors per evaluation, grouped ways")
     parser.add_argument("--processor", action="store_true", help="also time the prompt processor's load and run")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    global GROUP_BYTES
+    GROUP_BYTES = args.group_mib << 20
 
     checkpoint = Checkpoint.open(args.checkpoint)
     names = chosen_names(checkpoint, args.prefix, int(args.limit_gb * 1e9))
     nbytes = sum(checkpoint.entries[name].nbytes for name in names)
     warm_page_cache(checkpoint.path)
     print(f"{len(names)} tensors, {nbytes / 1e9:.2f} GB, from {checkpoint.path.name} ({mx.default_device()})")
-    ways = {"mlx one at a time": mlx_one_at_a_time, "mlx grouped": mlx_grouped, "mlx cpu-stream": mlx_cpu_stream}
+    ways = {"mlx one at a time": mlx_one_at_a_time, "mlx grouped": mlx_grouped}
+    if mx.cuda.is_available():
+        ways.update({"mlx gpu-stream": mlx_gpu_stream, "mlx cpu-stream": mlx_cpu_stream})
     try:
         import torch
 

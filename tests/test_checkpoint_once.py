@@ -179,3 +179,23 @@ def test_config_is_a_copy(model_files):
     changed["vae"]["latent_channels"] = -1
     changed.pop("transformer")
     assert checkpoint.config("transformer")["vae"]["latent_channels"] > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.int64, torch.bool,
+                                   torch.float8_e4m3fn])  # fmt: skip
+def test_reading_on_the_cpu_stream_then_copying_keeps_every_bit(tmp_path, monkeypatch, dtype):
+    # What the loaders do on CUDA (checkpoint._HOST_READ): read on the CPU stream, copy to the
+    # GPU as integers, so that -0, NaN, infinities and subnormals come through bit for bit.
+    special = torch.tensor([-0.0, float("nan"), float("inf"), -float("inf"), 1e-40, -2.5e-39, 3.0, -1.0])
+    values = special if dtype.is_floating_point else torch.arange(-4, 4)
+    path = tmp_path / "special.safetensors"
+    save_file({"a.values": values.to(dtype).reshape(2, 4), "a.scalar": torch.tensor(7).to(dtype)}, str(path))
+    checkpoint = Checkpoint.open(path)
+    monkeypatch.setattr(checkpoint_module, "_HOST_READ", True)
+    for decode_fp8 in (True, False):
+        loaded = checkpoint.load("a.", decode_fp8=decode_fp8)
+        for name, value in loaded.items():
+            read = checkpoint.read_tensor(f"a.{name}", decode_fp8=decode_fp8)
+            assert value.dtype == read.dtype and value.shape == read.shape
+            bits = {1: mx.uint8, 2: mx.uint16, 4: mx.uint32, 8: mx.uint64}[read.itemsize]
+            assert mx.array_equal(value.view(bits), read.view(bits)).item(), name
