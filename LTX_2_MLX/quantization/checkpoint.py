@@ -14,7 +14,7 @@ import mlx.core as mx
 from mlx import nn
 from mlx.utils import tree_flatten, tree_map_with_path
 
-from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, load_module_weights
+from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, evaluate_parameters, load_module_weights
 from LTX_2_MLX.loader.convert import check_output_path, write_safetensors
 from LTX_2_MLX.loader.transformer import (
     CONNECTOR_PREFIXES,
@@ -145,8 +145,7 @@ def load_quantized_transformer(
     load_module_weights(model, tensors, path, "quantized transformer")
     del tensors
     if evaluate:
-        for _, parameter in tree_flatten(model.parameters()):
-            mx.eval(parameter)
+        evaluate_parameters(model, "loading the transformer")
     model.quantization = spec
     model.eval()
     return model
@@ -291,8 +290,7 @@ def load_fp8_transformer(
     load_module_weights(model, weights, path, "fp8 transformer")
     del weights
     if evaluate:
-        for _, parameter in tree_flatten(model.parameters()):
-            mx.eval(parameter)
+        evaluate_parameters(model, "loading the transformer")
     model.quantization = QuantizationSpec.for_mode("fp8")
     model.eval()
     return model
