@@ -280,11 +280,11 @@ def load_tensors(checkpoint: str | Path | Checkpoint, prefix: str = "", decode_f
 
 
 def evaluate_in_groups(
-    arrays: Sequence[mx.array], group_bytes: int, on_group: Callable[[int], None] | None = None
+    arrays: Sequence[mx.array], group_bytes: int, on_group: Callable[[int], None] | None = None, ahead: bool = True
 ) -> None:
-    """Evaluate lazily loaded `arrays` about `group_bytes` at a time, each group queued
+    """Evaluate lazily loaded `arrays` about `group_bytes` at a time; `ahead`, each group queued
     (mx.async_eval) before waiting for the one before it, so that reading one group overlaps
-    converting or copying the last; `on_group(bytes)` after each."""
+    converting or copying the last (two groups in flight); `on_group(bytes)` after each."""
     groups, group, held = [], [], 0
     for index, array in enumerate(arrays):
         group.append(array)
@@ -293,9 +293,9 @@ def evaluate_in_groups(
             groups.append((group, held))
             group, held = [], 0
     for index, (group, held) in enumerate(groups):
-        if index == 0:
+        if ahead and index == 0:
             mx.async_eval(group)
-        if index + 1 < len(groups):
+        if ahead and index + 1 < len(groups):
             mx.async_eval(groups[index + 1][0])
         mx.eval(group)
         if on_group is not None:
@@ -303,19 +303,19 @@ def evaluate_in_groups(
 
 
 def evaluate_parameters(
-    module: nn.Module, description: str, progress_above: int = 2**30, group_bytes: int = 2**28
+    module: nn.Module, description: str, progress_above: int = 2**30, group_bytes: int = 2**28, ahead: bool = True
 ) -> None:
     """Materialise a lazily loaded module about `group_bytes` of parameters at a time (the peak
-    stays near the model plus two groups; MLX's io threads read a group's tensors concurrently,
-    where loads run on the CPU stream: a Mac, and CUDA through `_HOST_READ`), with a progress
-    bar when it holds more than `progress_above` bytes."""
+    stays near the model plus two groups, or one without `ahead`; MLX's io threads read a
+    group's tensors concurrently, where loads run on the CPU stream: a Mac, and CUDA through
+    `_HOST_READ`), with a progress bar when it holds more than `progress_above` bytes."""
     from LTX_2_MLX.progress import progress_bar
 
     parameters = [p for _, p in tree_flatten(module.parameters())]
     total = sum(p.nbytes for p in parameters)
     with progress_bar(total=total, desc=description, unit="B", unit_scale=True, leave=False,
               disable=total <= progress_above) as progress:  # fmt: skip
-        evaluate_in_groups(parameters, group_bytes, progress.update)
+        evaluate_in_groups(parameters, group_bytes, progress.update, ahead)
 
 
 def convert_weights(weights: dict[str, mx.array], converters: list[tuple[str, Converter]]) -> dict[str, mx.array]:
@@ -339,10 +339,11 @@ def load_converted(module: nn.Module, weights: dict[str, mx.array], path: str | 
     Each file tensor is freed once converted when nothing but the module's graph holds it
     (loaders build `weights` in a helper so that their locals do not, and pass it straight
     here); evaluated all at once, most file tensors were read before any was converted,
-    holding the weights nearly twice (the vocoder 1.8x)."""
+    holding the weights nearly twice (the vocoder 1.8x). Groups are not queued ahead: the
+    next group's file tensors would be held beside this one's (the tiny vocoder's test: 1.8x)."""
     load_module_weights(module, weights, path, what, dtype)
     del weights
-    evaluate_parameters(module, what, group_bytes=2**24)
+    evaluate_parameters(module, what, group_bytes=2**24, ahead=False)
     return module.eval()
 
 
