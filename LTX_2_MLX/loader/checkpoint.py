@@ -90,10 +90,10 @@ _NUMPY_DTYPES = {
 
 
 # MLX's CUDA backend reads a tensor on the GPU stream in the evaluating thread, then copies it
-# from pageable host memory: ~2.5 GB/s on an H200. On the CPU stream its io threads read
+# from pageable host memory: ~1.9 GB/s on an H200. On the CPU stream its io threads read
 # several tensors at once into managed memory, which one copy on the GPU moves to device
-# memory (and frees), so no weight stays in managed memory. Metal reads on the CPU stream
-# anyway, into memory the GPU shares.
+# memory (and frees), so no weight stays in managed memory: 3.0 GB/s (load_speed.py). Metal
+# reads on the CPU stream anyway, into memory the GPU shares.
 _HOST_READ = mx.cuda.is_available()
 _UNSIGNED = {1: mx.uint8, 2: mx.uint16, 4: mx.uint32, 8: mx.uint64}
 
