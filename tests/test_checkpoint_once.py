@@ -73,7 +73,7 @@ def reads(monkeypatch):
     return counted
 
 
-def _generate(model_files, output, pipeline: str):
+def _generate(model_files, output, pipeline: str, *extra: str):
     checkpoint, gemma, _, upscaler = model_files[:4]
     args = ["generate", "--checkpoint-path", checkpoint, "--gemma-path", str(gemma), "--prompt", "a red fox runs",
             "--output-path", str(output), "--num-frames", "9", "--dtype", "float32", "--no-tiled-decode",
@@ -82,7 +82,7 @@ def _generate(model_files, output, pipeline: str):
         args += ["--height", "64", "--width", "64", "--num-inference-steps", "2"]
     else:
         args += ["--height", "128", "--width", "128", "--spatial-upscaler-path", str(upscaler)]
-    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    result = CliRunner().invoke(main, [*args, *extra], catch_exceptions=False)
     assert result.exit_code == 0, result.output
 
 
@@ -199,3 +199,24 @@ def test_reading_on_the_cpu_stream_then_copying_keeps_every_bit(tmp_path, monkey
             assert value.dtype == read.dtype and value.shape == read.shape
             bits = {1: mx.uint8, 2: mx.uint16, 4: mx.uint32, 8: mx.uint64}[read.itemsize]
             assert mx.array_equal(value.view(bits), read.view(bits)).item(), name
+
+
+def test_a_generation_read_on_the_cpu_stream_is_bitwise_the_same(model_files, tmp_path, monkeypatch):
+    # Every loader through the CUDA read path (CPU-stream mx.load, then _device_copy), the
+    # streamed DiT and Gemma included: the same video, byte for byte.
+    streams = []
+    load = mx.load
+
+    def recording_load(path, *args, **kwargs):
+        streams.append(kwargs.get("stream"))
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(mx, "load", recording_load)
+    outputs = {}
+    for host_read in (False, True):
+        monkeypatch.setattr(checkpoint_module, "_HOST_READ", host_read)
+        streams.clear()
+        outputs[host_read] = tmp_path / f"fox-{host_read}.mp4"
+        _generate(model_files, outputs[host_read], "one-stage", "--low-memory")
+        assert streams and all((stream is not None and stream == mx.cpu) == host_read for stream in streams)
+    assert outputs[True].read_bytes() == outputs[False].read_bytes()
