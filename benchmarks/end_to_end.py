@@ -6,7 +6,9 @@ phase, with the memory planner's estimate beside each measured phase.
     python benchmarks/end_to_end.py --tiny --json /tmp/e2e.json     # the tiny test models on the CPU, seconds
 
 Each (pipeline, precision, mode) runs in a child process of its own, so one run's peak RSS is
-not another's. Precisions: bf16 (the checkpoint as stored, in bfloat16), fp8 / int8 / int4
+not another's. `--warmup W --repeats N` runs every job W + N times, in rounds (MLX and the
+reference alternate), and compares medians of the last N: the first run on a machine compiles
+MLX's kernels (cached on disk after). Precisions: bf16 (the checkpoint as stored, in bfloat16), fp8 / int8 / int4
 (`--quantization`, Gemma at 8 bits for int8 and 4 bits for int4). Modes: `default` (the DiT
 resident) and `low-memory` (its blocks streamed). Phases are delimited where the pipeline asks
 the ledger for a model (Gemma, the prompt processor, the DiT, the upscaler, the audio decoder,
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -248,19 +251,36 @@ def print_run(run: dict) -> None:
               + f" {phase['rss_peak_bytes'] / 2**30:>8.2f}G", flush=True)  # fmt: skip
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """One run's fields with the median seconds of `runs` (total and per phase) and their largest
+    peaks."""
+    merged = dict(runs[0], seconds=statistics.median(run["seconds"] for run in runs), repeats=len(runs))
+    phases = []
+    for phase in runs[0]["phases"]:
+        same = [p for run in runs for p in run["phases"] if p["phase"] == phase["phase"]]
+        phases.append(dict(phase, seconds=statistics.median(p["seconds"] for p in same),
+                           peak_bytes=max(p["peak_bytes"] for p in same)))  # fmt: skip
+    merged["phases"] = phases
+    return merged
+
+
 def print_side_by_side(runs: list[dict]) -> None:
-    """MLX's default-mode runs beside the reference's at the same precision, phase by phase."""
-    for reference in (run for run in runs if run.get("side") == "ltx-pipelines" and "phases" in run):
-        ours = next((run for run in runs if run.get("side") == "mlx" and "phases" in run and run["mode"] == "default"
-                     and run["pipeline"] == reference["pipeline"] and run["precision"] == reference["precision"]),
-                    None)  # fmt: skip
-        if ours is None:
+    """MLX's default-mode runs beside the reference's at the same precision, phase by phase: the
+    medians of the runs after warm-up, and their ratio."""
+    timed = [run for run in runs if "phases" in run and not run.get("warmup")]
+    for precision in dict.fromkeys(run["precision"] for run in timed if run["side"] == "ltx-pipelines"):
+        reference = [run for run in timed if run["side"] == "ltx-pipelines" and run["precision"] == precision]
+        ours = [run for run in timed if run["side"] == "mlx" and run["mode"] == "default"
+                and run["pipeline"] == "distilled" and run["precision"] == precision]  # fmt: skip
+        if not ours:
             continue
-        print(f"\n{reference['pipeline']} {reference['precision']}: MLX vs ltx-pipelines "
-              f"(total {ours['seconds']:.1f} s vs {reference['seconds']:.1f} s)")  # fmt: skip
+        mine, theirs_run = _median_run(ours), _median_run(reference)
+        print(f"\ndistilled {precision}: MLX vs ltx-pipelines, medians of {len(ours)} and {len(reference)} runs "
+              f"(total {mine['seconds']:.1f} s vs {theirs_run['seconds']:.1f} s, "
+              f"MLX / ltx-pipelines {mine['seconds'] / theirs_run['seconds']:.2f})")  # fmt: skip
         print(f"  {'phase':<17} {'MLX s':>8} {'ref s':>8} {'MLX peak':>10} {'ref peak':>10}")
-        theirs = {phase["phase"]: phase for phase in reference["phases"]}
-        for phase in ours["phases"]:
+        theirs = {phase["phase"]: phase for phase in theirs_run["phases"]}
+        for phase in mine["phases"]:
             other = theirs.get(phase["phase"])
             ref_s = f"{other['seconds']:>8.2f}" if other else f"{'-':>8}"
             ref_peak = f"{other['peak_bytes'] / 2**30:>9.2f}G" if other else f"{'-':>10}"
@@ -301,6 +321,8 @@ def main() -> None:
     parser.add_argument("--memory-budget", type=float, default=None, help="GiB, passed to every MLX run")
     parser.add_argument("--plots", type=Path, default=None, help="a memory-over-time PNG per MLX run in this folder")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs of every job (medians compared)")
+    parser.add_argument("--warmup", type=int, default=0, help="runs of every job before the timed ones")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a child: one run, JSON on stdout
     parser.add_argument("--side", default="mlx", help=argparse.SUPPRESS)
     parser.add_argument("--pipeline", default="distilled", help=argparse.SUPPRESS)
@@ -337,8 +359,11 @@ def main() -> None:
     if args.reference:
         jobs += [("ltx-pipelines", "distilled", precision, "default") for precision in args.precisions
                  if precision in ("bf16", "fp8")]  # fmt: skip
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error("--repeats must be at least 1 and --warmup at least 0")
     runs = []
-    for side, pipeline, precision, mode in jobs:
+    rounds = args.warmup + args.repeats
+    for round_, (side, pipeline, precision, mode) in ((r, job) for r in range(rounds) for job in jobs):
         child = [
             sys.executable,
             __file__,
@@ -373,7 +398,9 @@ def main() -> None:
                          "error": (done.stderr or done.stdout).strip().splitlines()[-3:]})  # fmt: skip
             print(f"{side} {pipeline} {precision} {mode}: FAILED {runs[-1]['error']}", flush=True)
             continue
-        runs.append(json.loads(lines[-1][len("RESULT ") :]))
+        runs.append(dict(json.loads(lines[-1][len("RESULT ") :]), round=round_, warmup=round_ < args.warmup))
+        if rounds > 1:
+            print(f"\nround {round_ + 1} of {rounds}{' (warm-up)' if round_ < args.warmup else ''}", end="")
         print_run(runs[-1])
         if args.json is not None:  # after every run, so a run cut short keeps what was measured
             args.json.write_text(json.dumps({"size": f"{args.width}x{args.height}x{args.num_frames}", "runs": runs},
