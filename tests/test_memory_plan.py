@@ -65,6 +65,26 @@ def test_tiny_plan_against_measured_peaks_per_phase(model_files, tmp_path):
         assert low <= phase["estimate_ratio"] <= high, (name, phase)
 
 
+def test_end_to_end_compares_the_medians_of_the_timed_runs(capsys):
+    # `end_to_end.py --warmup W --repeats N`: warm-up runs are left out, medians are compared.
+    sys.path.insert(0, str(BENCHMARK.parent))
+    from end_to_end import print_side_by_side
+
+    def run(side: str, seconds: float, gemma: float, warmup: bool = False) -> dict:
+        phases = [{"phase": "Gemma encode", "seconds": gemma, "peak_bytes": 2**30},
+                  {"phase": "DiT", "seconds": seconds - gemma, "peak_bytes": 2**31}]  # fmt: skip
+        return {"side": side, "pipeline": "distilled", "precision": "bf16", "mode": "default", "seconds": seconds,
+                "phases": phases, "warmup": warmup}  # fmt: skip
+
+    runs = [run("mlx", 90.0, 50.0, warmup=True), run("ltx-pipelines", 40.0, 8.0, warmup=True),
+            run("mlx", 21.0, 5.0), run("ltx-pipelines", 20.0, 8.0), run("mlx", 23.0, 7.0),
+            run("ltx-pipelines", 19.0, 7.0), run("mlx", 22.0, 6.0), run("ltx-pipelines", 21.0, 9.0)]  # fmt: skip
+    print_side_by_side(runs)
+    printed = capsys.readouterr().out
+    assert "medians of 3 and 3 runs (total 22.0 s vs 20.0 s, MLX / ltx-pipelines 1.10)" in printed
+    assert "Gemma encode          6.00     8.00" in printed
+
+
 def _eight_block_checkpoint(model_files, folder: Path) -> str:
     """A header-only stand-in: the tiny model's config with a DiT of eight 1 MiB blocks."""
     from LTX_2_MLX.loader.checkpoint import Checkpoint
