@@ -330,6 +330,8 @@ def main() -> None:
     parser.add_argument("--mode", default="default", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error("--repeats must be at least 1 and --warmup at least 0")
     args.width, args.height, args.num_frames = (int(v) for v in args.size.split("x"))
     if args.one:
         if args.tiny:
@@ -359,8 +361,6 @@ def main() -> None:
     if args.reference:
         jobs += [("ltx-pipelines", "distilled", precision, "default") for precision in args.precisions
                  if precision in ("bf16", "fp8")]  # fmt: skip
-    if args.repeats < 1 or args.warmup < 0:
-        parser.error("--repeats must be at least 1 and --warmup at least 0")
     runs = []
     rounds = args.warmup + args.repeats
     for round_, (side, pipeline, precision, mode) in ((r, job) for r in range(rounds) for job in jobs):

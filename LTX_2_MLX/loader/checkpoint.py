@@ -15,6 +15,8 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
+from LTX_2_MLX.model.common.one_ahead import OneAhead
+
 # One entry of a weight map: turns a checkpoint key (prefix already stripped) and its tensor
 # into zero or more (module key, array) pairs.
 Converter = Callable[[str, mx.array], list[tuple[str, mx.array]]]
@@ -283,23 +285,27 @@ def evaluate_in_groups(
     arrays: Sequence[mx.array], group_bytes: int, on_group: Callable[[int], None] | None = None, ahead: bool = True
 ) -> None:
     """Evaluate lazily loaded `arrays` about `group_bytes` at a time; `ahead`, each group queued
-    (mx.async_eval) before waiting for the one before it, so that reading one group overlaps
+    before the one before it is waited for (OneAhead), so that reading one group overlaps
     converting or copying the last (two groups in flight); `on_group(bytes)` after each."""
-    groups, group, held = [], [], 0
+    report = on_group or (lambda held: None)
+    pieces, queued, group, held = OneAhead(), 0, [], 0
     for index, array in enumerate(arrays):
         group.append(array)
         held += array.nbytes
-        if held >= group_bytes or index == len(arrays) - 1:
-            groups.append((group, held))
-            group, held = [], 0
-    for index, (group, held) in enumerate(groups):
-        if ahead and index == 0:
-            mx.async_eval(group)
-        if ahead and index + 1 < len(groups):
-            mx.async_eval(groups[index + 1][0])
-        mx.eval(group)
-        if on_group is not None:
-            on_group(held)
+        if held < group_bytes and index < len(arrays) - 1:
+            continue
+        if ahead:
+            pieces.queue(group)  # waits for the group before
+            if queued:
+                report(queued)
+            queued = held
+        else:
+            mx.eval(group)
+            report(held)
+        group, held = [], 0
+    pieces.finish()
+    if queued:
+        report(queued)
 
 
 def evaluate_parameters(

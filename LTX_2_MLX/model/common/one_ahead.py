@@ -18,3 +18,8 @@ class OneAhead:
         mx.async_eval(outputs)
         mx.eval(self._waiting)
         self._waiting = outputs if wait_on is None else wait_on
+
+    def finish(self) -> None:
+        """Wait for the last piece queued."""
+        mx.eval(self._waiting)
+        self._waiting = []
