@@ -201,6 +201,47 @@ def test_reading_on_the_cpu_stream_then_copying_keeps_every_bit(tmp_path, monkey
             assert mx.array_equal(value.view(bits), read.view(bits)).item(), name
 
 
+@pytest.mark.parametrize("decode_fp8", [True, False])
+def test_resident_reads_are_read_at_once_bit_for_bit_and_let_go(tmp_path, monkeypatch, decode_fp8):
+    # Checkpoint.load_resident as on CUDA (_HOST_READ): groups in file order read on the CPU
+    # stream, each copied while the next is read. The tensors `load` gives, bit for bit, only
+    # the kept keys, read before it returns (rewriting the file after changes nothing), and
+    # no read held beside its copy.
+    generator = torch.Generator().manual_seed(0)
+    dtypes = [torch.float32, torch.bfloat16, torch.float8_e4m3fn, torch.float16]  # 64 KiB each as stored
+    tensors = {
+        f"m.{i}.w": torch.randn(64, 1024 // dtypes[i % 4].itemsize, generator=generator).to(dtypes[i % 4])
+        for i in range(24)
+    }
+    tensors |= {"m.skip.w": torch.ones(64, 96), "other.w": torch.ones(8)}
+    path = tmp_path / "resident.safetensors"
+    save_file(tensors, str(path))
+    checkpoint = Checkpoint.open(path)
+    expected = {f"{i}.w": checkpoint.read_tensor(f"m.{i}.w", decode_fp8=decode_fp8) for i in range(24)}
+    mx.eval(expected)
+    monkeypatch.setattr(checkpoint_module, "_HOST_READ", True)
+    monkeypatch.setattr(checkpoint_module, "_RESIDENT_GROUP_BYTES", 2**17)
+    streams = []
+    load = mx.load
+    monkeypatch.setattr(
+        mx, "load", lambda *args, **kwargs: streams.append(kwargs.get("stream")) or load(*args, **kwargs)
+    )
+    mx.synchronize()
+    mx.clear_cache()
+    mx.reset_peak_memory()
+    before = mx.get_active_memory()
+    loaded = checkpoint.load_resident("m.", decode_fp8, keep=lambda key: not key.startswith("skip."))
+    peak = mx.get_peak_memory() - before
+    assert streams == [mx.cpu] and set(loaded) == set(expected)
+    # The copies, and the reads of at most two groups (the one copied, the next): not every read.
+    assert peak <= sum(value.nbytes for value in loaded.values()) + 3 * 2**17, "reads held beside their copies"
+    path.write_bytes(path.read_bytes()[:-4096] + bytes(4096))  # a lazy tensor would now read zeros
+    for key, value in loaded.items():
+        bits = {1: mx.uint8, 2: mx.uint16, 4: mx.uint32}[value.itemsize]
+        assert value.dtype == expected[key].dtype
+        assert mx.array_equal(value.view(bits), expected[key].view(bits)).item(), key
+
+
 def test_a_generation_read_on_the_cpu_stream_is_bitwise_the_same(model_files, tmp_path, monkeypatch):
     # Every loader through the CUDA read path (CPU-stream mx.load, then _device_copy), the
     # streamed DiT and Gemma included: the same video, byte for byte.

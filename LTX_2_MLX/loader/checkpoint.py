@@ -98,6 +98,7 @@ _NUMPY_DTYPES = {
 # reads on the CPU stream anyway, into memory the GPU shares.
 _HOST_READ = mx.cuda.is_available()
 _UNSIGNED = {1: mx.uint8, 2: mx.uint16, 4: mx.uint32, 8: mx.uint64}
+_RESIDENT_GROUP_BYTES = 2**30  # Checkpoint.load_resident's reads per group on CUDA
 
 
 def _device_copy(array: mx.array) -> mx.array:
@@ -209,6 +210,48 @@ class Checkpoint:
         """Tensors whose key starts with `prefix`, the prefix removed (see `load_groups`)."""
         return self.load_groups((prefix,), decode_fp8)[prefix]
 
+    def load_resident(
+        self,
+        prefix: str,
+        decode_fp8: bool = True,
+        keep: Callable[[str], bool] = lambda key: True,
+        description: str = "loading",
+    ) -> dict[str, mx.array]:
+        """`load(prefix)`, only the keys (prefix removed) that `keep`, for a caller that keeps
+        every tensor as stored (no cast worth a second copy): on CUDA (`_HOST_READ`) read now,
+        in file order, each ~1 GiB group read on the CPU stream while the GPU copies the group
+        before; the same reads evaluated together with their copies wait tensor by tensor
+        (benchmarks/load_speed.py: "mlx resident" against "mlx grouped"). Elsewhere lazy, as
+        `load`, the reads left to the caller's evaluation."""
+        wanted = {
+            name: entry for name, entry in self.entries.items() if name.startswith(prefix) and keep(name[len(prefix) :])
+        }
+        if not _HOST_READ:
+            return {key: value for key, value in self.load(prefix, decode_fp8).items() if keep(key)}
+        from LTX_2_MLX.progress import progress_bar
+
+        self._check_fp8_kinds(wanted)
+        reads = self._map()
+        groups = file_order_groups(wanted, _RESIDENT_GROUP_BYTES)
+        loaded: dict[str, mx.array] = {}
+        total = sum(entry.nbytes for entry in wanted.values())
+        with progress_bar(total=total, desc=description, unit="B", unit_scale=True, leave=False,
+                          disable=total <= 2**30) as progress:  # fmt: skip
+            ahead = [reads[name] for name in groups[0]] if groups else []
+            mx.eval(ahead)
+            for index, group in enumerate(groups):
+                ahead = [reads[name] for name in groups[index + 1]] if index + 1 < len(groups) else []
+                mx.async_eval(ahead)
+                copies = {name: _device_copy(reads.pop(name)) for name in group}
+                mx.eval(list(copies.values()))
+                progress.update(sum(wanted[name].nbytes for name in group))
+                for name, value in copies.items():
+                    if wanted[name].dtype == "F8_E4M3" and decode_fp8:
+                        value = mx.from_fp8(value, dtype=mx.bfloat16)
+                    loaded[name[len(prefix) :]] = value
+                mx.eval(ahead)
+        return loaded
+
     def load_groups(self, prefixes: Sequence[str], decode_fp8: bool = True) -> dict[str, dict[str, mx.array]]:
         """{prefix: {key without the prefix: tensor}} for each of `prefixes`, from one mx.load.
 
@@ -222,16 +265,8 @@ class Checkpoint:
         groups: dict[str, dict[str, mx.array]] = {prefix: {} for prefix in prefixes}
         if not wanted:
             return groups
-        for name, entry in wanted.items():
-            if entry.dtype.startswith("F8") and entry.dtype != "F8_E4M3":
-                raise CheckpointError(
-                    f"{self.path}: tensor {name} is {entry.dtype}, which MLX cannot decode; "
-                    "use a bf16 or e4m3 fp8 file."
-                )
-        try:
-            tensors = mx.load(str(self.path), format="safetensors", stream=mx.cpu if _HOST_READ else None)
-        except (RuntimeError, ValueError) as err:
-            raise CheckpointError(f"{self.path}: could not be read as safetensors ({err}). Re-download it.") from None
+        self._check_fp8_kinds(wanted)
+        tensors = self._map()
         for name, entry in wanted.items():
             value = _device_copy(tensors[name]) if _HOST_READ else tensors[name]
             if entry.dtype == "F8_E4M3" and decode_fp8:  # MLX reads float8 tensors as their raw bytes
@@ -240,6 +275,34 @@ class Checkpoint:
                 if name.startswith(prefix):
                     groups[prefix][name[len(prefix) :]] = value
         return groups
+
+    def _check_fp8_kinds(self, wanted: dict[str, TensorEntry]) -> None:
+        for name, entry in wanted.items():
+            if entry.dtype.startswith("F8") and entry.dtype != "F8_E4M3":
+                raise CheckpointError(
+                    f"{self.path}: tensor {name} is {entry.dtype}, which MLX cannot decode; "
+                    "use a bf16 or e4m3 fp8 file."
+                )
+
+    def _map(self) -> dict[str, mx.array]:
+        """Every tensor of the file, lazily (nothing read until evaluated); on the CPU stream on CUDA."""
+        try:
+            return mx.load(str(self.path), format="safetensors", stream=mx.cpu if _HOST_READ else None)
+        except (RuntimeError, ValueError) as err:
+            raise CheckpointError(f"{self.path}: could not be read as safetensors ({err}). Re-download it.") from None
+
+
+def file_order_groups(entries: dict[str, TensorEntry], group_bytes: int) -> list[list[str]]:
+    """The names of `entries` in the order of their bytes in the file, cut into runs of at least
+    `group_bytes` (the last one shorter)."""
+    groups, group, held = [], [], 0
+    for name in sorted(entries, key=lambda name: entries[name].start):
+        group.append(name)
+        held += entries[name].nbytes
+        if held >= group_bytes:
+            groups.append(group)
+            group, held = [], 0
+    return groups + ([group] if group else [])
 
 
 # The path-taking forms, for callers that need one fact about a file.

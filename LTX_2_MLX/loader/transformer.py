@@ -47,6 +47,28 @@ def stored_quantization(checkpoint: str | Path | Checkpoint) -> str | None:
     return None
 
 
+_FLOAT_CODES = {"F16": mx.float16, "BF16": mx.bfloat16, "F32": mx.float32, "F64": mx.float64}
+
+
+def transformer_tensors(
+    checkpoint: Checkpoint, dtype: mx.Dtype | None, resident: bool, decode_fp8: bool = True
+) -> dict[str, mx.array]:
+    """The DiT's tensors (prefix removed, text connectors left out). `resident`: the caller
+    evaluates them all next; they are then read at once (`Checkpoint.load_resident`) when the
+    model keeps them as stored, casts to `dtype` touching at most 1/16 of their bytes (holding
+    the file's copies of those until the cast costs that much memory more); otherwise lazily."""
+    entries = [
+        entry
+        for name, entry in checkpoint.entries.items()
+        if name.startswith(TRANSFORMER_PREFIX) and not name[len(TRANSFORMER_PREFIX) :].startswith(CONNECTOR_PREFIXES)
+    ]
+    cast = sum(e.nbytes for e in entries if dtype is not None and _FLOAT_CODES.get(e.dtype, dtype) != dtype)
+    keep = lambda key: not key.startswith(CONNECTOR_PREFIXES)  # noqa: E731
+    if resident and cast * 16 <= sum(e.nbytes for e in entries):
+        return checkpoint.load_resident(TRANSFORMER_PREFIX, decode_fp8, keep, "reading the transformer")
+    return {key: value for key, value in checkpoint.load(TRANSFORMER_PREFIX, decode_fp8).items() if keep(key)}
+
+
 def load_transformer(
     checkpoint: str | Path | Checkpoint,
     dtype: mx.Dtype = mx.bfloat16,
@@ -64,11 +86,7 @@ def load_transformer(
             "load it with LTX_2_MLX.quantization.load_transformer_as_stored, which keeps it that way."
         )
     model = LTXModel(transformer_config(checkpoint, model_type))
-    weights = {
-        key: value
-        for key, value in checkpoint.load(TRANSFORMER_PREFIX).items()
-        if not key.startswith(CONNECTOR_PREFIXES)
-    }
+    weights = transformer_tensors(checkpoint, dtype, resident=evaluate)
     load_module_weights(model, weights, checkpoint.path, "transformer", dtype=dtype)
     del weights
     if evaluate:

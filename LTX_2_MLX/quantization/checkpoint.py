@@ -23,6 +23,7 @@ from LTX_2_MLX.loader.transformer import (
     load_transformer,
     stored_quantization,
     transformer_config,
+    transformer_tensors,
 )
 from LTX_2_MLX.model.common.fp8_linear import Fp8Linear
 from LTX_2_MLX.model.transformer import LTXModel, LTXModelType
@@ -122,7 +123,7 @@ def load_quantized_transformer(
     spec, layers = _quantization_metadata(checkpoint)
     model = LTXModel(transformer_config(checkpoint, model_type))
     wanted = set(layers)
-    tensors = {k: v for k, v in checkpoint.load(TRANSFORMER_PREFIX).items() if not k.startswith(CONNECTOR_PREFIXES)}
+    tensors = transformer_tensors(checkpoint, None, resident=evaluate)
     scaled = {key.removesuffix(".weight_scale") for key in tensors if key.endswith(".weight_scale")}
 
     def empty_layer(layer_path: str, module: nn.Module) -> nn.Module:
@@ -277,11 +278,7 @@ def load_fp8_transformer(
             f"{path}: no Linear weight of its transformer is stored as F8_E4M3; "
             "load it with load_transformer (and quantize_transformer(model, 'fp8') if you want fp8)."
         )
-    tensors = {
-        key: value
-        for key, value in checkpoint.load(TRANSFORMER_PREFIX, decode_fp8=False).items()
-        if not key.startswith(CONNECTOR_PREFIXES)
-    }
+    tensors = transformer_tensors(checkpoint, dtype, resident=evaluate, decode_fp8=False)
     parameters = {key for key, _ in tree_flatten(model.parameters())}
     _check_fp8_companions(path, tensors, set(fp8_layers), parameters)
     _check_fp8_metadata(checkpoint, stored, set(fp8_layers))
