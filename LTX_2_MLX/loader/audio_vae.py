@@ -65,7 +65,9 @@ def _section_config(checkpoint: Checkpoint, name: str, what: str, parse):
 
 def _audio_vae_weights(checkpoint: Checkpoint, parts: list[str]) -> dict[str, mx.array]:
     """The module's (lazy) weights for the audio VAE `parts`, from the file's tensors."""
-    groups = checkpoint.load_groups([SHARED_STATISTICS_PREFIX, *(f"audio_vae.{part}." for part in parts)])
+    groups = checkpoint.load_groups(
+        [SHARED_STATISTICS_PREFIX, *(f"audio_vae.{part}." for part in parts)], resident=True
+    )
     statistics = {f"per_channel_statistics.{k}": v for k, v in groups[SHARED_STATISTICS_PREFIX].items()}
     weights = {}
     for part in parts:
@@ -83,7 +85,7 @@ def _audio_vae_weights(checkpoint: Checkpoint, parts: list[str]) -> dict[str, mx
 
 def _vocoder_weights(checkpoint: Checkpoint, config: VocoderConfig) -> dict[str, mx.array]:
     """The vocoder module's (lazy) weights, from the file's tensors."""
-    tensors = checkpoint.load("vocoder.")
+    tensors = checkpoint.load("vocoder.", resident=True)
     if not tensors:
         raise CheckpointError(f"{checkpoint.path}: no 'vocoder.*' weights; this file holds no vocoder.")
     return vocoder_module.sanitize(tensors, config)

@@ -206,9 +206,9 @@ class Checkpoint:
             array = mx.from_fp8(array, dtype=mx.bfloat16)
         return array
 
-    def load(self, prefix: str = "", decode_fp8: bool = True) -> dict[str, mx.array]:
+    def load(self, prefix: str = "", decode_fp8: bool = True, resident: bool = False) -> dict[str, mx.array]:
         """Tensors whose key starts with `prefix`, the prefix removed (see `load_groups`)."""
-        return self.load_groups((prefix,), decode_fp8)[prefix]
+        return self.load_groups((prefix,), decode_fp8, resident)[prefix]
 
     def load_resident(
         self,
@@ -218,16 +218,57 @@ class Checkpoint:
         description: str = "loading",
     ) -> dict[str, mx.array]:
         """`load(prefix)`, only the keys (prefix removed) that `keep`, for a caller that keeps
-        every tensor as stored (no cast worth a second copy): on CUDA (`_HOST_READ`) read now,
-        in file order, each ~1 GiB group read on the CPU stream while the GPU copies the group
-        before; the same reads evaluated together with their copies wait tensor by tensor
-        (benchmarks/load_speed.py: "mlx resident" against "mlx grouped"). Elsewhere lazy, as
-        `load`, the reads left to the caller's evaluation."""
+        every tensor as stored (no cast worth a second copy): on CUDA (`_HOST_READ`) read now
+        (see `_read_now`), elsewhere lazily, as `load`."""
+        if not _HOST_READ:
+            return {key: value for key, value in self.load(prefix, decode_fp8).items() if keep(key)}
         wanted = {
             name: entry for name, entry in self.entries.items() if name.startswith(prefix) and keep(name[len(prefix) :])
         }
-        if not _HOST_READ:
-            return {key: value for key, value in self.load(prefix, decode_fp8).items() if keep(key)}
+        return {name[len(prefix) :]: value for name, value in self._read_now(wanted, decode_fp8, description).items()}
+
+    def load_groups(
+        self, prefixes: Sequence[str], decode_fp8: bool = True, resident: bool = False
+    ) -> dict[str, dict[str, mx.array]]:
+        """{prefix: {key without the prefix: tensor}} for each of `prefixes`, from one mx.load.
+
+        e4m3 fp8 tensors are decoded to bfloat16, or with decode_fp8=False kept as their raw
+        uint8 bytes (for modules that compute in fp8).
+
+        mx.load maps the file lazily: a tensor is read from disk only when evaluated, so taking
+        a slice of a 40 GB checkpoint does not read the rest of it. `resident`: the caller
+        evaluates every tensor next, each about as large once converted; on CUDA they are
+        then read now (`_read_now`).
+        """
+        wanted = {name: entry for name, entry in self.entries.items() if any(name.startswith(p) for p in prefixes)}
+        groups: dict[str, dict[str, mx.array]] = {prefix: {} for prefix in prefixes}
+        if not wanted:
+            return groups
+        if resident and _HOST_READ:
+            tensors = self._read_now(wanted, decode_fp8)
+        else:
+            self._check_fp8_kinds(wanted)
+            reads = self._map()
+            tensors = {name: self._lazy(reads, name, decode_fp8) for name in wanted}
+        for name, value in tensors.items():
+            for prefix in prefixes:
+                if name.startswith(prefix):
+                    groups[prefix][name[len(prefix) :]] = value
+        return groups
+
+    def _lazy(self, reads: dict[str, mx.array], name: str, decode_fp8: bool) -> mx.array:
+        value = _device_copy(reads[name]) if _HOST_READ else reads[name]
+        if self.entries[name].dtype == "F8_E4M3" and decode_fp8:  # MLX reads float8 tensors as their raw bytes
+            value = mx.from_fp8(value, dtype=mx.bfloat16)
+        return value
+
+    def _read_now(
+        self, wanted: dict[str, TensorEntry], decode_fp8: bool, description: str = "loading"
+    ) -> dict[str, mx.array]:
+        """The `wanted` tensors read and copied to device memory before returning (CUDA): in
+        file order, each ~1 GiB group read on the CPU stream while the GPU copies the group
+        before. The same reads evaluated together with their copies make the GPU side wait
+        tensor by tensor (benchmarks/load_speed.py: "mlx resident" against "mlx grouped")."""
         from LTX_2_MLX.progress import progress_bar
 
         self._check_fp8_kinds(wanted)
@@ -242,39 +283,16 @@ class Checkpoint:
             for index, group in enumerate(groups):
                 ahead = [reads[name] for name in groups[index + 1]] if index + 1 < len(groups) else []
                 mx.async_eval(ahead)
-                copies = {name: _device_copy(reads.pop(name)) for name in group}
+                copies = {name: self._lazy(reads, name, decode_fp8=False) for name in group}
+                for name in group:
+                    del reads[name]
                 mx.eval(list(copies.values()))
                 progress.update(sum(wanted[name].nbytes for name in group))
                 for name, value in copies.items():
-                    if wanted[name].dtype == "F8_E4M3" and decode_fp8:
-                        value = mx.from_fp8(value, dtype=mx.bfloat16)
-                    loaded[name[len(prefix) :]] = value
+                    decode = wanted[name].dtype == "F8_E4M3" and decode_fp8
+                    loaded[name] = mx.from_fp8(value, dtype=mx.bfloat16) if decode else value
                 mx.eval(ahead)
         return loaded
-
-    def load_groups(self, prefixes: Sequence[str], decode_fp8: bool = True) -> dict[str, dict[str, mx.array]]:
-        """{prefix: {key without the prefix: tensor}} for each of `prefixes`, from one mx.load.
-
-        e4m3 fp8 tensors are decoded to bfloat16, or with decode_fp8=False kept as their raw
-        uint8 bytes (for modules that compute in fp8).
-
-        mx.load maps the file lazily: a tensor is read from disk only when evaluated, so taking
-        a slice of a 40 GB checkpoint does not read the rest of it.
-        """
-        wanted = {name: entry for name, entry in self.entries.items() if any(name.startswith(p) for p in prefixes)}
-        groups: dict[str, dict[str, mx.array]] = {prefix: {} for prefix in prefixes}
-        if not wanted:
-            return groups
-        self._check_fp8_kinds(wanted)
-        tensors = self._map()
-        for name, entry in wanted.items():
-            value = _device_copy(tensors[name]) if _HOST_READ else tensors[name]
-            if entry.dtype == "F8_E4M3" and decode_fp8:  # MLX reads float8 tensors as their raw bytes
-                value = mx.from_fp8(value, dtype=mx.bfloat16)
-            for prefix in prefixes:
-                if name.startswith(prefix):
-                    groups[prefix][name[len(prefix) :]] = value
-        return groups
 
     def _check_fp8_kinds(self, wanted: dict[str, TensorEntry]) -> None:
         for name, entry in wanted.items():
@@ -409,7 +427,9 @@ def load_converted(module: nn.Module, weights: dict[str, mx.array], path: str | 
     (loaders build `weights` in a helper so that their locals do not, and pass it straight
     here); evaluated all at once, most file tensors were read before any was converted,
     holding the weights nearly twice (the vocoder 1.8x). Groups are not queued ahead: the
-    next group's file tensors would be held beside this one's (the tiny vocoder's test: 1.8x)."""
+    next group's file tensors would be held beside this one's (the tiny vocoder's test: 1.8x).
+    On CUDA the loaders read their file tensors first (`resident=True`), so the peak there is
+    the file's tensors plus one group."""
     load_module_weights(module, weights, path, what, dtype)
     del weights
     evaluate_parameters(module, what, group_bytes=2**24, ahead=False)

@@ -28,4 +28,6 @@ def load_upscaler(checkpoint: str | Path | Checkpoint, dtype: mx.Dtype | None = 
     """
     checkpoint = Checkpoint.open(checkpoint)
     upscaler = LatentUpsampler(check_upscaler_file(checkpoint))
-    return load_converted(upscaler, LatentUpsampler.sanitize(checkpoint.load()), checkpoint.path, WHAT, dtype)
+    return load_converted(
+        upscaler, LatentUpsampler.sanitize(checkpoint.load(resident=True)), checkpoint.path, WHAT, dtype
+    )

@@ -26,7 +26,7 @@ def video_vae_config(checkpoint: str | Path | Checkpoint) -> VideoVAEConfig:
 
 def _converted_weights(checkpoint: Checkpoint, parts: list[str]) -> dict[str, mx.array]:
     """The module's (lazy) weights for the VAE `parts`, from the file's tensors."""
-    groups = checkpoint.load_groups([SHARED_STATISTICS_PREFIX, *(f"vae.{part}." for part in parts)])
+    groups = checkpoint.load_groups([SHARED_STATISTICS_PREFIX, *(f"vae.{part}." for part in parts)], resident=True)
     shared_statistics = PerChannelStatistics.sanitize(groups[SHARED_STATISTICS_PREFIX])
     weights = {}
     for part in parts:
