@@ -16,6 +16,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from mlx import nn
+from mlx.utils import tree_flatten
 from reference import save_checkpoint
 from safetensors.torch import load_file, save_file
 
@@ -261,3 +262,25 @@ def test_a_generation_read_on_the_cpu_stream_is_bitwise_the_same(model_files, tm
         _generate(model_files, outputs[host_read], "one-stage", "--low-memory")
         assert streams and all((stream is not None and stream == mx.cpu) == host_read for stream in streams)
     assert outputs[True].read_bytes() == outputs[False].read_bytes()
+
+
+@pytest.mark.parametrize("dtype, evaluate, resident", [("file's", True, True), ("other", True, False),
+                                                       ("file's", False, False)])  # fmt: skip
+def test_the_dit_is_read_at_once_only_when_kept_as_stored_and_evaluated(model_files, monkeypatch, dtype, evaluate,
+                                                                          resident):  # fmt: skip
+    # On CUDA a resident DiT's file tensors are all read before conversion: only worth it when
+    # casting leaves them as they are (no second copy of the model) and they are used now.
+    from LTX_2_MLX.loader.transformer import load_transformer
+
+    checkpoint = Checkpoint.open(model_files[0])
+    stored = {e.dtype for n, e in checkpoint.entries.items() if n.startswith("model.diffusion_model.")}
+    assert stored == {"F32"}, stored  # the tiny files: float32 throughout
+    monkeypatch.setattr(checkpoint_module, "_HOST_READ", True)
+    calls = []
+    load_resident = Checkpoint.load_resident
+    monkeypatch.setattr(Checkpoint, "load_resident", lambda *a, **k: calls.append(a[1]) or load_resident(*a, **k))
+    model = load_transformer(checkpoint, mx.float32 if dtype == "file's" else mx.bfloat16, evaluate=evaluate)
+    assert calls == (["model.diffusion_model."] if resident else [])
+    expected = load_transformer(checkpoint, mx.float32 if dtype == "file's" else mx.bfloat16)
+    for (name, value), (_, want) in zip(tree_flatten(model.parameters()), tree_flatten(expected.parameters())):
+        assert mx.array_equal(value, want).item(), name
