@@ -54,9 +54,10 @@ def transformer_tensors(
     checkpoint: Checkpoint, dtype: mx.Dtype | None, resident: bool, decode_fp8: bool = True
 ) -> dict[str, mx.array]:
     """The DiT's tensors (prefix removed, text connectors left out). `resident`: the caller
-    evaluates them all next; they are then read at once (`Checkpoint.load_resident`) when the
-    model keeps them as stored, casts to `dtype` touching at most 1/16 of their bytes (holding
-    the file's copies of those until the cast costs that much memory more); otherwise lazily."""
+    evaluates them all next. They are then read at once (`Checkpoint.load_resident`, which holds
+    every file tensor before any is cast) when casting to `dtype` changes at most 1/16 of their
+    bytes, so that holding them costs little beyond the model; otherwise each is read when
+    evaluated."""
     entries = [
         entry
         for name, entry in checkpoint.entries.items()
