@@ -200,11 +200,7 @@ class Checkpoint:
             f.seek(entry.start)
             data = f.read(entry.nbytes)
         array = mx.array(np.frombuffer(data, dtype=_NUMPY_DTYPES[entry.dtype]).reshape(entry.shape))
-        if entry.dtype == "BF16":
-            array = array.view(mx.bfloat16)
-        elif entry.dtype == "F8_E4M3" and decode_fp8:
-            array = mx.from_fp8(array, dtype=mx.bfloat16)
-        return array
+        return array.view(mx.bfloat16) if entry.dtype == "BF16" else self._decoded(name, array, decode_fp8)
 
     def load(self, prefix: str = "", decode_fp8: bool = True, resident: bool = False) -> dict[str, mx.array]:
         """Tensors whose key starts with `prefix`, the prefix removed (see `load_groups`)."""
@@ -217,18 +213,17 @@ class Checkpoint:
         keep: Callable[[str], bool] = lambda key: True,
         description: str = "loading",
     ) -> dict[str, mx.array]:
-        """`load(prefix)`, only the keys (prefix removed) that `keep`, for a caller that keeps
-        every tensor as stored (no cast worth a second copy): on CUDA (`_HOST_READ`) read now
-        (see `_read_now`), elsewhere lazily, as `load`."""
-        if not _HOST_READ:
-            return {key: value for key, value in self.load(prefix, decode_fp8).items() if keep(key)}
-        wanted = {
-            name: entry for name, entry in self.entries.items() if name.startswith(prefix) and keep(name[len(prefix) :])
-        }
-        return {name[len(prefix) :]: value for name, value in self._read_now(wanted, decode_fp8, description).items()}
+        """`load(prefix, resident=True)`, only the keys (prefix removed) that `keep`, with a
+        progress bar named `description` while a large read runs (CUDA)."""
+        return self.load_groups((prefix,), decode_fp8, True, keep, description)[prefix]
 
     def load_groups(
-        self, prefixes: Sequence[str], decode_fp8: bool = True, resident: bool = False
+        self,
+        prefixes: Sequence[str],
+        decode_fp8: bool = True,
+        resident: bool = False,
+        keep: Callable[[str], bool] = lambda key: True,
+        description: str = "loading",
     ) -> dict[str, dict[str, mx.array]]:
         """{prefix: {key without the prefix: tensor}} for each of `prefixes`, from one mx.load.
 
@@ -238,29 +233,34 @@ class Checkpoint:
         mx.load maps the file lazily: a tensor is read from disk only when evaluated, so taking
         a slice of a 40 GB checkpoint does not read the rest of it. `resident`: the caller
         evaluates every tensor next, each about as large once converted; on CUDA they are
-        then read now (`_read_now`).
+        then read now (`_read_now`). `keep`: only the keys (prefix removed) it accepts.
         """
-        wanted = {name: entry for name, entry in self.entries.items() if any(name.startswith(p) for p in prefixes)}
+        wanted = {
+            name: entry
+            for name, entry in self.entries.items()
+            if any(name.startswith(p) and keep(name[len(p) :]) for p in prefixes)
+        }
         groups: dict[str, dict[str, mx.array]] = {prefix: {} for prefix in prefixes}
         if not wanted:
             return groups
         if resident and _HOST_READ:
-            tensors = self._read_now(wanted, decode_fp8)
+            tensors = self._read_now(wanted, decode_fp8, description)
         else:
             self._check_fp8_kinds(wanted)
             reads = self._map()
             tensors = {name: self._lazy(reads, name, decode_fp8) for name in wanted}
         for name, value in tensors.items():
             for prefix in prefixes:
-                if name.startswith(prefix):
+                if name.startswith(prefix) and keep(name[len(prefix) :]):
                     groups[prefix][name[len(prefix) :]] = value
         return groups
 
     def _lazy(self, reads: dict[str, mx.array], name: str, decode_fp8: bool) -> mx.array:
-        value = _device_copy(reads[name]) if _HOST_READ else reads[name]
-        if self.entries[name].dtype == "F8_E4M3" and decode_fp8:  # MLX reads float8 tensors as their raw bytes
-            value = mx.from_fp8(value, dtype=mx.bfloat16)
-        return value
+        return self._decoded(name, _device_copy(reads[name]) if _HOST_READ else reads[name], decode_fp8)
+
+    def _decoded(self, name: str, value: mx.array, decode_fp8: bool) -> mx.array:
+        """MLX reads float8 tensors as their raw bytes: decoded to bfloat16 when asked."""
+        return mx.from_fp8(value, dtype=mx.bfloat16) if self.entries[name].dtype == "F8_E4M3" and decode_fp8 else value
 
     def _read_now(
         self, wanted: dict[str, TensorEntry], decode_fp8: bool, description: str = "loading"
@@ -288,9 +288,7 @@ class Checkpoint:
                     del reads[name]
                 mx.eval(list(copies.values()))
                 progress.update(sum(wanted[name].nbytes for name in group))
-                for name, value in copies.items():
-                    decode = wanted[name].dtype == "F8_E4M3" and decode_fp8
-                    loaded[name] = mx.from_fp8(value, dtype=mx.bfloat16) if decode else value
+                loaded.update({name: self._decoded(name, value, decode_fp8) for name, value in copies.items()})
                 mx.eval(ahead)
         return loaded
 
