@@ -5,7 +5,8 @@ into MLX modules."""
 import copy
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -99,6 +100,36 @@ _NUMPY_DTYPES = {
 _HOST_READ = mx.cuda.is_available()
 _UNSIGNED = {1: mx.uint8, 2: mx.uint16, 4: mx.uint32, 8: mx.uint64}
 _RESIDENT_GROUP_BYTES = 2**30  # Checkpoint.load_resident's reads per group on CUDA
+# Work handed to `while_reading`, run one piece per group while `_read_now` waits for the disk.
+_WHILE_READING: list[Callable[[], None]] = []
+
+
+@contextmanager
+def while_reading(tasks: Iterable[Callable[[], None]]) -> Iterator[None]:
+    """Run `tasks`, one at a time, while the resident loads inside the block wait for their
+    reads (on CUDA, `_read_now`: the evaluating thread is idle then); those left at the end
+    run then. Short host-bound work (a kernel's first build) is hidden this way. Elsewhere
+    loads are lazy, nothing waits, and the tasks are dropped."""
+    _WHILE_READING.extend(tasks if _HOST_READ else ())
+    try:
+        yield
+    except BaseException:
+        _WHILE_READING.clear()
+        raise
+    while _WHILE_READING:
+        _WHILE_READING.pop(0)()
+
+
+def _spare_time() -> None:
+    """The next `while_reading` task; loads inside it wait for their own reads without running more."""
+    if not _WHILE_READING:
+        return
+    task, *waiting = _WHILE_READING
+    _WHILE_READING.clear()
+    try:
+        task()
+    finally:
+        _WHILE_READING[:0] = waiting
 
 
 def _device_copy(array: mx.array) -> mx.array:
@@ -268,7 +299,8 @@ class Checkpoint:
         """The `wanted` tensors read and copied to device memory before returning (CUDA): in
         file order, each ~1 GiB group read on the CPU stream while the GPU copies the group
         before. The same reads evaluated together with their copies make the GPU side wait
-        tensor by tensor (benchmarks/load_speed.py: "mlx resident" against "mlx grouped")."""
+        tensor by tensor (benchmarks/load_speed.py: "mlx resident" against "mlx grouped").
+        While a group's reads run, one piece of `while_reading` work does."""
         from LTX_2_MLX.progress import progress_bar
 
         self._check_fp8_kinds(wanted)
@@ -279,6 +311,8 @@ class Checkpoint:
         with progress_bar(total=total, desc=description, unit="B", unit_scale=True, leave=False,
                           disable=total <= 2**30) as progress:  # fmt: skip
             ahead = [reads[name] for name in groups[0]] if groups else []
+            mx.async_eval(ahead)
+            _spare_time()
             mx.eval(ahead)
             for index, group in enumerate(groups):
                 ahead = [reads[name] for name in groups[index + 1]] if index + 1 < len(groups) else []
@@ -289,6 +323,8 @@ class Checkpoint:
                 mx.eval(list(copies.values()))
                 progress.update(sum(wanted[name].nbytes for name in group))
                 loaded.update({name: self._decoded(name, value, decode_fp8) for name, value in copies.items()})
+                if ahead:
+                    _spare_time()
                 mx.eval(ahead)
         return loaded
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError
+from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, while_reading
 
 
 @dataclass
@@ -36,6 +36,8 @@ class ModelLedger:
     eval_blocks: int | None = None
     # Told what is about to load and its size (the CLI prints it); silent by default.
     report: Callable[[str], None] = field(default=lambda message: None, repr=False)
+    # Work for the next DiT load's waits on the disk (prepare_while_loading); not copied by replace().
+    _while_loading: list[Callable[[], None]] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self):
         if self.eval_blocks is not None and self.eval_blocks < 1:
@@ -77,6 +79,7 @@ class ModelLedger:
         extras += [f"{len(self.loras)} LoRA{'s' * (len(self.loras) > 1)}"] if self.loras else []
         self._announce("the transformer" + (f" ({', '.join(extras)})" if extras else ""), self.checkpoint,
                        "model.diffusion_model.")  # fmt: skip
+        tasks, self._while_loading = self._while_loading, []  # streamed and parallel loads drop them
         if self.parallel is not None:
             from LTX_2_MLX.distributed import parallel_transformer
 
@@ -91,10 +94,25 @@ class ModelLedger:
 
             model = load_streamed_transformer(self.checkpoint, self.dtype, self.loras, self.quantization)
         else:
-            model = load_prepared_transformer(self.checkpoint, self.dtype, self.loras, self.quantization)
+            with while_reading(tasks):
+                model = load_prepared_transformer(self.checkpoint, self.dtype, self.loras, self.quantization)
         if self.eval_blocks is not None:
             model.eval_blocks = self.eval_blocks
         return X0Model(model)
+
+    def prepare_while_loading(self, tasks: list[Callable[[], None]]) -> None:
+        """Run `tasks` while the next resident DiT load waits for its reads (`while_reading`)."""
+        self._while_loading = list(tasks)
+
+    def warm_audio_decode(self, frames: int, mel_bins: int) -> None:
+        """Decode `frames` latent frames of silence and drop the models: what the audio decode
+        builds on first use (cuDNN convolution graphs on CUDA) is then built."""
+        from LTX_2_MLX.loader.audio_vae import load_audio_vae, load_vocoder
+        from LTX_2_MLX.model.audio_vae import decode_audio
+
+        decoder = load_audio_vae(self.checkpoint, dtype=self.dtype, encoder=False).decoder
+        silence = mx.zeros((1, self.audio_latent_channels, frames, mel_bins), self.dtype)
+        mx.eval(decode_audio(silence, decoder, load_vocoder(self.checkpoint, dtype=self.dtype)).waveform)
 
     def encode_prompts(self, prompts: list[str], enhance_first_prompt: bool = False, image=None, seed: int = 42):
         """[(video_context, audio_context, mask)] per prompt; Gemma runs only for prompts with

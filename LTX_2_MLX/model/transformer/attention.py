@@ -58,7 +58,7 @@ class Attention(nn.Module):
             if pe is not None:
                 query = apply_rotary_emb(query, pe, self.rope_type)
                 key = apply_rotary_emb(key, pe if k_pe is None else k_pe, self.rope_type)
-            out = self._attend(query, key, value, mask)
+            out = attend(query, key, value, self.heads, self.dim_head, mask)
             if perturbation_mask is not None:
                 out = out * perturbation_mask + value * (1 - perturbation_mask)
         if "to_gate_logits" in self:
@@ -67,14 +67,16 @@ class Attention(nn.Module):
             out = (out.reshape(batch, tokens, self.heads, self.dim_head) * gates[..., None]).reshape(batch, tokens, -1)
         return self.to_out[0](out)
 
-    def _attend(self, query: mx.array, key: mx.array, value: mx.array, mask: mx.array | None) -> mx.array:
-        batch, tokens, _ = query.shape
-        heads, dim_head = self.heads, self.dim_head
 
-        def split_heads(t: mx.array) -> mx.array:
-            return t.reshape(batch, -1, heads, dim_head).transpose(0, 2, 1, 3)
+def attend(query: mx.array, key: mx.array, value: mx.array, heads: int, dim_head: int, mask: mx.array | None = None):
+    """Scaled dot-product attention of (B, T, heads * dim_head) queries over (B, S, ...) keys
+    and values, heads split and merged back."""
+    batch, tokens, _ = query.shape
 
-        out = mx.fast.scaled_dot_product_attention(
-            split_heads(query), split_heads(key), split_heads(value), scale=dim_head**-0.5, mask=mask
-        )
-        return out.transpose(0, 2, 1, 3).reshape(batch, tokens, heads * dim_head)
+    def split_heads(t: mx.array) -> mx.array:
+        return t.reshape(batch, -1, heads, dim_head).transpose(0, 2, 1, 3)
+
+    out = mx.fast.scaled_dot_product_attention(
+        split_heads(query), split_heads(key), split_heads(value), scale=dim_head**-0.5, mask=mask
+    )
+    return out.transpose(0, 2, 1, 3).reshape(batch, tokens, heads * dim_head)

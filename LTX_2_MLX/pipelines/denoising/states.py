@@ -51,6 +51,23 @@ class PipelineComponents:
         )
 
 
+def video_latent_shape(output_shape: VideoPixelShape, components: PipelineComponents) -> VideoLatentShape:
+    return VideoLatentShape.from_pixel_shape(
+        shape=output_shape, latent_channels=components.video_latent_channels,
+        scale_factors=components.video_scale_factors,
+    )  # fmt: skip
+
+
+def audio_latent_shape(output_shape: VideoPixelShape, components: PipelineComponents) -> AudioLatentShape:
+    """The audio latent lasting as long as the video."""
+    patchifier = components.audio_patchifier
+    return AudioLatentShape.from_video_pixel_shape(
+        output_shape, channels=components.audio_latent_channels, mel_bins=components.audio_mel_bins,
+        sample_rate=patchifier.sample_rate, hop_length=patchifier.hop_length,
+        audio_latent_downsample_factor=patchifier.audio_latent_downsample_factor,
+    )  # fmt: skip
+
+
 def state_with_conditionings(
     latent_state: LatentState, conditioning_items: Sequence[ConditioningItem], latent_tools: LatentTools
 ) -> LatentState:
@@ -82,14 +99,10 @@ def noise_video_state(
     noise_scale: float | mx.array = 1.0,
     initial_latent: mx.array | None = None,
 ) -> tuple[LatentState, VideoLatentTools]:
-    video_latent_shape = VideoLatentShape.from_pixel_shape(
-        shape=output_shape,
-        latent_channels=components.video_latent_channels,
-        scale_factors=components.video_scale_factors,
-    )
     video_tools = VideoLatentTools(
-        components.video_patchifier, video_latent_shape, output_shape.fps, scale_factors=components.video_scale_factors
-    )
+        components.video_patchifier, video_latent_shape(output_shape, components), output_shape.fps,
+        scale_factors=components.video_scale_factors,
+    )  # fmt: skip
     state = create_noised_state(video_tools, conditionings, noiser, dtype, noise_scale, initial_latent)
     return state, video_tools
 
@@ -103,16 +116,7 @@ def noise_audio_state(
     noise_scale: float | mx.array = 1.0,
     initial_latent: mx.array | None = None,
 ) -> tuple[LatentState, AudioLatentTools]:
-    patchifier = components.audio_patchifier
-    audio_latent_shape = AudioLatentShape.from_video_pixel_shape(
-        output_shape,
-        channels=components.audio_latent_channels,
-        mel_bins=components.audio_mel_bins,
-        sample_rate=patchifier.sample_rate,
-        hop_length=patchifier.hop_length,
-        audio_latent_downsample_factor=patchifier.audio_latent_downsample_factor,
-    )
-    audio_tools = AudioLatentTools(patchifier, audio_latent_shape)
+    audio_tools = AudioLatentTools(components.audio_patchifier, audio_latent_shape(output_shape, components))
     state = create_noised_state(audio_tools, conditionings, noiser, dtype, noise_scale, initial_latent)
     return state, audio_tools
 
