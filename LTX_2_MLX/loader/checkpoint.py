@@ -308,8 +308,8 @@ class Checkpoint:
         file order, each ~1 GiB group read on the CPU stream while the GPU copies the group
         before. The same reads evaluated together with their copies make the GPU side wait
         tensor by tensor (benchmarks/load_speed.py: "mlx resident" against "mlx grouped").
-        One piece of `while_reading` work runs before the first read, then one before each
-        group's wait, with the reads of more groups queued while there is such work."""
+        Before each group's wait, one piece of `while_reading` work runs, with the reads of
+        more groups queued while there is such work."""
         from LTX_2_MLX.progress import progress_bar
 
         self._check_fp8_kinds(wanted)
@@ -319,7 +319,6 @@ class Checkpoint:
         total = sum(entry.nbytes for entry in wanted.values())
         with progress_bar(total=total, desc=description, unit="B", unit_scale=True, leave=False,
                           disable=total <= 2**30) as progress:  # fmt: skip
-            _spare_time()  # before any read is queued: loads inside it need not wait behind these
             queued = 0  # groups whose reads are queued
             for index, group in enumerate(groups):
                 # One group ahead; further while `while_reading` work runs, so the disk never waits for it.

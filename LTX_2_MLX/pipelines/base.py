@@ -230,14 +230,13 @@ class Pipeline:
                                                          contexts.audio.shape[1])))  # fmt: skip
         tasks = [partial(shape.build, ledger.dtype) for shape in shapes]
         plan = getattr(ledger, "memory_plan", None)
-        if plan is not None and plan.decoders_beside_dit:
+        keep = plan is not None and plan.decoders_beside_dit
+        if keep:
             latent = video_latent_shape(output_shape(request), components).to_shape()
             tasks.insert(0, partial(ledger.warm_video_decode, latent, self.tiling))
         if audio:
             latent = audio_latent_shape(output_shape(request), components)
-            tasks.insert(0, partial(ledger.warm_audio_decode, latent.frames, latent.mel_bins))
-        if plan is not None and plan.decoders_beside_dit:
-            tasks.insert(0, partial(ledger.load_decoders, audio))  # first: before the DiT's reads
+            tasks.insert(0, partial(ledger.warm_audio_decode, latent.frames, latent.mel_bins, keep))
         ledger.prepare_while_loading(tasks)
 
     def guiders(

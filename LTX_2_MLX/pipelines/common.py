@@ -185,8 +185,8 @@ def decode_outputs(
     share of the tiles (distributed/decode.py)."""
     # Handing the DiT's buffers back (20 GB) took 0.4 s on an H200. MLX frees cached buffers
     # itself before an allocation would pass its memory limit, so they go here only when they
-    # are most of that limit: where the decoders will need the room.
-    if mx.get_cache_memory() > mx.get_memory_limit() // 2:
+    # are a large share of that limit: where the decoders will need the room.
+    if mx.get_cache_memory() > mx.get_memory_limit() // 4:
         mx.clear_cache()
     audio = None
     if audio_latent is not None and ledger.has_audio:
