@@ -1,18 +1,14 @@
 """What the DiT's load builds while it waits for the disk on CUDA (Pipeline.prepare_first_builds,
-Checkpoint.while_reading): every attention shape the run's forwards meet, and the audio and video
-decoders loaded and run at the run's latent sizes (kept for the decode when the memory plan has
-room), all before the load returns; the video unchanged."""
+Checkpoint.while_reading): every attention shape the run's forwards meet and the audio decode at
+the run's latent size, all before the load returns, and the video unchanged."""
 
 import mlx.core as mx
 import pytest
 from click.testing import CliRunner
 
-import LTX_2_MLX.loader as loader_module
 import LTX_2_MLX.loader.checkpoint as checkpoint_module
 import LTX_2_MLX.model.audio_vae as audio_vae_module
 import LTX_2_MLX.model.transformer.attention as attention_module
-import LTX_2_MLX.model.video_vae as video_vae_module
-import LTX_2_MLX.pipelines.common as common_module
 from LTX_2_MLX.cli import main
 from LTX_2_MLX.loader.checkpoint import Checkpoint, while_reading
 from LTX_2_MLX.model.transformer import LTXModel
@@ -66,12 +62,6 @@ def test_the_dit_load_builds_what_the_run_meets_and_changes_nothing(model_files,
     monkeypatch.setattr(LTXModel, "_run_blocks", dit_blocks)
     monkeypatch.setattr(audio_vae_module, "decode_audio", lambda latent, *a: events.append(
         ("audio", latent.shape, reading[0] > 0)) or decode_audio(latent, *a))  # fmt: skip
-    decode_video, load_video_vae = video_vae_module.decode_video, loader_module.load_video_vae
-    for module in (video_vae_module, common_module):
-        monkeypatch.setattr(module, "decode_video", lambda latent, *a: events.append(
-            ("video", latent.shape, reading[0] > 0)) or decode_video(latent, *a))  # fmt: skip
-    monkeypatch.setattr(loader_module, "load_video_vae", lambda *a, **k: events.append(("load video", None, None))
-                        or load_video_vae(*a, **k))  # fmt: skip
     monkeypatch.setattr(checkpoint_module, "_RESIDENT_GROUP_BYTES", 2**12)  # a group per tensor or so
     outputs = {}
     for host_read in (False, True):
@@ -81,10 +71,8 @@ def test_the_dit_load_builds_what_the_run_meets_and_changes_nothing(model_files,
         _generate(model_files, outputs[host_read], pipeline)
         builds = [event for event in events if event[0] == "build"]
         audio = [event for event in events if event[0] == "audio"]
-        video = [event for event in events if event[0] == "video"]
-        assert events.count(("load video", None, None)) == 1
         if not host_read:  # loads are lazy: nothing waits, nothing is built ahead
-            assert not builds and len(audio) == 1 and len(video) == 1
+            assert not builds and len(audio) == 1
             continue
         attended = {shape for kind, shape, unmasked in events if kind == "attend" and unmasked}
         assert attended and {shape for _, shape, _ in builds} == attended
@@ -92,10 +80,8 @@ def test_the_dit_load_builds_what_the_run_meets_and_changes_nothing(model_files,
         assert all(during_read for _, _, during_read in builds), "built after the load, not while it read"
         first_forward = next(i for i, event in enumerate(events) if event[0] == "attend")
         assert max(i for i, event in enumerate(events) if event[0] == "build") < first_forward
-        # The decoders were loaded and run while the DiT read (the plan has room), then decoded
-        # the result without loading again.
-        for (_, warmed, during_read), (_, decoded, after) in (audio, video):
-            assert warmed == decoded and during_read and not after
+        (_, warmed, during_read), (_, decoded, _) = audio
+        assert warmed == decoded and during_read
     assert outputs[True].read_bytes() == outputs[False].read_bytes()
 
 
@@ -107,18 +93,17 @@ def test_while_reading_runs_its_tasks_between_groups_then_the_rest(tmp_path, mon
     save_file({f"w.{i}": torch.full((64, 64), float(i)) for i in range(6)}, str(path))  # 16 KiB each
     checkpoint = Checkpoint.open(path)
     monkeypatch.setattr(checkpoint_module, "_HOST_READ", True)
-    monkeypatch.setattr(checkpoint_module, "_RESIDENT_GROUP_BYTES", 2**14)  # a group per tensor
-    ran, copied, queued = [], [], []
-    device_copy, async_eval = checkpoint_module._device_copy, mx.async_eval
+    monkeypatch.setattr(checkpoint_module, "_RESIDENT_GROUP_BYTES", 2**15)  # three groups of two
+    ran = []
+    copied = []
+    device_copy = checkpoint_module._device_copy
     monkeypatch.setattr(checkpoint_module, "_device_copy", lambda a: copied.append(1) or device_copy(a))
-    monkeypatch.setattr(mx, "async_eval", lambda *a: queued.append(1) or async_eval(*a))
-    tasks = [lambda i=i: ran.append((i, len(copied), len(queued))) for i in range(7)]
+    tasks = [lambda i=i: ran.append((i, len(copied))) for i in range(5)]
     with while_reading(tasks):
         loaded = checkpoint.load_resident("w.", decode_fp8=True)
-        # One before each group's wait, after its copies so far, with four more groups' reads
-        # queued while work remains (one otherwise).
-        assert ran == [(i, i, min(i + 5, 6)) for i in range(6)]
-    assert [i for i, *_ in ran] == list(range(7))  # the rest at the end of the block
+        assert [i for i, _ in ran] == [0, 1, 2]  # before group 0's wait, then while groups 1 and 2 read
+        assert [copies for _, copies in ran] == [0, 2, 4]
+    assert [i for i, _ in ran] == [0, 1, 2, 3, 4]  # the rest at the end of the block
     assert all(mx.array_equal(loaded[f"{i}"], mx.full((64, 64), float(i))).item() for i in range(6))
     with pytest.raises(RuntimeError), while_reading([lambda: ran.append("late")]):
         raise RuntimeError("a failed load")

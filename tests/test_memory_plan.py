@@ -332,21 +332,3 @@ def test_full_size_estimates_within_a_fifth_of_the_h200_runs(tmp_path):
     for run in runs:
         for phase in run["phases"]:
             assert 0.8 <= phase["estimate"] / phase["measured"] <= 1.2, (run["file"], run["precision"], phase)
-
-
-def test_decoders_are_planned_beside_the_dit_only_where_loads_wait_and_there_is_room(model_files, monkeypatch):
-    import LTX_2_MLX.loader.checkpoint as checkpoint_module
-
-    inputs = _inputs(model_files)
-    monkeypatch.setattr(checkpoint_module, "_HOST_READ", False)  # lazy loads (Metal, the CPU): never
-    apart = plan_generation(inputs, 2**40)
-    monkeypatch.setattr(checkpoint_module, "_HOST_READ", True)
-    beside = plan_generation(inputs, 2**40)
-    assert not apart.decoders_beside_dit and beside.decoders_beside_dit
-    assert "decoders loaded beside the DiT" in beside.table()
-    audio, video = (apart.phase(name).weights for name in ("audio decode", "VAE decode"))
-    added = {phase.name: phase.weights - apart.phase(phase.name).weights for phase in beside.phases}
-    assert added == {"Gemma encode": 0, "prompt processor": 0, "DiT stage 1": audio + video, "upscaler": audio + video,
-                     "DiT stage 2": audio + video, "audio decode": video, "VAE decode": 0}  # fmt: skip
-    assert not plan_generation(inputs, beside.peak.peak - 1).decoders_beside_dit  # no room: loaded when used
-    assert not plan_generation(inputs, 2**40, low_memory=True).decoders_beside_dit

@@ -100,16 +100,8 @@ _NUMPY_DTYPES = {
 _HOST_READ = mx.cuda.is_available()
 _UNSIGNED = {1: mx.uint8, 2: mx.uint16, 4: mx.uint32, 8: mx.uint64}
 _RESIDENT_GROUP_BYTES = 2**30  # Checkpoint.load_resident's reads per group on CUDA
-# Work handed to `while_reading`, run one piece per group while `_read_now` waits for the disk,
-# with this many groups' reads queued meanwhile (a piece may take a second: ~4 groups' reads).
+# Work handed to `while_reading`, run one piece per group while `_read_now` waits for the disk.
 _WHILE_READING: list[Callable[[], None]] = []
-_READ_AHEAD_BESIDE_WORK = 4
-
-
-def reads_at_once() -> bool:
-    """Whether resident loads read their tensors before returning, waiting for the disk (CUDA:
-    `Checkpoint._read_now`); elsewhere they are lazy, read as evaluated."""
-    return _HOST_READ
 
 
 @contextmanager
@@ -118,7 +110,7 @@ def while_reading(tasks: Iterable[Callable[[], None]]) -> Iterator[None]:
     reads (on CUDA, `_read_now`: the evaluating thread is idle then); those left at the end
     run then. Short host-bound work (a kernel's first build) is hidden this way. Elsewhere
     loads are lazy, nothing waits, and the tasks are dropped."""
-    _WHILE_READING.extend(tasks if reads_at_once() else ())
+    _WHILE_READING.extend(tasks if _HOST_READ else ())
     try:
         yield
     except BaseException:
@@ -308,8 +300,7 @@ class Checkpoint:
         file order, each ~1 GiB group read on the CPU stream while the GPU copies the group
         before. The same reads evaluated together with their copies make the GPU side wait
         tensor by tensor (benchmarks/load_speed.py: "mlx resident" against "mlx grouped").
-        Before each group's wait, one piece of `while_reading` work runs, with the reads of
-        more groups queued while there is such work."""
+        While a group's reads run, one piece of `while_reading` work does."""
         from LTX_2_MLX.progress import progress_bar
 
         self._check_fp8_kinds(wanted)
@@ -319,21 +310,22 @@ class Checkpoint:
         total = sum(entry.nbytes for entry in wanted.values())
         with progress_bar(total=total, desc=description, unit="B", unit_scale=True, leave=False,
                           disable=total <= 2**30) as progress:  # fmt: skip
-            queued = 0  # groups whose reads are queued
+            ahead = [reads[name] for name in groups[0]] if groups else []
+            mx.async_eval(ahead)
+            _spare_time()
+            mx.eval(ahead)
             for index, group in enumerate(groups):
-                # One group ahead; further while `while_reading` work runs, so the disk never waits for it.
-                ahead = _READ_AHEAD_BESIDE_WORK if _WHILE_READING else 1
-                while queued < min(index + 1 + ahead, len(groups)):
-                    mx.async_eval([reads[name] for name in groups[queued]])
-                    queued += 1
-                _spare_time()
-                mx.eval([reads[name] for name in group])
+                ahead = [reads[name] for name in groups[index + 1]] if index + 1 < len(groups) else []
+                mx.async_eval(ahead)
                 copies = {name: self._lazy(reads, name, decode_fp8=False) for name in group}
                 for name in group:
                     del reads[name]
                 mx.eval(list(copies.values()))
                 progress.update(sum(wanted[name].nbytes for name in group))
                 loaded.update({name: self._decoded(name, value, decode_fp8) for name, value in copies.items()})
+                if ahead:
+                    _spare_time()
+                mx.eval(ahead)
         return loaded
 
     def _check_fp8_kinds(self, wanted: dict[str, TensorEntry]) -> None:

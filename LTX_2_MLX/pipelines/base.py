@@ -207,10 +207,8 @@ class Pipeline:
         """Have the next DiT load build, while it waits for its reads, what the first forward of
         each stage and the audio decode would build on first use (cuDNN graphs on CUDA: about
         0.4 s for a two-stage run's first forward, 0.3 s for its second stage, 0.7 s for the
-        audio decode on an H200). Where the memory plan has room (`decoders_beside_dit`) the
-        audio and video decoders are loaded then, run once and kept for the decode. A pipeline
-        whose shapes differ (conditioning tokens) loses nothing: what is missed is built on
-        first use as before."""
+        audio decode on an H200). A pipeline whose shapes differ (conditioning tokens) loses
+        nothing: what is missed is built on first use as before."""
         from functools import partial
 
         from LTX_2_MLX.loader.transformer import transformer_config
@@ -229,14 +227,9 @@ class Pipeline:
             shapes.update(dict.fromkeys(attention_shapes(config, video_tokens, audio_tokens, contexts.video.shape[1],
                                                          contexts.audio.shape[1])))  # fmt: skip
         tasks = [partial(shape.build, ledger.dtype) for shape in shapes]
-        plan = getattr(ledger, "memory_plan", None)
-        keep = plan is not None and plan.decoders_beside_dit
-        if keep:
-            latent = video_latent_shape(output_shape(request), components).to_shape()
-            tasks.insert(0, partial(ledger.warm_video_decode, latent, self.tiling))
         if audio:
             latent = audio_latent_shape(output_shape(request), components)
-            tasks.insert(0, partial(ledger.warm_audio_decode, latent.frames, latent.mel_bins, keep))
+            tasks.insert(0, partial(ledger.warm_audio_decode, latent.frames, latent.mel_bins))
         ledger.prepare_while_loading(tasks)
 
     def guiders(

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from LTX_2_MLX.loader.checkpoint import Checkpoint, reads_at_once
+from LTX_2_MLX.loader.checkpoint import Checkpoint
 from LTX_2_MLX.model.text_encoder.feature_extractor import TOKENS_PER_CHUNK
 
 GiB = 2**30
@@ -120,9 +120,6 @@ class MemoryPlan:
     # Gemma's layers streamed while it enhances the prompt as with low_memory, unless the plan
     # found Gemma fits whole though the DiT does not (False): see plan_generation.
     gemma_low_memory: bool | None = None
-    # The audio and video decoders loaded while the DiT loads and held until they decode (on
-    # CUDA, where there is room: Pipeline.prepare_first_builds), their weights in every phase between.
-    decoders_beside_dit: bool = False
 
     @property
     def text_encoder_low_memory(self) -> bool:
@@ -171,10 +168,9 @@ class MemoryPlan:
         mode = "--low-memory: DiT blocks streamed" if self.low_memory else "DiT resident"
         tiles = f"decode tiles {self.tile_size[0]} px x {self.tile_size[1]} frames" if self.tile_size else "untiled"
         verdict = "fits" if self.fits else "does NOT fit"
-        held = ", decoders loaded beside the DiT" if self.decoders_beside_dit else ""
         rows.append(
             f"largest: {self.peak.name}, {_gib(self.peak.peak)} of a {_gib(self.budget)} budget: {verdict} "
-            f"({mode}, {tiles}{held})"
+            f"({mode}, {tiles})"
         )
         return "\n".join(rows)
 
@@ -551,24 +547,9 @@ def plan_generation(
             # the rest of the run's peak.
             return next((plan for plan in fitting if plan.peak.name != "VAE decode"), fitting[-1])
         if fitting:
-            return _decoders_beside_dit(fitting[0]) if not streamed and reads_at_once() else fitting[0]
+            return fitting[0]
         plan = plans[-1]
     return replace(plan, alternatives=tuple(_alternatives(inputs, budget, low_memory, tiled_decode)))
-
-
-def _decoders_beside_dit(plan: MemoryPlan) -> MemoryPlan:
-    """`plan` with the decoders held from the DiT's load to their decode, if that still fits.
-    Only where a resident load waits for the disk (CUDA): the decoders are read and run once in
-    that time; elsewhere loads are lazy."""
-    decoders = {phase.name: phase.weights for phase in plan.phases if phase.name in ("audio decode", "VAE decode")}
-    held, phases = None, []
-    for phase in plan.phases:
-        if held is None and phase.name.startswith("DiT"):
-            held = sum(decoders.values())  # read during the (first) DiT load
-        held = None if held is None else held - decoders.get(phase.name, 0)  # each counted in its own phase
-        phases.append(replace(phase, weights=phase.weights + (held or 0)))
-    early = replace(plan, phases=tuple(phases), decoders_beside_dit=True)
-    return early if early.fits else plan
 
 
 def _alternatives(inputs: PlanInputs, budget: int, low_memory: bool | None, tiled_decode: bool) -> list[str]:

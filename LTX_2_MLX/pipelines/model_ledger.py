@@ -36,10 +36,8 @@ class ModelLedger:
     eval_blocks: int | None = None
     # Told what is about to load and its size (the CLI prints it); silent by default.
     report: Callable[[str], None] = field(default=lambda message: None, repr=False)
-    # Work for the next DiT load's waits on the disk (prepare_while_loading), and the decoders it
-    # loaded (warm_*_decode with keep); neither is copied by replace().
+    # Work for the next DiT load's waits on the disk (prepare_while_loading); not copied by replace().
     _while_loading: list[Callable[[], None]] = field(default_factory=list, init=False, repr=False)
-    _prepared: dict[str, object] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):
         if self.eval_blocks is not None and self.eval_blocks < 1:
@@ -106,30 +104,15 @@ class ModelLedger:
         """Run `tasks` while the next resident DiT load waits for its reads (`while_reading`)."""
         self._while_loading = list(tasks)
 
-    def warm_audio_decode(self, frames: int, mel_bins: int, keep: bool = False) -> None:
-        """Decode `frames` latent frames of silence: what the audio decode builds on first use
-        (cuDNN convolution graphs on CUDA) is then built. `keep`: the models are kept for
-        `audio_decoder_and_vocoder` to hand out, else dropped."""
+    def warm_audio_decode(self, frames: int, mel_bins: int) -> None:
+        """Decode `frames` latent frames of silence and drop the models: what the audio decode
+        builds on first use (cuDNN convolution graphs on CUDA) is then built."""
         from LTX_2_MLX.loader.audio_vae import load_audio_vae, load_vocoder
         from LTX_2_MLX.model.audio_vae import decode_audio
 
         decoder = load_audio_vae(self.checkpoint, dtype=self.dtype, encoder=False).decoder
-        vocoder = load_vocoder(self.checkpoint, dtype=self.dtype)
         silence = mx.zeros((1, self.audio_latent_channels, frames, mel_bins), self.dtype)
-        mx.eval(decode_audio(silence, decoder, vocoder).waveform)
-        if keep:
-            self._prepared["audio"] = decoder, vocoder
-
-    def warm_video_decode(self, latent_shape: tuple[int, ...], tiling) -> None:
-        """Decode a zero latent of `latent_shape` with `tiling`, keeping the decoder for
-        `video_decoder`: what the decode builds on first use is then built."""
-        from LTX_2_MLX.loader import load_video_vae
-        from LTX_2_MLX.model.video_vae import decode_video
-
-        decoder = load_video_vae(self.checkpoint, dtype=self.dtype, encoder=False).decoder
-        for chunk in decode_video(mx.zeros(latent_shape, self.dtype), decoder, tiling, mx.random.key(0)):
-            mx.eval(chunk)
-        self._prepared["video"] = decoder
+        mx.eval(decode_audio(silence, decoder, load_vocoder(self.checkpoint, dtype=self.dtype)).waveform)
 
     def encode_prompts(self, prompts: list[str], enhance_first_prompt: bool = False, image=None, seed: int = 42):
         """[(video_context, audio_context, mask)] per prompt; Gemma runs only for prompts with
@@ -175,8 +158,6 @@ class ModelLedger:
     def video_decoder(self):
         from LTX_2_MLX.loader import load_video_vae
 
-        if "video" in self._prepared:
-            return self._prepared.pop("video")
         self._announce("the video VAE decoder", self.checkpoint, "vae.decoder.")
         return load_video_vae(self.checkpoint, dtype=self.dtype, encoder=False).decoder
 
@@ -196,8 +177,6 @@ class ModelLedger:
         from LTX_2_MLX.loader.audio_vae import load_audio_vae, load_vocoder
 
         self._require_audio()
-        if "audio" in self._prepared:
-            return self._prepared.pop("audio")
         self._announce("the audio VAE decoder and vocoder", self.checkpoint, "audio_vae.decoder.")
         decoder = load_audio_vae(self.checkpoint, dtype=self.dtype, encoder=False).decoder
         return decoder, load_vocoder(self.checkpoint, dtype=self.dtype)
