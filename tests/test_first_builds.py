@@ -112,3 +112,19 @@ def test_while_reading_runs_its_tasks_between_groups_then_the_rest(tmp_path, mon
     with while_reading([lambda: ran.append("lazy")]):
         checkpoint.load_resident("w.", decode_fp8=True)
     assert ran[-1] != "lazy"  # lazy loads never wait: the work is dropped
+
+
+def test_without_audio_context_only_the_video_stream_is_prepared(model_files):
+    from LTX_2_MLX.pipelines.base import PromptContexts
+    from LTX_2_MLX.pipelines.model_ledger import ModelLedger
+    from LTX_2_MLX.pipelines.registry import PIPELINES
+
+    ledger = ModelLedger(model_files[0], dtype=mx.float32)
+    pipeline = PIPELINES["distilled"](ledger)
+    request = pipeline.request(prompt="a fox", height=128, width=128, num_frames=9)
+    pipeline.prepare_first_builds(request, PromptContexts(mx.zeros((1, 7, 4)), None))
+    built = [task.func.__self__ for task in ledger._while_loading]  # an AttentionShape, or the ledger
+    # Each stage's video self and text attention (the prompt's 7 tokens as keys): no audio decode,
+    # no audio attention.
+    assert all(isinstance(shape, AttentionShape) for shape in built) and len(built) == 4
+    assert {shape.keys for shape in built} - {shape.queries for shape in built} == {7}

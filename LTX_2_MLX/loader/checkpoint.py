@@ -121,7 +121,7 @@ def while_reading(tasks: Iterable[Callable[[], None]]) -> Iterator[None]:
 
 
 def _spare_time() -> None:
-    """The next `while_reading` task; loads inside it wait for their own reads without running more."""
+    """Run the next `while_reading` task; loads inside it wait for their own reads and run no other."""
     if not _WHILE_READING:
         return
     task, *waiting = _WHILE_READING

@@ -224,8 +224,8 @@ class Pipeline:
         for shape in half_and_full_shapes(request) if self.two_stage else (output_shape(request),):
             audio_tokens = audio_latent_shape(shape, components).token_count() if audio else None
             video_tokens = video_latent_shape(shape, components).token_count()
-            shapes.update(dict.fromkeys(attention_shapes(config, video_tokens, audio_tokens, contexts.video.shape[1],
-                                                         contexts.audio.shape[1])))  # fmt: skip
+            context_tokens = contexts.video.shape[1], contexts.audio.shape[1] if audio else None
+            shapes.update(dict.fromkeys(attention_shapes(config, video_tokens, audio_tokens, *context_tokens)))
         tasks = [partial(shape.build, ledger.dtype) for shape in shapes]
         if audio:
             latent = audio_latent_shape(output_shape(request), components)
