@@ -74,7 +74,8 @@ def reads(monkeypatch):
     return counted
 
 
-def _generate(model_files, output, pipeline: str, *extra: str):
+def generate_tiny(model_files, output, pipeline: str, *extra: str):
+    """`ltx2-mlx generate` on the tiny files: 9 frames, 64x64 in 2 steps (one-stage) or 128x128."""
     checkpoint, gemma, _, upscaler = model_files[:4]
     args = ["generate", "--checkpoint-path", checkpoint, "--gemma-path", str(gemma), "--prompt", "a red fox runs",
             "--output-path", str(output), "--num-frames", "9", "--dtype", "float32", "--no-tiled-decode",
@@ -88,7 +89,7 @@ def _generate(model_files, output, pipeline: str, *extra: str):
 
 
 def test_one_stage_generation_parses_each_header_once_and_maps_once_per_model(model_files, tmp_path, reads):
-    _generate(model_files, tmp_path / "fox.mp4", "one-stage")
+    generate_tiny(model_files, tmp_path / "fox.mp4", "one-stage")
     assert reads.headers == {CHECKPOINT: 1, GEMMA_SHARD: 1}
     # The checkpoint feeds the text embeddings processor, the DiT, the video decoder, the audio
     # decoder and the vocoder; Gemma's one shard what stays resident (embedding, final norm) and
@@ -100,7 +101,7 @@ def test_one_stage_generation_parses_each_header_once_and_maps_once_per_model(mo
 
 
 def test_distilled_generation_parses_each_header_once_and_maps_once_per_model(model_files, tmp_path, reads):
-    _generate(model_files, tmp_path / "fox.mp4", "distilled")
+    generate_tiny(model_files, tmp_path / "fox.mp4", "distilled")
     assert reads.headers == {CHECKPOINT: 1, GEMMA_SHARD: 1, UPSCALER: 1}
     # As one-stage, plus the upscaler; the DiT is loaded once for both stages, and the
     # statistics around the upscaler come from byte ranges.
@@ -109,7 +110,7 @@ def test_distilled_generation_parses_each_header_once_and_maps_once_per_model(mo
 
 
 def test_distilled_generation_builds_no_encoder_for_the_statistics(model_files, tmp_path, reads):
-    _generate(model_files, tmp_path / "fox.mp4", "distilled")  # no image: nothing to encode
+    generate_tiny(model_files, tmp_path / "fox.mp4", "distilled")  # no image: nothing to encode
     assert reads.encoders == 0
 
 
@@ -259,7 +260,7 @@ def test_a_generation_read_on_the_cpu_stream_is_bitwise_the_same(model_files, tm
         monkeypatch.setattr(checkpoint_module, "_HOST_READ", host_read)
         streams.clear()
         outputs[host_read] = tmp_path / f"fox-{host_read}.mp4"
-        _generate(model_files, outputs[host_read], "one-stage", "--low-memory")
+        generate_tiny(model_files, outputs[host_read], "one-stage", "--low-memory")
         assert streams and all((stream is not None and stream == mx.cpu) == host_read for stream in streams)
     assert outputs[True].read_bytes() == outputs[False].read_bytes()
 

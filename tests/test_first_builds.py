@@ -4,28 +4,14 @@ the run's latent size, all before the load returns, and the video unchanged."""
 
 import mlx.core as mx
 import pytest
-from click.testing import CliRunner
+from test_checkpoint_once import generate_tiny
 
 import LTX_2_MLX.loader.checkpoint as checkpoint_module
 import LTX_2_MLX.model.audio_vae as audio_vae_module
 import LTX_2_MLX.model.transformer.attention as attention_module
-from LTX_2_MLX.cli import main
 from LTX_2_MLX.loader.checkpoint import Checkpoint, while_reading
 from LTX_2_MLX.model.transformer import LTXModel
 from LTX_2_MLX.model.transformer.warm_up import AttentionShape
-
-
-def _generate(model_files, output, pipeline: str) -> None:
-    checkpoint, gemma, _, upscaler = model_files[:4]
-    args = ["generate", "--checkpoint-path", checkpoint, "--gemma-path", str(gemma), "--prompt", "a red fox runs",
-            "--output-path", str(output), "--num-frames", "9", "--dtype", "float32", "--no-tiled-decode",
-            "--pipeline", pipeline]  # fmt: skip
-    if pipeline == "one-stage":
-        args += ["--height", "64", "--width", "64", "--num-inference-steps", "2"]
-    else:
-        args += ["--height", "128", "--width", "128", "--spatial-upscaler-path", str(upscaler)]
-    result = CliRunner().invoke(main, args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
 
 
 @pytest.mark.parametrize("pipeline", ["distilled", "one-stage"])
@@ -68,7 +54,7 @@ def test_the_dit_load_builds_what_the_run_meets_and_changes_nothing(model_files,
         monkeypatch.setattr(checkpoint_module, "_HOST_READ", host_read)
         events.clear()
         outputs[host_read] = tmp_path / f"fox-{host_read}.mp4"
-        _generate(model_files, outputs[host_read], pipeline)
+        generate_tiny(model_files, outputs[host_read], pipeline)
         builds = [event for event in events if event[0] == "build"]
         audio = [event for event in events if event[0] == "audio"]
         if not host_read:  # loads are lazy: nothing waits, nothing is built ahead
