@@ -58,13 +58,13 @@ def transformer_tensors(
     every file tensor before any is cast) when casting to `dtype` changes at most 1/16 of their
     bytes, so that holding them costs little beyond the model; otherwise each is read when
     evaluated."""
+    keep = lambda key: not key.startswith(CONNECTOR_PREFIXES)  # noqa: E731
     entries = [
         entry
         for name, entry in checkpoint.entries.items()
-        if name.startswith(TRANSFORMER_PREFIX) and not name[len(TRANSFORMER_PREFIX) :].startswith(CONNECTOR_PREFIXES)
+        if name.startswith(TRANSFORMER_PREFIX) and keep(name[len(TRANSFORMER_PREFIX) :])
     ]
     cast = sum(e.nbytes for e in entries if dtype is not None and _FLOAT_CODES.get(e.dtype, dtype) != dtype)
-    keep = lambda key: not key.startswith(CONNECTOR_PREFIXES)  # noqa: E731
     if resident and cast * 16 <= sum(e.nbytes for e in entries):
         return checkpoint.load_resident(TRANSFORMER_PREFIX, decode_fp8, keep, "reading the transformer")
     return {key: value for key, value in checkpoint.load(TRANSFORMER_PREFIX, decode_fp8).items() if keep(key)}

@@ -107,12 +107,10 @@ class ModelLedger:
     def warm_audio_decode(self, frames: int, mel_bins: int) -> None:
         """Decode `frames` latent frames of silence and drop the models: what the audio decode
         builds on first use (cuDNN convolution graphs on CUDA) is then built."""
-        from LTX_2_MLX.loader.audio_vae import load_audio_vae, load_vocoder
         from LTX_2_MLX.model.audio_vae import decode_audio
 
-        decoder = load_audio_vae(self.checkpoint, dtype=self.dtype, encoder=False).decoder
         silence = mx.zeros((1, self.audio_latent_channels, frames, mel_bins), self.dtype)
-        mx.eval(decode_audio(silence, decoder, load_vocoder(self.checkpoint, dtype=self.dtype)).waveform)
+        mx.eval(decode_audio(silence, *self._load_audio_decoder_and_vocoder()).waveform)
 
     def encode_prompts(self, prompts: list[str], enhance_first_prompt: bool = False, image=None, seed: int = 42):
         """[(video_context, audio_context, mask)] per prompt; Gemma runs only for prompts with
@@ -174,10 +172,13 @@ class ModelLedger:
         return load_audio_vae(self.checkpoint, dtype=self.dtype, decoder=False).encoder
 
     def audio_decoder_and_vocoder(self):
-        from LTX_2_MLX.loader.audio_vae import load_audio_vae, load_vocoder
-
         self._require_audio()
         self._announce("the audio VAE decoder and vocoder", self.checkpoint, "audio_vae.decoder.")
+        return self._load_audio_decoder_and_vocoder()
+
+    def _load_audio_decoder_and_vocoder(self):
+        from LTX_2_MLX.loader.audio_vae import load_audio_vae, load_vocoder
+
         decoder = load_audio_vae(self.checkpoint, dtype=self.dtype, encoder=False).decoder
         return decoder, load_vocoder(self.checkpoint, dtype=self.dtype)
 
