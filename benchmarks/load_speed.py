@@ -11,9 +11,10 @@ Ways (each reads the same tensors, the file read once beforehand so that all fin
                         On CUDA the loaders read on the CPU stream (MLX's io threads read several
                         tensors at once into managed memory) and copy each tensor to device
                         memory on the GPU; on Metal they read on the CPU stream, as everything does
-  mlx resident          Checkpoint.load_resident (the resident DiT loaders): on CUDA ~1 GiB of
-                        tensors in file order read on the CPU stream while the GPU copies the
-                        group before; elsewhere as "mlx grouped"
+  mlx resident          Checkpoint.load_resident (the resident loaders): on CUDA read with preadv on
+                        threads into two reused host buffers, each copied to device memory by
+                        the GPU while the other fills (loader.staging; --staging-mib each);
+                        elsewhere as "mlx grouped"
   mlx gpu-stream        mx.load on the GPU stream, 256 MiB per evaluation: on CUDA, MLX reads each
                         tensor in the evaluating thread and copies it from pageable memory (what
                         the loaders did before)
@@ -33,6 +34,7 @@ from pathlib import Path
 import mlx.core as mx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from LTX_2_MLX.loader import staging  # noqa: E402
 from LTX_2_MLX.loader.checkpoint import Checkpoint, evaluate_in_groups  # noqa: E402
 
 GROUP_BYTES = 2**28  # evaluate_parameters' default
@@ -156,11 +158,15 @@ def main() -> None:
     parser.add_argument("--limit-gb", type=float, default=6.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--group-mib", type=int, default=256, help="MiB of tensors per evaluation, grouped ways")
+    parser.add_argument("--staging-mib", type=int, default=staging._BUFFER_BYTES >> 20,
+                        help="MiB of each staging buffer, mlx resident on CUDA")  # fmt: skip
+    parser.add_argument("--ways", nargs="+", default=None, help="only these ways (labels as printed)")
     parser.add_argument("--processor", action="store_true", help="also time the prompt processor's load and run")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     global GROUP_BYTES
     GROUP_BYTES = args.group_mib << 20
+    staging._BUFFER_BYTES = args.staging_mib << 20
 
     checkpoint = Checkpoint.open(args.checkpoint)
     names = chosen_names(checkpoint, args.prefix, int(args.limit_gb * 1e9))
@@ -179,6 +185,8 @@ def main() -> None:
         pass
     results = {}
     for label, way in ways.items():
+        if args.ways and label not in args.ways:
+            continue
         times = []
         for _ in range(args.repeats):
             times.append(way(checkpoint, names))

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 import LTX_2_MLX.loader.checkpoint as checkpoint_module
 from LTX_2_MLX.cli import main
+from LTX_2_MLX.loader import staging
 from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError
 from LTX_2_MLX.loader.video_vae import load_latent_statistics, load_video_vae
 from LTX_2_MLX.model.video_vae.video_vae import VideoEncoder
@@ -185,76 +186,82 @@ def test_config_is_a_copy(model_files):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.int64, torch.bool,
                                    torch.float8_e4m3fn])  # fmt: skip
-def test_reading_on_the_cpu_stream_then_copying_keeps_every_bit(tmp_path, monkeypatch, dtype):
-    # What the loaders do on CUDA (checkpoint._HOST_READ): read on the CPU stream, copy to the
-    # GPU as integers, so that -0, NaN, infinities and subnormals come through bit for bit.
+def test_reading_for_the_gpu_keeps_every_bit(tmp_path, monkeypatch, dtype):
+    # What the loaders do on CUDA (checkpoint._HOST_READ): lazy loads read on the CPU stream,
+    # resident ones through the staging buffers, both copied to the GPU as integers, so that -0,
+    # NaN, infinities and subnormals come through bit for bit.
     special = torch.tensor([-0.0, float("nan"), float("inf"), -float("inf"), 1e-40, -2.5e-39, 3.0, -1.0])
     values = special if dtype.is_floating_point else torch.arange(-4, 4)
     path = tmp_path / "special.safetensors"
-    save_file({"a.values": values.to(dtype).reshape(2, 4), "a.scalar": torch.tensor(7).to(dtype)}, str(path))
+    save_file({"a.values": values.to(dtype).reshape(2, 4), "a.scalar": torch.tensor(7).to(dtype),
+               "a.empty": torch.zeros(0, 3).to(dtype)}, str(path))  # fmt: skip
     checkpoint = Checkpoint.open(path)
     monkeypatch.setattr(checkpoint_module, "_HOST_READ", True)
     for decode_fp8 in (True, False):
-        loaded = checkpoint.load("a.", decode_fp8=decode_fp8)
-        for name, value in loaded.items():
-            read = checkpoint.read_tensor(f"a.{name}", decode_fp8=decode_fp8)
-            assert value.dtype == read.dtype and value.shape == read.shape
-            bits = {1: mx.uint8, 2: mx.uint16, 4: mx.uint32, 8: mx.uint64}[read.itemsize]
-            assert mx.array_equal(value.view(bits), read.view(bits)).item(), name
+        for resident in (False, True):
+            loaded = checkpoint.load("a.", decode_fp8=decode_fp8, resident=resident)
+            for name, value in loaded.items():
+                read = checkpoint.read_tensor(f"a.{name}", decode_fp8=decode_fp8)
+                assert value.dtype == read.dtype and value.shape == read.shape
+                bits = {1: mx.uint8, 2: mx.uint16, 4: mx.uint32, 8: mx.uint64}[read.itemsize]
+                assert mx.array_equal(value.view(bits), read.view(bits)).item(), name
 
 
 @pytest.mark.parametrize("decode_fp8", [True, False])
 def test_resident_reads_are_read_at_once_bit_for_bit_and_let_go(tmp_path, monkeypatch, decode_fp8):
-    # Checkpoint.load_resident as on CUDA (_HOST_READ): groups in file order read on the CPU
-    # stream, each copied while the next is read. The tensors `load` gives, bit for bit, only
-    # the kept keys, read before it returns (rewriting the file after changes nothing), and
-    # no read held beside its copy.
+    # Checkpoint.load_resident as on CUDA (_HOST_READ): read through the two staging buffers,
+    # a tensor larger than a buffer in pieces, odd sizes copied bytewise. The tensors `load`
+    # gives, bit for bit, only the kept keys, read before it returns (rewriting the file after
+    # changes nothing), without mx.load, and nothing held beside the copies but the buffers.
     generator = torch.Generator().manual_seed(0)
     dtypes = [torch.float32, torch.bfloat16, torch.float8_e4m3fn, torch.float16]  # 64 KiB each as stored
     tensors = {
         f"m.{i}.w": torch.randn(64, 1024 // dtypes[i % 4].itemsize, generator=generator).to(dtypes[i % 4])
         for i in range(24)
     }
+    tensors |= {"m.big.w": torch.randn(300, 257, generator=generator), "m.odd.w": torch.arange(7, dtype=torch.uint8)}
     tensors |= {"m.skip.w": torch.ones(64, 96), "other.w": torch.ones(8)}
     path = tmp_path / "resident.safetensors"
     save_file(tensors, str(path))
     checkpoint = Checkpoint.open(path)
-    expected = {f"{i}.w": checkpoint.read_tensor(f"m.{i}.w", decode_fp8=decode_fp8) for i in range(24)}
+    kept = [f"{i}.w" for i in range(24)] + ["big.w", "odd.w"]
+    expected = {key: checkpoint.read_tensor(f"m.{key}", decode_fp8=decode_fp8) for key in kept}
     mx.eval(expected)
     monkeypatch.setattr(checkpoint_module, "_HOST_READ", True)
-    monkeypatch.setattr(checkpoint_module, "_RESIDENT_GROUP_BYTES", 2**17)
-    streams = []
+    monkeypatch.setattr(staging, "_BUFFER_BYTES", 2**17)  # the big tensor (301 KiB) in three pieces
+    loads = []
     load = mx.load
-    monkeypatch.setattr(
-        mx, "load", lambda *args, **kwargs: streams.append(kwargs.get("stream")) or load(*args, **kwargs)
-    )
+    monkeypatch.setattr(mx, "load", lambda *args, **kwargs: loads.append(args) or load(*args, **kwargs))
     mx.synchronize()
     mx.clear_cache()
     mx.reset_peak_memory()
     before = mx.get_active_memory()
     loaded = checkpoint.load_resident("m.", decode_fp8, keep=lambda key: not key.startswith("skip."))
     peak = mx.get_peak_memory() - before
-    assert streams == [mx.cpu] and set(loaded) == set(expected)
-    # The copies, and the reads of at most two groups (the one copied, the next): not every read.
-    assert peak <= sum(value.nbytes for value in loaded.values()) + 3 * 2**17, "reads held beside their copies"
+    assert not loads and set(loaded) == set(expected)
+    # The copies and the two buffers: the big tensor's pieces are copied into one allocation.
+    allowed = sum(value.nbytes for value in loaded.values()) + 2 * 2**17 + 4096
+    assert peak <= allowed, "reads held beside their copies"
     path.write_bytes(path.read_bytes()[:-4096] + bytes(4096))  # a lazy tensor would now read zeros
     for key, value in loaded.items():
         bits = {1: mx.uint8, 2: mx.uint16, 4: mx.uint32}[value.itemsize]
-        assert value.dtype == expected[key].dtype
+        assert value.dtype == expected[key].dtype and value.shape == expected[key].shape
         assert mx.array_equal(value.view(bits), expected[key].view(bits)).item(), key
 
 
-def test_a_generation_read_on_the_cpu_stream_is_bitwise_the_same(model_files, tmp_path, monkeypatch):
-    # Every loader through the CUDA read path (CPU-stream mx.load, then _device_copy), the
-    # streamed DiT and Gemma included: the same video, byte for byte.
-    streams = []
-    load = mx.load
+def test_a_generation_read_for_the_gpu_is_bitwise_the_same(model_files, tmp_path, monkeypatch):
+    # Every loader through the CUDA read paths (lazy: CPU-stream mx.load, then device_copy;
+    # resident: the staging buffers), the streamed DiT's blocks and Gemma's layers read one at
+    # a time through the buffers: the same video, byte for byte.
+    streams, staged = [], []
+    load, read = mx.load, staging.read
 
     def recording_load(path, *args, **kwargs):
         streams.append(kwargs.get("stream"))
         return load(path, *args, **kwargs)
 
     monkeypatch.setattr(mx, "load", recording_load)
+    monkeypatch.setattr(staging, "read", lambda path, ranges, *a: staged.append(set(ranges)) or read(path, ranges, *a))
     outputs = {}
     for host_read in (False, True):
         monkeypatch.setattr(checkpoint_module, "_HOST_READ", host_read)
@@ -262,6 +269,10 @@ def test_a_generation_read_on_the_cpu_stream_is_bitwise_the_same(model_files, tm
         outputs[host_read] = tmp_path / f"fox-{host_read}.mp4"
         generate_tiny(model_files, outputs[host_read], "one-stage", "--low-memory")
         assert streams and all((stream is not None and stream == mx.cpu) == host_read for stream in streams)
+    for block in ("model.diffusion_model.transformer_blocks.0.", "language_model.model.layers.0."):
+        reads = [names for names in staged if any(name.startswith(block) for name in names)]
+        assert reads and all(name.startswith(block) for names in reads for name in names), "a block read with others"
+    assert any("language_model.model.embed_tokens.weight" in names for names in staged)
     assert outputs[True].read_bytes() == outputs[False].read_bytes()
 
 

@@ -9,6 +9,7 @@ from test_checkpoint_once import generate_tiny
 import LTX_2_MLX.loader.checkpoint as checkpoint_module
 import LTX_2_MLX.model.audio_vae as audio_vae_module
 import LTX_2_MLX.model.transformer.attention as attention_module
+from LTX_2_MLX.loader import staging
 from LTX_2_MLX.loader.checkpoint import Checkpoint, while_reading
 from LTX_2_MLX.model.transformer import LTXModel
 from LTX_2_MLX.model.transformer.warm_up import AttentionShape
@@ -48,7 +49,7 @@ def test_the_dit_load_builds_what_the_run_meets_and_changes_nothing(model_files,
     monkeypatch.setattr(LTXModel, "_run_blocks", dit_blocks)
     monkeypatch.setattr(audio_vae_module, "decode_audio", lambda latent, *a: events.append(
         ("audio", latent.shape, reading[0] > 0)) or decode_audio(latent, *a))  # fmt: skip
-    monkeypatch.setattr(checkpoint_module, "_RESIDENT_GROUP_BYTES", 2**12)  # a group per tensor or so
+    monkeypatch.setattr(staging, "_BUFFER_BYTES", 2**12)  # a fill per tensor or so
     outputs = {}
     for host_read in (False, True):
         monkeypatch.setattr(checkpoint_module, "_HOST_READ", host_read)
@@ -79,11 +80,11 @@ def test_while_reading_runs_its_tasks_between_groups_then_the_rest(tmp_path, mon
     save_file({f"w.{i}": torch.full((64, 64), float(i)) for i in range(6)}, str(path))  # 16 KiB each
     checkpoint = Checkpoint.open(path)
     monkeypatch.setattr(checkpoint_module, "_HOST_READ", True)
-    monkeypatch.setattr(checkpoint_module, "_RESIDENT_GROUP_BYTES", 2**15)  # three groups of two
+    monkeypatch.setattr(staging, "_BUFFER_BYTES", 2**15)  # three fills of two
     ran = []
     copied = []
-    device_copy = checkpoint_module._device_copy
-    monkeypatch.setattr(checkpoint_module, "_device_copy", lambda a: copied.append(1) or device_copy(a))
+    device_copy = staging.device_copy
+    monkeypatch.setattr(staging, "device_copy", lambda a: copied.append(1) or device_copy(a))
     tasks = [lambda i=i: ran.append((i, len(copied))) for i in range(5)]
     with while_reading(tasks):
         loaded = checkpoint.load_resident("w.", decode_fp8=True)

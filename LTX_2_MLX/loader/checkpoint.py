@@ -16,6 +16,9 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
+from LTX_2_MLX.loader import staging
+from LTX_2_MLX.loader.staging import device_copy
+from LTX_2_MLX.loader.streaming import by_block
 from LTX_2_MLX.model.common.one_ahead import OneAhead
 
 # One entry of a weight map: turns a checkpoint key (prefix already stripped) and its tensor
@@ -95,12 +98,23 @@ _NUMPY_DTYPES = {
 # MLX's CUDA backend reads a tensor on the GPU stream in the evaluating thread, then copies it
 # from pageable host memory: ~1.9 GB/s on an H200. On the CPU stream its io threads read
 # several tensors at once into managed memory, which one copy on the GPU moves to device
-# memory (and frees), so no weight stays in managed memory: 3.0 GB/s (load_speed.py). Metal
-# reads on the CPU stream anyway, into memory the GPU shares.
+# memory: 2.6-3.5 GB/s (load_speed.py); the lazy loads read so. Resident loads read through
+# `staging` instead (16 GB/s). Metal reads on the CPU stream anyway, into memory the GPU shares.
 _HOST_READ = mx.cuda.is_available()
-_UNSIGNED = {1: mx.uint8, 2: mx.uint16, 4: mx.uint32, 8: mx.uint64}
-_RESIDENT_GROUP_BYTES = 2**30  # Checkpoint.load_resident's reads per group on CUDA
-# Work handed to `while_reading`, run one piece per group while `_read_now` waits for the disk.
+
+
+def reads_at_once() -> bool:
+    """Whether resident loads read their tensors before returning (CUDA) rather than lazily."""
+    return _HOST_READ
+
+
+def staged_read_bytes() -> int:
+    """Memory the resident loads' read buffers hold once the first has run (CUDA: host memory
+    that MLX counts as its own; `staging`)."""
+    return 2 * staging._BUFFER_BYTES if _HOST_READ else 0
+
+
+# Work handed to `while_reading`, run one piece per buffer fill while `_read_now` waits for the disk.
 _WHILE_READING: list[Callable[[], None]] = []
 
 
@@ -108,8 +122,9 @@ _WHILE_READING: list[Callable[[], None]] = []
 def while_reading(tasks: Iterable[Callable[[], None]]) -> Iterator[None]:
     """Run `tasks`, one at a time, while the resident loads inside the block wait for their
     reads (on CUDA, `_read_now`: the evaluating thread is idle then); those left at the end
-    run then. Short host-bound work (a kernel's first build) is hidden this way. Elsewhere
-    loads are lazy, nothing waits, and the tasks are dropped."""
+    run then. Short host-bound work (a kernel's first build) overlaps the reads this way, by
+    one buffer fill per task. Elsewhere loads are lazy, nothing waits, and the tasks are
+    dropped."""
     _WHILE_READING.extend(tasks if _HOST_READ else ())
     try:
         yield
@@ -130,12 +145,6 @@ def _spare_time() -> None:
         task()
     finally:
         _WHILE_READING[:0] = waiting
-
-
-def _device_copy(array: mx.array) -> mx.array:
-    """A bit-exact copy in the default device's memory (an integer no-op over the array's bits)."""
-    bits = _UNSIGNED[array.itemsize]
-    return mx.bitwise_or(array.view(bits), 0).view(array.dtype)
 
 
 class Checkpoint:
@@ -274,7 +283,7 @@ class Checkpoint:
         groups: dict[str, dict[str, mx.array]] = {prefix: {} for prefix in prefixes}
         if not wanted:
             return groups
-        if resident and _HOST_READ:
+        if resident and _HOST_READ and staging.available():
             tensors = self._read_now(wanted, decode_fp8, description)
         else:
             self._check_fp8_kinds(wanted)
@@ -287,7 +296,7 @@ class Checkpoint:
         return groups
 
     def _lazy(self, reads: dict[str, mx.array], name: str, decode_fp8: bool) -> mx.array:
-        return self._decoded(name, _device_copy(reads[name]) if _HOST_READ else reads[name], decode_fp8)
+        return self._decoded(name, device_copy(reads[name]) if _HOST_READ else reads[name], decode_fp8)
 
     def _decoded(self, name: str, value: mx.array, decode_fp8: bool) -> mx.array:
         """MLX reads float8 tensors as their raw bytes: decoded to bfloat16 when asked."""
@@ -296,37 +305,27 @@ class Checkpoint:
     def _read_now(
         self, wanted: dict[str, TensorEntry], decode_fp8: bool, description: str = "loading"
     ) -> dict[str, mx.array]:
-        """The `wanted` tensors read and copied to device memory before returning (CUDA): in
-        file order, each ~1 GiB group read on the CPU stream while the GPU copies the group
-        before. The same reads evaluated together with their copies make the GPU side wait
-        tensor by tensor (benchmarks/load_speed.py: "mlx resident" against "mlx grouped").
-        While a group's reads run, one piece of `while_reading` work does."""
+        """The `wanted` tensors read and copied to device memory before returning (CUDA), through
+        `staging`'s two host buffers. While each buffer's reads run, one piece of
+        `while_reading` work does."""
         from LTX_2_MLX.progress import progress_bar
 
         self._check_fp8_kinds(wanted)
-        reads = self._map()
-        groups = file_order_groups(wanted, _RESIDENT_GROUP_BYTES)
-        loaded: dict[str, mx.array] = {}
+        unreadable = sorted({entry.dtype for entry in wanted.values()} - set(staging.MX_DTYPES))
+        if unreadable:
+            raise CheckpointError(f"{self.path}: holds {', '.join(unreadable)} tensors, which cannot be read here.")
         total = sum(entry.nbytes for entry in wanted.values())
         with progress_bar(total=total, desc=description, unit="B", unit_scale=True, leave=False,
                           disable=total <= 2**30) as progress:  # fmt: skip
-            ahead = [reads[name] for name in groups[0]] if groups else []
-            mx.async_eval(ahead)
-            _spare_time()
-            mx.eval(ahead)
-            for index, group in enumerate(groups):
-                ahead = [reads[name] for name in groups[index + 1]] if index + 1 < len(groups) else []
-                mx.async_eval(ahead)
-                copies = {name: self._lazy(reads, name, decode_fp8=False) for name in group}
-                for name in group:
-                    del reads[name]
-                mx.eval(list(copies.values()))
-                progress.update(sum(wanted[name].nbytes for name in group))
-                loaded.update({name: self._decoded(name, value, decode_fp8) for name, value in copies.items()})
-                if ahead:
-                    _spare_time()
-                mx.eval(ahead)
-        return loaded
+            try:
+                raw = staging.read(self.path, {name: (entry.start, entry.end) for name, entry in wanted.items()},
+                                   _spare_time, progress.update)  # fmt: skip
+            except EOFError as err:
+                raise CheckpointError(f"{self.path}: truncated ({err}). Re-download it.") from None
+        return {
+            name: self._decoded(name, raw[name].view(staging.MX_DTYPES[entry.dtype]).reshape(entry.shape), decode_fp8)
+            for name, entry in wanted.items()
+        }
 
     def _check_fp8_kinds(self, wanted: dict[str, TensorEntry]) -> None:
         for name, entry in wanted.items():
@@ -342,19 +341,6 @@ class Checkpoint:
             return mx.load(str(self.path), format="safetensors", stream=mx.cpu if _HOST_READ else None)
         except (RuntimeError, ValueError) as err:
             raise CheckpointError(f"{self.path}: could not be read as safetensors ({err}). Re-download it.") from None
-
-
-def file_order_groups(entries: dict[str, TensorEntry], group_bytes: int) -> list[list[str]]:
-    """The names of `entries` in the order of their bytes in the file, cut into runs of at least
-    `group_bytes` (the last one shorter)."""
-    groups, group, held = [], [], 0
-    for name in sorted(entries, key=lambda name: entries[name].start):
-        group.append(name)
-        held += entries[name].nbytes
-        if held >= group_bytes:
-            groups.append(group)
-            group, held = [], 0
-    return groups + ([group] if group else [])
 
 
 # The path-taking forms, for callers that need one fact about a file.
@@ -389,6 +375,30 @@ def tensor_dtypes(checkpoint: str | Path | Checkpoint) -> dict[str, str]:
 def stored_bytes(checkpoint: str | Path | Checkpoint, prefix: str = "") -> int:
     """Bytes of the tensors under `prefix` as stored in the file (from the header alone)."""
     return Checkpoint.open(checkpoint).stored_bytes(prefix)
+
+
+def block_tensors(
+    checkpoints: Sequence[Checkpoint], prefix: str, decode_fp8: bool = True
+) -> Callable[[int], dict[str, mx.array]]:
+    """One pass over a blocks list stored under `prefix` (e.g. "model.layers."), for a
+    StreamedBlocks reader: block i's tensors {key relative to the block: tensor}, each block
+    asked for once. The files are mapped once for the pass and the tensors are lazy; on CUDA
+    each block is read at once through `staging` when asked for, while the GPU runs the one
+    before."""
+    holding = [checkpoint for checkpoint in checkpoints if checkpoint.holds(prefix)]
+    if not _HOST_READ:
+        tensors = {}
+        for checkpoint in holding:
+            tensors.update(checkpoint.load(prefix, decode_fp8))
+        return by_block(tensors).pop
+
+    def read(index: int) -> dict[str, mx.array]:
+        tensors = {}
+        for checkpoint in holding:
+            tensors.update(checkpoint.load(f"{prefix}{index}.", decode_fp8, resident=True))
+        return tensors
+
+    return read
 
 
 def load_tensors(checkpoint: str | Path | Checkpoint, prefix: str = "", decode_fp8: bool = True) -> dict[str, mx.array]:

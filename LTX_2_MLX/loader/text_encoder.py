@@ -8,8 +8,14 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 
-from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, load_module_weights
-from LTX_2_MLX.loader.streaming import BlockReader, StreamedBlocks, by_block, quantize_weights, quantized_paths
+from LTX_2_MLX.loader.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    block_tensors,
+    load_module_weights,
+    reads_at_once,
+)
+from LTX_2_MLX.loader.streaming import BlockReader, StreamedBlocks, quantize_weights, quantized_paths
 from LTX_2_MLX.model.text_encoder.embeddings_connector import EmbeddingsConnectorConfig
 from LTX_2_MLX.model.text_encoder.embeddings_processor import (
     EmbeddingsProcessor,
@@ -113,6 +119,10 @@ def check_prompt_embeddings(path: str | Path | Checkpoint, checkpoint: str | Pat
             )
 
 
+# What a streamed Gemma does not hold: its decoder layers (read per pass) and the vision tower.
+_NOT_HELD_STREAMED = ("layers.", "vision_tower.", "multi_modal_projector.")
+
+
 def load_text_encoder(
     gemma_dir: str | Path,
     dtype: mx.Dtype = mx.bfloat16,
@@ -141,6 +151,8 @@ def load_text_encoder(
     for shard in shards:
         if shard.holds(prefix):
             weights.update(shard.load(prefix))  # lazy: only the language model is read
+            if low_memory and reads_at_once():  # all but the streamed layers is used now
+                weights.update(shard.load_resident(prefix, keep=lambda key: not key.startswith(_NOT_HELD_STREAMED)))
     weights = {k: v for k, v in weights.items() if not k.startswith(("vision_tower.", "multi_modal_projector."))}
 
     model = Gemma3TextModel(config)
@@ -187,16 +199,12 @@ def _stream_layers(
     layers_prefix = prefix + "layers."
 
     def open_pass() -> BlockReader:
-        tensors = {}
-        for shard in shards:
-            if shard.holds(layers_prefix):
-                tensors.update(shard.load(layers_prefix))
-        per_layer = by_block(tensors)
+        layer_tensors = block_tensors(shards, layers_prefix)
 
         def read(index: int) -> dict[str, mx.array]:
             weights = {
                 key: value.astype(dtype) if dtype is not None and mx.issubdtype(value.dtype, mx.floating) else value
-                for key, value in per_layer.pop(index).items()
+                for key, value in layer_tensors(index).items()
             }
             return quantize_weights(weights, quantized_paths(layers[index]))
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from LTX_2_MLX.loader.checkpoint import Checkpoint
+from LTX_2_MLX.loader.checkpoint import Checkpoint, staged_read_bytes
 from LTX_2_MLX.model.text_encoder.feature_extractor import TOKENS_PER_CHUNK
 
 GiB = 2**30
@@ -75,16 +75,18 @@ _K_SCORES = 2.0
 
 @dataclass(frozen=True)
 class PhaseEstimate:
-    """One phase's peak: its resident weights plus its activations, in bytes."""
+    """One phase's peak: its resident weights plus its activations, in bytes, and on CUDA the
+    resident loads' read buffers (`buffers`: host memory MLX counts as its own)."""
 
     name: str
     weights: int
     activations: int
     detail: str = ""
+    buffers: int = 0
 
     @property
     def peak(self) -> int:
-        return self.weights + self.activations
+        return self.weights + self.activations + self.buffers
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,7 @@ class MemoryPlan:
         for phase in self.phases:
             rows.append(
                 f"{phase.name:<17} {_gib(phase.weights):>9} {_gib(phase.activations):>11} {_gib(phase.peak):>9}"
-                f"  {phase.detail}"
+                f"  {phase.detail}" + (f", {_gib(phase.buffers)} read buffers" if phase.buffers else "")
             )
         mode = "--low-memory: DiT blocks streamed" if self.low_memory else "DiT resident"
         tiles = f"decode tiles {self.tile_size[0]} px x {self.tile_size[1]} frames" if self.tile_size else "untiled"
@@ -502,6 +504,7 @@ def estimate_phases(
     `gemma_low_memory` is given."""
     checkpoint = Checkpoint.open(inputs.checkpoint)
     phases = text_phases(inputs, checkpoint, low_memory if gemma_low_memory is None else gemma_low_memory)
+    texts = len(phases)
     if inputs.pipeline.two_stage:
         half_height, half_width = inputs.height // 2, inputs.width // 2
         phases.append(dit_phase(inputs, checkpoint, "DiT stage 1", half_height, half_width, low_memory,
@@ -519,7 +522,8 @@ def estimate_phases(
     if inputs.generate_audio and "audio_vae" in config and "vocoder" in config:
         phases.append(audio_decode_phase(inputs, checkpoint))
     phases.append(vae_decode_phase(inputs, checkpoint, tile_size))
-    return phases
+    # From the DiT's load on, the staged reads' buffers are held (CUDA; loader.staging).
+    return phases[:texts] + [replace(phase, buffers=staged_read_bytes()) for phase in phases[texts:]]
 
 
 def plan_generation(

@@ -16,9 +16,9 @@ import mlx.core as mx
 from mlx import nn
 from mlx.utils import tree_flatten
 
-from LTX_2_MLX.loader.checkpoint import Checkpoint
+from LTX_2_MLX.loader.checkpoint import Checkpoint, block_tensors
 from LTX_2_MLX.loader.lora import _weight_shapes, fuse_lora_pairs, fused_weight, lora_layers, refuse_affine_targets
-from LTX_2_MLX.loader.streaming import BlockReader, StreamedBlocks, by_block, quantize_weights, quantized_paths
+from LTX_2_MLX.loader.streaming import BlockReader, StreamedBlocks, quantize_weights, quantized_paths
 from LTX_2_MLX.loader.transformer import TRANSFORMER_PREFIX, stored_quantization
 from LTX_2_MLX.model.common.fp8_linear import Fp8Linear
 from LTX_2_MLX.model.transformer import LTXModel, LTXModelType
@@ -113,12 +113,12 @@ def load_streamed_transformer(
                 for key, value in tensors.items()}  # fmt: skip
 
     def open_pass() -> BlockReader:
-        tensors = by_block(checkpoint.load(TRANSFORMER_PREFIX + BLOCKS, decode_fp8=stored != "fp8"))
+        tensors = block_tensors([checkpoint], TRANSFORMER_PREFIX + BLOCKS, decode_fp8=stored != "fp8")
         lora_tensors = [Checkpoint.open(path).load() if layers else {} for layers, (path, _) in zip(block_loras, loras)]
 
         def read(index: int) -> dict[str, mx.array]:
             block = blocks[index]
-            weights = as_stored(index, tensors.pop(index))
+            weights = as_stored(index, tensors(index))
             layers = dict(block.named_modules())
             prefix = f"{BLOCKS}{index}."
             from_file = {path[len(prefix) :] for path in stored_fp8 if path.startswith(prefix)}  # e4m3 as stored

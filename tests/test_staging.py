@@ -1,0 +1,71 @@
+"""Resident loads on CUDA read through two reused host buffers (loader.staging): how the byte
+ranges are packed into fills, a file cut short after it was opened, and a load started while
+another one reads (work run between its fills)."""
+
+import random
+
+import mlx.core as mx
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import LTX_2_MLX.loader.checkpoint as checkpoint_module
+from LTX_2_MLX.loader import staging
+from LTX_2_MLX.loader.checkpoint import Checkpoint, CheckpointError, while_reading
+
+
+def test_fills_cover_every_byte_once_in_file_order_within_a_buffer():
+    rng = random.Random(0)
+    buffer_bytes = 4096
+    ranges, start = {}, 0
+    for i in range(300):
+        size = rng.choice([0, 1, 3, 255, 256, 1000, 4096, 4097, 9000])
+        start += rng.choice([0, 8])
+        ranges[f"t{i}"] = (start, start + size)
+        start += size
+    fills = staging.plan_fills(ranges, buffer_bytes)
+    covered = {name: [] for name in ranges}
+    order = []
+    for fill in fills:
+        used = [(piece.slot, piece.slot + piece.nbytes) for piece in fill]
+        assert all(slot % 256 == 0 for slot, _ in used) and max(end for _, end in used) <= buffer_bytes
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(used, used[1:])), "pieces overlap"
+        for piece in fill:
+            covered[piece.name].append((piece.file_offset, piece.file_offset + piece.nbytes))
+            order.append(piece.file_offset)
+    assert order == sorted(order)
+    for name, (start, end) in ranges.items():
+        bounds = [start] + [piece_end for _, piece_end in covered[name]]
+        assert [piece_start for piece_start, _ in covered[name]] == bounds[:-1] and bounds[-1] == end, name
+
+
+def test_a_file_cut_short_after_opening_is_a_clear_error(tmp_path, monkeypatch):
+    path = tmp_path / "short.safetensors"
+    save_file({"w.a": torch.ones(64, 64), "w.b": torch.ones(64, 64)}, str(path))
+    checkpoint = Checkpoint.open(path)  # header read while the file was whole
+    path.write_bytes(path.read_bytes()[:-1000])
+    monkeypatch.setattr(checkpoint_module, "_HOST_READ", True)
+    with pytest.raises(CheckpointError, match="truncated.*Re-download it"):
+        checkpoint.load_resident("w.")
+    assert staging.available()  # the buffers are free for the next load
+
+
+def test_a_load_started_between_fills_reads_lazily_and_right(tmp_path, monkeypatch):
+    outer, inner = tmp_path / "outer.safetensors", tmp_path / "inner.safetensors"
+    save_file({f"w.{i}": torch.full((64, 64), float(i)) for i in range(6)}, str(outer))  # 16 KiB each
+    save_file({"v.x": torch.arange(10.0)}, str(inner))
+    monkeypatch.setattr(checkpoint_module, "_HOST_READ", True)
+    monkeypatch.setattr(staging, "_BUFFER_BYTES", 2**15)
+    nested = {}
+
+    def load_inner():
+        assert not staging.available()
+        with pytest.raises(RuntimeError, match="already running"):
+            staging.read(inner, {"v.x": (0, 4)})
+        nested.update(Checkpoint.open(inner).load_resident("v."))
+
+    with while_reading([load_inner]):
+        loaded = Checkpoint.open(outer).load_resident("w.")
+    assert mx.array_equal(nested["x"], mx.arange(10.0)).item()
+    assert all(mx.array_equal(loaded[f"{i}"], mx.full((64, 64), float(i))).item() for i in range(6))
+    assert staging.available()
