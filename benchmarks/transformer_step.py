@@ -8,8 +8,9 @@
 
 Random bf16 weights, the 19B config in configs/ltx2_19b.json (--layout 2.3 switches on LTX-2.3's
 gated attention, cross-attention AdaLN and caption projection outside the DiT, on the same
-widths), 24 fps, 1,024 context tokens; per-token timesteps as in the denoising loop. Each side
-runs `--warmup` forwards, then `--iters` timed ones; the median is reported with peak memory,
+widths), 24 fps, 1,024 context tokens; per-token timesteps as in the denoising loop. Both
+sides are built and held at once (~80 GB at 768x512x121); each runs `--warmup` forwards, then
+`--iters` timed rounds alternate one forward of each; the median is reported with peak memory,
 the ratio MLX / reference and the achieved TFLOP/s (the FLOPs of the matrix products and
 attention, counted from the config).
 
@@ -231,18 +232,22 @@ class TorchSide:
             self.torch.cuda.empty_cache()
 
 
-def time_side(side, warmup: int, iters: int) -> tuple[float, list[float], float]:
-    """Median seconds per forward after warm-up, all timings, peak memory (GB)."""
-    for _ in range(warmup):
-        side.forward()
-    side.synchronize()
-    side.reset_peak()
-    times = []
+def time_sides(sides: list, warmup: int, iters: int) -> list[tuple[float, list[float], float]]:
+    """Per side: median seconds per forward after warm-up, all timings, peak memory (GB). With
+    two sides the timed forwards alternate (one of each per round), so that neither runs on a
+    GPU the other has left hotter or cooler."""
+    for side in sides:
+        for _ in range(warmup):
+            side.forward()
+        side.synchronize()
+        side.reset_peak()
+    times = [[] for _ in sides]
     for _ in range(iters):
-        start = time.perf_counter()
-        side.forward()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times, side.peak_gb()
+        for side, taken in zip(sides, times):
+            start = time.perf_counter()
+            side.forward()
+            taken.append(time.perf_counter() - start)
+    return [(statistics.median(taken), taken, side.peak_gb()) for side, taken in zip(sides, times)]
 
 
 def profile_side(side, top: int) -> str:
@@ -285,16 +290,16 @@ def main() -> None:
     inputs = numpy_inputs(section, layout, args.fps)
     sides = {"torch": TorchSide, "mlx": MLXSide}
     chosen = ["torch", "mlx"] if args.impl == "both" else [args.impl]
+    built = [sides[key](config, inputs) for key in chosen]  # both held: their forwards alternate
     results, profiles = {}, []
-    for key in chosen:
-        side = sides[key](config, inputs)
-        median, times, peak = time_side(side, args.warmup, args.iters)
+    for key, side, (median, times, peak) in zip(chosen, built, time_sides(built, args.warmup, args.iters)):
         results[key] = median
         spread = f"{min(times):.3f}-{max(times):.3f}"
         print(f"  {side.name:<9} {median:.3f} s median of {len(times)} ({spread}), "
               f"{tflop / median:.0f} TFLOP/s, peak {peak:.1f} GB", flush=True)  # fmt: skip
         if args.profile:
             profiles.append(profile_side(side, args.top))
+    for side in built:
         side.release()
     if len(results) == 2:
         print(f"  ratio MLX / ltx-core: {results['mlx'] / results['torch']:.3f}", flush=True)
