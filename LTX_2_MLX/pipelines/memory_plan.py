@@ -504,7 +504,6 @@ def estimate_phases(
     `gemma_low_memory` is given."""
     checkpoint = Checkpoint.open(inputs.checkpoint)
     phases = text_phases(inputs, checkpoint, low_memory if gemma_low_memory is None else gemma_low_memory)
-    texts = len(phases)
     if inputs.pipeline.two_stage:
         half_height, half_width = inputs.height // 2, inputs.width // 2
         phases.append(dit_phase(inputs, checkpoint, "DiT stage 1", half_height, half_width, low_memory,
@@ -522,8 +521,9 @@ def estimate_phases(
     if inputs.generate_audio and "audio_vae" in config and "vocoder" in config:
         phases.append(audio_decode_phase(inputs, checkpoint))
     phases.append(vae_decode_phase(inputs, checkpoint, tile_size))
-    # From the DiT's load on, the staged reads' buffers are held (CUDA; loader.staging).
-    return phases[:texts] + [replace(phase, buffers=staged_read_bytes()) for phase in phases[texts:]]
+    # From the first staged read on (Gemma's streamed layers, else the DiT), the read buffers
+    # are held (CUDA; loader.staging): counted in every phase.
+    return [replace(phase, buffers=staged_read_bytes()) for phase in phases]
 
 
 def plan_generation(
