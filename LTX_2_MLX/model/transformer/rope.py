@@ -116,8 +116,12 @@ def apply_rotary_emb(x: mx.array, freqs_cis: tuple[mx.array, mx.array], rope_typ
         table_shape = (*cos.shape[:-1], -1, 2, 1)
         rotated = _rotate_pairs(pairs, cos.reshape(table_shape), sin.reshape(table_shape), sign)
         return rotated.reshape(x.shape)
-    # SPLIT: the halves of each head rotate together: pairs (B, T, H, 2, D/2).
+    # SPLIT: the halves of each head rotate together: pairs (B*T*H, 2, D/2). Three dimensions
+    # rather than five: MLX's fused kernel indexes strided inputs (the reversed view) per
+    # dimension; on an H200 a 6,144-token video rotation took 76 us against 104 (3.2x faster
+    # for the audio's 126 tokens), on the CPU 1.5x faster.
     batch, tokens, heads = cos.shape[:3]
-    pairs = x.reshape(batch, tokens, heads, 2, -1)
-    rotated = _rotate_pairs(pairs, cos[..., None, :], sin[..., None, :], sign)
+    rows = batch * tokens * heads
+    pairs = x.reshape(rows, 2, -1)
+    rotated = _rotate_pairs(pairs, cos.reshape(rows, 1, -1), sin.reshape(rows, 1, -1), sign)
     return rotated.reshape(batch, tokens, -1)
