@@ -1,6 +1,6 @@
 """Resident loads on CUDA read through two reused host buffers (loader.staging): how the byte
-ranges are packed into fills, a file cut short after it was opened, and a load started while
-another one reads (work run between its fills)."""
+ranges are packed into fills, a file cut short after it was opened, a load started while
+another one reads (work run between its fills), and no buffer refilled before its copies ran."""
 
 import random
 
@@ -69,3 +69,15 @@ def test_a_load_started_between_fills_reads_lazily_and_right(tmp_path, monkeypat
     assert mx.array_equal(nested["x"], mx.arange(10.0)).item()
     assert all(mx.array_equal(loaded[f"{i}"], mx.full((64, 64), float(i))).item() for i in range(6))
     assert staging.available()
+
+
+def test_a_buffer_is_refilled_only_after_its_copies_are_done(tmp_path, monkeypatch):
+    # With the copies never queued early (async_eval a no-op), each runs only when the read waits
+    # for it: that must be before its buffer is filled again, or tensors 0 and 1 read 4 and 5's bytes.
+    path = tmp_path / "refill.safetensors"
+    save_file({f"w.{i}": torch.full((64, 64), float(i)) for i in range(6)}, str(path))  # 16 KiB each
+    monkeypatch.setattr(checkpoint_module, "_HOST_READ", True)
+    monkeypatch.setattr(staging, "_BUFFER_BYTES", 2**15)  # two tensors a fill, three fills over two buffers
+    monkeypatch.setattr(mx, "async_eval", lambda *arrays: None)
+    loaded = Checkpoint.open(path).load_resident("w.")
+    assert [float(loaded[f"{i}"][0, 0]) for i in range(6)] == [float(i) for i in range(6)]
