@@ -9,10 +9,10 @@
 Random bf16 weights, the 19B config in configs/ltx2_19b.json (--layout 2.3 switches on LTX-2.3's
 gated attention, cross-attention AdaLN and caption projection outside the DiT, on the same
 widths), 24 fps, 1,024 context tokens; per-token timesteps as in the denoising loop. Both
-sides are built and held at once (~80 GB at 768x512x121); each runs `--warmup` forwards, then
-`--iters` timed rounds alternate one forward of each; the median is reported with peak memory,
-the ratio MLX / reference and the achieved TFLOP/s (the FLOPs of the matrix products and
-attention, counted from the config).
+sides are built and held at once (~80 GB at 768x512x121; `--one-at-a-time` for smaller GPUs);
+each runs `--warmup` forwards, then `--iters` timed rounds alternate one forward of each; the
+median is reported with peak memory, the ratio MLX / reference and the achieved TFLOP/s (the
+FLOPs of the matrix products and attention, counted from the config).
 
 --profile records one more forward of each side with torch.profiler: CUPTI sees every kernel
 in the process, MLX's included, so the table compares the two on the same clock.
@@ -270,6 +270,8 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=24.0)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--one-at-a-time", action="store_true",
+                        help="build, time and free one side, then the other (GPUs without room for both)")  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="kernel table of one more forward per side")
     parser.add_argument("--top", type=int, default=25, help="kernels listed with --profile")
     args = parser.parse_args()
@@ -290,17 +292,20 @@ def main() -> None:
     inputs = numpy_inputs(section, layout, args.fps)
     sides = {"torch": TorchSide, "mlx": MLXSide}
     chosen = ["torch", "mlx"] if args.impl == "both" else [args.impl]
-    built = [sides[key](config, inputs) for key in chosen]  # both held: their forwards alternate
+    # Both held and alternating by default; one after the other where both do not fit (an 80 GB GPU).
+    rounds = [chosen] if not args.one_at_a_time else [[key] for key in chosen]
     results, profiles = {}, []
-    for key, side, (median, times, peak) in zip(chosen, built, time_sides(built, args.warmup, args.iters)):
-        results[key] = median
-        spread = f"{min(times):.3f}-{max(times):.3f}"
-        print(f"  {side.name:<9} {median:.3f} s median of {len(times)} ({spread}), "
-              f"{tflop / median:.0f} TFLOP/s, peak {peak:.1f} GB", flush=True)  # fmt: skip
-        if args.profile:
-            profiles.append(profile_side(side, args.top))
-    for side in built:
-        side.release()
+    for keys in rounds:
+        built = [sides[key](config, inputs) for key in keys]
+        for key, side, (median, times, peak) in zip(keys, built, time_sides(built, args.warmup, args.iters)):
+            results[key] = median
+            spread = f"{min(times):.3f}-{max(times):.3f}"
+            print(f"  {side.name:<9} {median:.3f} s median of {len(times)} ({spread}), "
+                  f"{tflop / median:.0f} TFLOP/s, peak {peak:.1f} GB", flush=True)  # fmt: skip
+            if args.profile:
+                profiles.append(profile_side(side, args.top))
+        for side in built:
+            side.release()
     if len(results) == 2:
         print(f"  ratio MLX / ltx-core: {results['mlx'] / results['torch']:.3f}", flush=True)
     for table in profiles:
