@@ -127,8 +127,10 @@ def read(
     if not _IN_USE.acquire(blocking=False):
         raise RuntimeError("a staged read is already running; check available() first")
     try:
-        if _BUFFERS is None or _BUFFERS.nbytes != _BUFFER_BYTES:
+        if _BUFFERS is not None and _BUFFERS.nbytes != _BUFFER_BYTES:  # resized (benchmarks, tests)
+            _BUFFERS.pool.shutdown()
             _BUFFERS = None
+        if _BUFFERS is None:
             _BUFFERS = _Buffers(_BUFFER_BYTES)
         return _read(_BUFFERS, path, ranges, between, advance)
     finally:
