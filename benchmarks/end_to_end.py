@@ -4,6 +4,8 @@ phase, with the memory planner's estimate beside each measured phase.
     python benchmarks/end_to_end.py --checkpoint-path DIT.safetensors --gemma-path GEMMA_DIR \\
         --spatial-upscaler-path UP.safetensors --precisions fp8 int8 --modes default low-memory --json $OUT/e2e.json
     python benchmarks/end_to_end.py --tiny --json /tmp/e2e.json     # the tiny test models on the CPU, seconds
+    python benchmarks/end_to_end.py --tiny --reference --precisions bf16   # and ltx-pipelines on them (float32,
+                                                                            # with the parity tests' stand-ins)
 
 Each (pipeline, precision, mode) runs in a child process of its own, so one run's peak RSS is
 not another's. `--warmup W --repeats N` runs every job W + N times, in rounds (MLX and the
@@ -199,8 +201,21 @@ def run_reference(args) -> dict:
     quantization = {"bf16": None, "fp8": QuantizationPolicy.fp8_cast()}.get(args.precision, "unsupported")
     if quantization == "unsupported":
         raise SystemExit(f"--reference: ltx-core has no {args.precision} (bf16 and fp8 only)")
+    if args.tiny:  # the parity tests' stand-ins for what ltx-pipelines assumes of the real models
+        from ltx_pipelines.utils import helpers
+        from pipeline_harness import Float32Torch, TinyAudioShape, use_tiny_text_encoder
+
+        from LTX_2_MLX.loader.checkpoint import read_config
+
+        helpers.AudioLatentShape = TinyAudioShape
+        distilled.torch = Float32Torch()  # in float32, as the stand-in Gemma and processor are
     pipeline = distilled.DistilledPipeline(args.checkpoint_path, args.gemma_path, args.spatial_upscaler_path, [],
                                            device=device, quantization=quantization)  # fmt: skip
+    if args.tiny:
+        pipeline.pipeline_components.video_latent_channels = read_config(args.checkpoint_path)["vae"]["latent_channels"]
+        use_tiny_text_encoder(pipeline.model_ledger, args.gemma_path)
+        _before(meter, pipeline.model_ledger, "text_encoder", "Gemma encode")
+        _before(meter, pipeline.model_ledger, "gemma_embeddings_processor", "prompt processor")
     started = time.perf_counter()
     with torch.inference_mode():
         video, _ = pipeline(

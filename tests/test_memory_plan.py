@@ -65,6 +65,23 @@ def test_tiny_plan_against_measured_peaks_per_phase(model_files, tmp_path):
         assert low <= phase["estimate_ratio"] <= high, (name, phase)
 
 
+def test_end_to_end_runs_the_reference_on_the_tiny_files(model_files, tmp_path):
+    checkpoint, gemma, _, upscaler, _, _ = model_files
+    out = tmp_path / "e2e.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARK), "--tiny", "--reference", "--checkpoint-path", checkpoint, "--gemma-path",
+         str(gemma), "--spatial-upscaler-path", upscaler, "--precisions", "bf16", "--modes", "default", "--json",
+         str(out)], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = json.loads(out.read_text())["runs"]
+    assert [run["side"] for run in runs] == ["mlx", "ltx-pipelines"] and not any("error" in run for run in runs)
+    phases = {"Gemma encode", "prompt processor", "DiT stage 1", "upscaler", "DiT stage 2", "audio decode",
+              "VAE decode"}  # fmt: skip
+    assert all({phase["phase"] for phase in run["phases"]} == phases for run in runs)
+    assert runs[1]["frames"] == 17
+
+
 def test_end_to_end_compares_the_medians_of_the_timed_runs(capsys):
     # `end_to_end.py --warmup W --repeats N`: warm-up runs are left out, medians are compared.
     sys.path.insert(0, str(BENCHMARK.parent))
