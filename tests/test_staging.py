@@ -1,10 +1,13 @@
 """Resident loads on CUDA read through two reused host buffers (loader.staging): how the byte
 ranges are packed into fills, a file cut short after it was opened, a load started while
-another one reads (work run between its fills), and no buffer refilled before its copies ran."""
+another one reads (work run between its fills), no buffer refilled before its copies ran, and
+what the CUDA driver is asked."""
 
+import ctypes
 import random
 
 import mlx.core as mx
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -81,3 +84,28 @@ def test_a_buffer_is_refilled_only_after_its_copies_are_done(tmp_path, monkeypat
     monkeypatch.setattr(mx, "async_eval", lambda *arrays: None)
     loaded = Checkpoint.open(path).load_resident("w.")
     assert [float(loaded[f"{i}"][0, 0]) for i in range(6)] == [float(i) for i in range(6)]
+
+
+def test_the_driver_is_asked_to_keep_the_buffers_on_the_host_for_every_gpu(monkeypatch):
+    # On CUDA: preferred location the CPU (device -1), accessed by each GPU, over the whole buffer.
+    calls = []
+
+    class Advise:
+        argtypes = None
+
+        def __call__(self, *args):
+            calls.append(args)
+            return 0
+
+    class Driver:
+        cuMemAdvise = Advise()
+
+        def cuDeviceGetCount(self, count):
+            ctypes.cast(count, ctypes.POINTER(ctypes.c_int)).contents.value = 2
+            return 0
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Driver() if name == "libcuda.so.1" else None)
+    view = np.zeros(4096, np.uint8)
+    assert staging._keep_on_host(view)
+    pointer = view.__array_interface__["data"][0]
+    assert calls == [(pointer, 4096, 3, -1), (pointer, 4096, 5, 0), (pointer, 4096, 5, 1)]
