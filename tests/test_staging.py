@@ -5,6 +5,7 @@ what the CUDA driver is asked."""
 
 import ctypes
 import random
+import time
 
 import mlx.core as mx
 import numpy as np
@@ -109,3 +110,26 @@ def test_the_driver_is_asked_to_keep_the_buffers_on_the_host_for_every_gpu(monke
     assert staging._keep_on_host(view)
     pointer = view.__array_interface__["data"][0]
     assert calls == [(pointer, 4096, 3, -1), (pointer, 4096, 5, 0), (pointer, 4096, 5, 1)]
+
+
+def test_a_failed_read_leaves_no_read_writing_into_a_buffer(tmp_path, monkeypatch):
+    path = tmp_path / "failing.safetensors"
+    save_file({f"w.{i}": torch.full((64, 64), float(i)) for i in range(2)}, str(path))
+    monkeypatch.setattr(checkpoint_module, "_HOST_READ", True)
+    monkeypatch.setattr(staging, "_READ_BYTES", 4096)  # 8 preads in the one fill
+    submitted, finished = [], []
+    read_into = staging._read_into
+
+    def slow_read_into(*args):
+        submitted.append(1)
+        time.sleep(0.05)
+        read_into(*args)
+        finished.append(1)
+
+    def failing_work():
+        raise RuntimeError("work between fills failed")
+
+    monkeypatch.setattr(staging, "_read_into", slow_read_into)
+    with pytest.raises(RuntimeError, match="between fills"), while_reading([failing_work]):
+        Checkpoint.open(path).load_resident("w.")
+    assert len(finished) == 8 and staging.available()

@@ -16,7 +16,7 @@ import ctypes
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,10 +138,11 @@ def read(
 
 
 def _read(buffers: _Buffers, path, ranges, between, advance) -> dict[str, mx.array]:
-    read: dict[str, mx.array] = {
+    loaded: dict[str, mx.array] = {
         name: mx.zeros((0,), mx.uint8) for name, (start, end) in ranges.items() if start == end
     }
     copying: list[list[mx.array]] = [[], []]  # what each buffer's last fill is copied into
+    reads: list[Future] = []
     descriptor = os.open(path, os.O_RDONLY)
     try:
         for index, fill in enumerate(plan_fills(ranges, buffers.nbytes)):
@@ -164,20 +165,23 @@ def _read(buffers: _Buffers, path, ranges, between, advance) -> dict[str, mx.arr
                 bits = _UNSIGNED[next(size for size in (4, 2, 1) if (end - start) % size == 0)]
                 raw = buffers.arrays[which][piece.slot : piece.slot + piece.nbytes].view(bits)
                 if piece.nbytes == end - start:
-                    read[piece.name] = device_copy(raw)
+                    loaded[piece.name] = device_copy(raw)
                 else:  # a tensor larger than a buffer: its pieces copied into place, one allocation
-                    if piece.name not in read:
-                        read[piece.name] = mx.zeros(((end - start) // raw.itemsize,), bits)
+                    if piece.name not in loaded:
+                        loaded[piece.name] = mx.zeros(((end - start) // raw.itemsize,), bits)
                     at = (piece.file_offset - start) // raw.itemsize
-                    read[piece.name][at : at + raw.size] = raw
-                copies.append(read[piece.name])
+                    loaded[piece.name][at : at + raw.size] = raw
+                copies.append(loaded[piece.name])
             mx.async_eval(copies)
             copying[which] = copies
             advance(sum(piece.nbytes for piece in fill))
     finally:
-        mx.eval(copying)  # no copy may still read a buffer the next read fills
+        # Nothing may still write or read a buffer when the next read fills it: on a failure,
+        # the fill's other preads may still be running.
+        wait(reads)
+        mx.eval(copying)
         os.close(descriptor)
-    return read
+    return loaded
 
 
 def _read_into(descriptor: int, view: np.ndarray, slot: int, file_offset: int, nbytes: int) -> None:
