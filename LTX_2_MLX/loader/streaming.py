@@ -6,7 +6,8 @@ A `StreamedBlocks` stands in for the model's list of blocks. It keeps each block
 skeleton whose parameters are unevaluated placeholders (no memory), and a `BlockReader` that,
 once per pass over the blocks (once per forward), maps the checkpoint and then gives block i's
 weights as lazy arrays: read from the file, converted, LoRA-fused and quantized only when MLX
-evaluates them. Iterating the blocks:
+evaluates them (on CUDA block i's tensors are read at once when it is asked for, through
+`loader.staging`: `checkpoint.block_tensors`). Iterating the blocks:
 
     block i asked for   its weights are set and queued (mx.async_eval): the file is read while
                         the model's loop still computes block i-1 (the loops queue one block
