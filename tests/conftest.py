@@ -52,6 +52,15 @@ torch.set_num_threads(2)
 
 
 @pytest.fixture(autouse=True)
+def _small_read_buffers(monkeypatch):
+    """Reads staged as on CUDA (loader.staging) use 1 MiB buffers here, not two of 256 MiB that
+    would stay allocated and lift later tests' peak memory."""
+    from LTX_2_MLX.loader import staging
+
+    monkeypatch.setattr(staging, "_BUFFER_BYTES", 2**20)
+
+
+@pytest.fixture(autouse=True)
 def _mlx_on_cpu():
     mx.set_default_device(mx.cpu)
     yield

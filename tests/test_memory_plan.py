@@ -336,6 +336,7 @@ def test_on_cuda_the_read_buffers_count_in_every_phase(model_files, monkeypatch)
     import LTX_2_MLX.loader.checkpoint as checkpoint_module
     from LTX_2_MLX.loader import staging
 
+    monkeypatch.setattr(staging, "_BUFFER_BYTES", 2**28)  # the real size (only counted here)
     elsewhere = estimate_phases(_inputs(model_files), False, None)
     monkeypatch.setattr(checkpoint_module, "_HOST_READ", True)
     on_cuda = estimate_phases(_inputs(model_files), False, None)
