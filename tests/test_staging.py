@@ -133,3 +133,26 @@ def test_a_failed_read_leaves_no_read_writing_into_a_buffer(tmp_path, monkeypatc
     with pytest.raises(RuntimeError, match="between fills"), while_reading([failing_work]):
         Checkpoint.open(path).load_resident("w.")
     assert len(finished) == 8 and staging.available()
+
+
+def test_the_buffers_are_given_back_on_request_and_made_again(tmp_path, monkeypatch):
+    path = tmp_path / "release.safetensors"
+    save_file({"w.a": torch.arange(4096.0)}, str(path))
+    monkeypatch.setattr(checkpoint_module, "_HOST_READ", True)
+    Checkpoint.open(path).load_resident("w.")
+    mx.synchronize()
+    held = mx.get_active_memory()
+    staging.release()
+    assert held - mx.get_active_memory() >= 2 * staging._BUFFER_BYTES
+    loaded = Checkpoint.open(path).load_resident("w.")
+    assert mx.array_equal(loaded["a"], mx.arange(4096.0)).item()
+    refused = []
+
+    def release_during_the_read():
+        with pytest.raises(RuntimeError, match="read is running"):
+            staging.release()
+        refused.append(True)
+
+    with while_reading([release_during_the_read]):
+        Checkpoint.open(path).load_resident("w.")
+    assert refused

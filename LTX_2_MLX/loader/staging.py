@@ -4,10 +4,11 @@ MLX's CUDA backend reads a file into fresh managed memory, whose pages the first
 migrates fault by fault: 2.6-3.5 GB/s for the DiT (benchmarks/load_speed.py). Here the
 tensors' byte ranges are read with `os.preadv` on a thread pool into one of two managed
 buffers, and one integer copy per tensor brings it into device memory while the other buffer
-fills. The buffers are made once per process and kept; the CUDA driver is asked (`cuMemAdvise`)
-to keep their pages in host memory and map them for the GPU, so the copies read them over the
-bus instead of migrating them, and the next read does not migrate them back: the DiT's 23 GB in
-1.2-1.7 s on an H200 (14-20 GB/s), 3.4 s without the advice (a one-off probe).
+fills. The buffers are made once per process and kept (`release()` gives them back); the CUDA
+driver is asked (`cuMemAdvise`) to keep their pages in host memory and map them for the GPU,
+so the copies read them over the bus instead of migrating them, and the next read does not
+migrate them back: the DiT's 23 GB in 1.2-1.7 s on an H200 (14-20 GB/s), 3.4 s without the
+advice (a one-off probe).
 
 The same code runs on the CPU (buffers in plain memory, no advice): the tests read through it.
 """
@@ -111,6 +112,20 @@ def available() -> bool:
     """Whether a staged read can start now: not while another one (in this process) runs, as
     when work run between a read's fills loads a model itself."""
     return not _IN_USE.locked()
+
+
+def release() -> None:
+    """Give the buffers and their reading threads back (a process done loading); the next staged
+    read makes them again. Not while a read runs."""
+    global _BUFFERS
+    if not _IN_USE.acquire(blocking=False):
+        raise RuntimeError("a staged read is running; release the buffers after it")
+    try:
+        if _BUFFERS is not None:
+            _BUFFERS.pool.shutdown()
+            _BUFFERS = None
+    finally:
+        _IN_USE.release()
 
 
 def read(
