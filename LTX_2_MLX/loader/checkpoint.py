@@ -283,17 +283,22 @@ class Checkpoint:
         groups: dict[str, dict[str, mx.array]] = {prefix: {} for prefix in prefixes}
         if not wanted:
             return groups
-        if resident and _HOST_READ and staging.available():
-            tensors = self._read_now(wanted, decode_fp8, description)
-        else:
-            self._check_fp8_kinds(wanted)
-            reads = self._map()
-            tensors = {name: self._lazy(reads, name, decode_fp8) for name in wanted}
-        for name, value in tensors.items():
+        for name, value in self.load_entries(wanted, decode_fp8, resident, description).items():
             for prefix in prefixes:
                 if name.startswith(prefix) and keep(name[len(prefix) :]):
                     groups[prefix][name[len(prefix) :]] = value
         return groups
+
+    def load_entries(
+        self, wanted: dict[str, TensorEntry], decode_fp8: bool = True, resident: bool = False,
+        description: str = "loading",
+    ) -> dict[str, mx.array]:  # fmt: skip
+        """The `wanted` tensors by their full names, as `load_groups` reads them."""
+        if resident and _HOST_READ and staging.available():
+            return self._read_now(wanted, decode_fp8, description)
+        self._check_fp8_kinds(wanted)
+        reads = self._map()
+        return {name: self._lazy(reads, name, decode_fp8) for name in wanted}
 
     def _lazy(self, reads: dict[str, mx.array], name: str, decode_fp8: bool) -> mx.array:
         return self._decoded(name, device_copy(reads[name]) if _HOST_READ else reads[name], decode_fp8)
@@ -391,12 +396,23 @@ def block_tensors(
         for checkpoint in holding:
             tensors.update(checkpoint.load(prefix, decode_fp8))
         return by_block(tensors).pop
+    # Each block's entries, per file, sorted out once for the pass.
+    entries: dict[int, list[tuple[Checkpoint, dict[str, TensorEntry]]]] = {}
+    for checkpoint in holding:
+        per_block: dict[int, dict[str, TensorEntry]] = {}
+        for name, entry in checkpoint.entries.items():
+            if name.startswith(prefix):
+                per_block.setdefault(int(name[len(prefix) :].split(".", 1)[0]), {})[name] = entry
+        for index, wanted in per_block.items():
+            entries.setdefault(index, []).append((checkpoint, wanted))
 
     def read(index: int) -> dict[str, mx.array]:
-        tensors = {}
-        for checkpoint in holding:
-            tensors.update(checkpoint.load(f"{prefix}{index}.", decode_fp8, resident=True))
-        return tensors
+        start = len(prefix) + len(str(index)) + 1
+        return {
+            name[start:]: value
+            for checkpoint, wanted in entries.pop(index)
+            for name, value in checkpoint.load_entries(wanted, decode_fp8, resident=True).items()
+        }
 
     return read
 
