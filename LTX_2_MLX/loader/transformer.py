@@ -67,7 +67,7 @@ def transformer_tensors(
     cast = sum(e.nbytes for e in entries if dtype is not None and _FLOAT_CODES.get(e.dtype, dtype) != dtype)
     if resident and cast * 16 <= sum(e.nbytes for e in entries):
         return checkpoint.load_resident(TRANSFORMER_PREFIX, decode_fp8, keep, "reading the transformer")
-    return {key: value for key, value in checkpoint.load(TRANSFORMER_PREFIX, decode_fp8).items() if keep(key)}
+    return checkpoint.load_groups((TRANSFORMER_PREFIX,), decode_fp8, keep=keep)[TRANSFORMER_PREFIX]
 
 
 def load_transformer(
