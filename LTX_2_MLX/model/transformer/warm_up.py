@@ -2,7 +2,8 @@
 
 MLX's CUDA backend builds a cuDNN graph the first time it meets an attention shape: 0.06-0.07 s
 each on an H200, six in a two-stage run's first forward and four more in its second stage. Built
-while the DiT's weights are read from disk (`Checkpoint.while_reading`), that time is hidden."""
+while the DiT's weights are read from disk (`Checkpoint.while_reading`), that time overlaps the
+reads instead of landing in the first forwards."""
 
 from dataclasses import dataclass
 
