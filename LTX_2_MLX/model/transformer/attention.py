@@ -1,7 +1,7 @@
 import mlx.core as mx
 import mlx.nn as nn
 
-from LTX_2_MLX.model.transformer.rope import LTXRopeType, apply_rotary_emb
+from LTX_2_MLX.model.transformer.rope import LTXRopeType, normed_rotary_emb
 
 
 class Attention(nn.Module):
@@ -53,11 +53,12 @@ class Attention(nn.Module):
         if all_perturbed:
             out = value
         else:
-            query = self.q_norm(self.to_q(x))
-            key = self.k_norm(self.to_k(context))
-            if pe is not None:
-                query = apply_rotary_emb(query, pe, self.rope_type)
-                key = apply_rotary_emb(key, pe if k_pe is None else k_pe, self.rope_type)
+            query, key = self.to_q(x), self.to_k(context)
+            if pe is None:
+                query, key = self.q_norm(query), self.k_norm(key)
+            else:
+                query = normed_rotary_emb(query, self.q_norm, pe, self.rope_type)
+                key = normed_rotary_emb(key, self.k_norm, pe if k_pe is None else k_pe, self.rope_type)
             out = attend(query, key, value, self.heads, self.dim_head, mask)
             if perturbation_mask is not None:
                 out = out * perturbation_mask + value * (1 - perturbation_mask)

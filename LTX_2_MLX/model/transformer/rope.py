@@ -5,7 +5,10 @@ from enum import Enum
 from functools import lru_cache
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
+
+from LTX_2_MLX.model.common import cuda_kernels
 
 
 class LTXRopeType(Enum):
@@ -93,8 +96,6 @@ def precompute_freqs_cis(
 # Each rotation is one fused element-wise kernel: the partner of every channel is read
 # through a reversed view (no stack or concatenate), and the sign of its sine term comes from
 # a constant (-1, +1) pair. x*cos + partner*(sin*sign) rounds exactly as x*cos -/+ partner*sin.
-# (A vectorised mx.fast.cuda_kernel saved 0.03 s per 1216x704x121 forward on an H200, but MLX
-# compiles custom kernels again in every process, 1-2 s each: more than a generation gains.)
 @lru_cache(maxsize=4)
 def _pair_sign(dtype: mx.Dtype) -> mx.array:
     return mx.array([[-1.0], [1.0]], dtype=dtype)
@@ -103,6 +104,140 @@ def _pair_sign(dtype: mx.Dtype) -> mx.array:
 @mx.compile
 def _rotate_pairs(pairs: mx.array, cos: mx.array, sin: mx.array, sign: mx.array) -> mx.array:
     return pairs * cos + pairs[..., ::-1, :] * (sin * sign)
+
+
+# CUDA, bf16, SPLIT: MLX's fused kernel reads the reversed view element by element through its
+# strides; these read 16-byte vectors (8 channels) of both halves of a head and of the tables.
+# `rotate` rounds as _rotate_pairs does (products, then their difference or sum), so the
+# rotation alone is bitwise equal to it. The normalising variant also does the q/k RMS norm
+# (w * bf16(x * rsqrt(mean(x^2) + eps)), as mx.fast.rms_norm) in the same pass, one block per
+# token: the normalised projection is never written out and read back. Its sum of squares is
+# added in another order than mx.fast.rms_norm's, so a value can differ from the unfused path
+# by one bf16 rounding.
+_ROTATE_SOURCE = (
+    cuda_kernels.BF16_HELPERS
+    + r"""
+__device__ __forceinline__ void rotate(unsigned int a, unsigned int b, unsigned int c, unsigned int s,
+                                       unsigned int& out_a, unsigned int& out_b) {
+  float a0 = bf16_lo(a), a1 = bf16_hi(a), b0 = bf16_lo(b), b1 = bf16_hi(b);
+  float c0 = bf16_lo(c), c1 = bf16_hi(c), s0 = bf16_lo(s), s1 = bf16_hi(s);
+  out_a = pack_bf16(round_bf16(a0 * c0) - s0 * b0, round_bf16(a1 * c1) - s1 * b1);
+  out_b = pack_bf16(round_bf16(b0 * c0) + s0 * a0, round_bf16(b1 * c1) + s1 * a1);
+}
+
+__device__ __forceinline__ void rotate_vectors(uint4 a, uint4 b, uint4 c, uint4 s, uint4* out, int first, int half) {
+  uint4 out_a, out_b;
+  rotate(a.x, b.x, c.x, s.x, out_a.x, out_b.x);
+  rotate(a.y, b.y, c.y, s.y, out_a.y, out_b.y);
+  rotate(a.z, b.z, c.z, s.z, out_a.z, out_b.z);
+  rotate(a.w, b.w, c.w, s.w, out_a.w, out_b.w);
+  out[first] = out_a;
+  out[first + half] = out_b;
+}
+
+// One thread per 8 channels of a head's first half; half = vectors per half-head.
+extern "C" __global__ void ltx_rope_split_bf16(const uint4* x, const uint4* cos_table, const uint4* sin_table,
+                                               uint4* out, int vectors, int half, int table_vectors) {
+  int v = blockIdx.x * blockDim.x + threadIdx.x;
+  if (v >= vectors) return;
+  int first = v + (v / half) * half;
+  int table = v % table_vectors;
+  rotate_vectors(x[first], x[first + half], cos_table[table], sin_table[table], out, first, half);
+}
+
+__device__ __forceinline__ float squares(uint4 v) {
+  float sum = 0.0f, value;
+  value = bf16_lo(v.x); sum += value * value; value = bf16_hi(v.x); sum += value * value;
+  value = bf16_lo(v.y); sum += value * value; value = bf16_hi(v.y); sum += value * value;
+  value = bf16_lo(v.z); sum += value * value; value = bf16_hi(v.z); sum += value * value;
+  value = bf16_lo(v.w); sum += value * value; value = bf16_hi(v.w); sum += value * value;
+  return sum;
+}
+
+__device__ __forceinline__ unsigned int normalise(unsigned int x, unsigned int w, float inv) {
+  return pack_bf16(bf16_lo(w) * round_bf16(bf16_lo(x) * inv), bf16_hi(w) * round_bf16(bf16_hi(x) * inv));
+}
+
+__device__ __forceinline__ uint4 normalise_vector(uint4 x, uint4 w, float inv) {
+  return make_uint4(normalise(x.x, w.x, inv), normalise(x.y, w.y, inv), normalise(x.z, w.z, inv),
+                    normalise(x.w, w.w, inv));
+}
+
+// One block per token row (blockDim = heads * half, a multiple of 32), one thread per 8
+// channels of a head's first half and the matching 8 of its second half.
+extern "C" __global__ void ltx_norm_rope_split_bf16(const uint4* x, const uint4* weight, const uint4* cos_table,
+                                                    const uint4* sin_table, uint4* out, int half, int table_rows,
+                                                    int eps_bits) {
+  __shared__ float partial[32];
+  int t = threadIdx.x, row = blockIdx.x;
+  int first = t + (t / half) * half;
+  const uint4* x_row = x + (size_t)row * 2 * blockDim.x;
+  int table = (row % table_rows) * blockDim.x + t;
+  uint4 a = x_row[first], b = x_row[first + half], c = cos_table[table], s = sin_table[table];
+  uint4 weight_a = weight[first], weight_b = weight[first + half];
+  float sum = squares(a) + squares(b);
+  for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  if ((t & 31) == 0) partial[t >> 5] = sum;
+  __syncthreads();
+  if (t < 32) {
+    sum = t < (blockDim.x >> 5) ? partial[t] : 0.0f;
+    for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    if (t == 0) partial[0] = sum;
+  }
+  __syncthreads();
+  float inv = rsqrtf(partial[0] / (float)(blockDim.x * 16) + __int_as_float(eps_bits));
+  rotate_vectors(normalise_vector(a, weight_a, inv), normalise_vector(b, weight_b, inv), c, s,
+                 out + (size_t)row * 2 * blockDim.x, first, half);
+}
+"""
+)
+
+
+def _float_bits(value: float) -> int:
+    """A float32 scalar as the int its bits spell (MLX 0.32.4 refuses float kernel scalars)."""
+    return int(np.array(value, np.float32).view(np.int32))
+
+
+def _split_kernel_shapes(x: mx.array, cos: mx.array, sin: mx.array) -> tuple[int, int] | None:
+    """(rows of the tables, vectors per half-head) where the CUDA kernels apply, else None."""
+    if not (x.dtype == cos.dtype == sin.dtype == mx.bfloat16) or x.ndim != 3 or cos.ndim != 4:
+        return None
+    table_batch, tokens, heads, half = cos.shape
+    if x.shape[1:] != (tokens, 2 * heads * half) or table_batch not in (1, x.shape[0]) or sin.shape != cos.shape:
+        return None
+    if half % 8 or x.size >= 2**31:
+        return None
+    return table_batch * tokens, half // 8
+
+
+def _rotate_split_cuda(x: mx.array, cos: mx.array, sin: mx.array) -> mx.array | None:
+    shapes = _split_kernel_shapes(x, cos, sin)
+    run = cuda_kernels.kernel("ltx_rope_split_bf16", _ROTATE_SOURCE) if shapes else None
+    if run is None:
+        return None
+    table_rows, half = shapes
+    vectors = x.size // 16
+    (rotated,) = run([x, cos, sin], [x.shape], [x.dtype], [vectors, half, table_rows * cos.shape[2] * half], vectors)
+    return rotated
+
+
+def _norm_rotate_split_cuda(x: mx.array, norm: nn.RMSNorm, cos: mx.array, sin: mx.array) -> mx.array | None:
+    shapes = _split_kernel_shapes(x, cos, sin)
+    if shapes is None or norm.weight.dtype != mx.bfloat16 or norm.weight.shape != (x.shape[-1],):
+        return None
+    table_rows, half = shapes
+    threads_per_row = x.shape[-1] // 16
+    if threads_per_row % 32 or threads_per_row > 1024:
+        return None
+    run = cuda_kernels.kernel("ltx_norm_rope_split_bf16", _ROTATE_SOURCE)
+    if run is None:
+        return None
+    rows = x.size // x.shape[-1]
+    (rotated,) = run(
+        [x, norm.weight, cos, sin], [x.shape], [x.dtype], [half, table_rows, _float_bits(norm.eps)],
+        rows * threads_per_row, threads_per_row,
+    )  # fmt: skip
+    return rotated
 
 
 def apply_rotary_emb(x: mx.array, freqs_cis: tuple[mx.array, mx.array], rope_type: LTXRopeType) -> mx.array:
@@ -116,6 +251,10 @@ def apply_rotary_emb(x: mx.array, freqs_cis: tuple[mx.array, mx.array], rope_typ
         table_shape = (*cos.shape[:-1], -1, 2, 1)
         rotated = _rotate_pairs(pairs, cos.reshape(table_shape), sin.reshape(table_shape), sign)
         return rotated.reshape(x.shape)
+    if cuda_kernels.enabled():
+        rotated = _rotate_split_cuda(x, cos, sin)
+        if rotated is not None:
+            return rotated
     # SPLIT: the halves of each head rotate together: pairs (B*T*H, 2, D/2). Three dimensions
     # rather than five: MLX's fused kernel indexes strided inputs (the reversed view) per
     # dimension; on an H200 a 6,144-token video rotation took 76 us against 104 (3.2x faster
@@ -125,3 +264,15 @@ def apply_rotary_emb(x: mx.array, freqs_cis: tuple[mx.array, mx.array], rope_typ
     pairs = x.reshape(rows, 2, -1)
     rotated = _rotate_pairs(pairs, cos.reshape(rows, 1, -1), sin.reshape(rows, 1, -1), sign)
     return rotated.reshape(batch, tokens, -1)
+
+
+def normed_rotary_emb(
+    x: mx.array, norm: nn.Module, freqs_cis: tuple[mx.array, mx.array], rope_type: LTXRopeType
+) -> mx.array:
+    """apply_rotary_emb(norm(x), ...): on CUDA, for bf16 SPLIT rotations after a plain
+    nn.RMSNorm, one kernel for both."""
+    if rope_type == LTXRopeType.SPLIT and type(norm) is nn.RMSNorm and cuda_kernels.enabled():
+        rotated = _norm_rotate_split_cuda(x, norm, *freqs_cis)
+        if rotated is not None:
+            return rotated
+    return apply_rotary_emb(norm(x), freqs_cis, rope_type)

@@ -2,6 +2,7 @@
 cross-attention and feed-forward, each modulated by the timestep (AdaLN)."""
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -69,6 +70,13 @@ def _gated_residual(x: mx.array, update: mx.array, gate: AdaValue) -> mx.array:
     return _gated_residual_kernel(x, update, *gate)
 
 
+@lru_cache(maxsize=8)
+def _ones(width: int, dtype: mx.Dtype) -> mx.array:
+    """Weight of the blocks' plain RMS norms. Exact, and on CUDA faster than no weight: MLX's
+    weightless rms_norm takes its unaligned path (44 against 36 us per 6144x4096 norm, H200)."""
+    return mx.ones((width,), dtype)
+
+
 def ada_values(table: mx.array, timestep: mx.array, start: int, stop: int) -> list[AdaValue]:
     """Rows start:stop of the block's table, each with the matching slice of the AdaLN output."""
     batch, tokens = timestep.shape[:2]
@@ -122,7 +130,7 @@ class BasicAVTransformerBlock(nn.Module):
             self.audio_prompt_scale_shift_table = mx.zeros((2, audio.dim))
 
     def _norm(self, x: mx.array) -> mx.array:
-        return mx.fast.rms_norm(x, None, self.norm_eps)
+        return mx.fast.rms_norm(x, _ones(x.shape[-1], x.dtype), self.norm_eps)
 
     def _self_attention(
         self, x: mx.array, args: TransformerArgs, attn: Attention, table: mx.array,

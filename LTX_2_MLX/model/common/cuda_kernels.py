@@ -1,0 +1,170 @@
+"""Custom CUDA kernels for hot element-wise paths, compiled once per machine.
+
+`mx.fast.cuda_kernel` compiles its source with NVRTC again in every process, MLX's headers
+included (1-2 s per kernel). The kernels here include no header: they are compiled through
+NVRTC (found beside MLX's CUDA libraries) to PTX for the GPUs present, kept on disk under a key
+of source, options and NVRTC version, and run with `mx.fast.precompiled_cuda_kernel`. Where the
+GPU is not CUDA, NVRTC cannot be found or a compile fails, `kernel()` returns None and callers
+take their portable path. LTX2_MLX_CUDA_KERNELS=0 turns them off.
+
+bf16 values travel as their 16-bit patterns: float math on the widened bits, then one
+round-to-nearest-even back (`BF16_HELPERS`). float32 carries 24 significant bits, more than
+twice bf16's 8 plus 2, so one float operation rounded to bf16 equals the bf16 operation
+correctly rounded: the same roundings as MLX's own bf16 kernels."""
+
+import ctypes
+import glob
+import hashlib
+import os
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import mlx.core as mx
+
+BF16_HELPERS = r"""
+__device__ __forceinline__ float bf16_lo(unsigned int pair) { return __uint_as_float(pair << 16); }
+__device__ __forceinline__ float bf16_hi(unsigned int pair) { return __uint_as_float(pair & 0xffff0000u); }
+__device__ __forceinline__ unsigned int to_bf16(float value) {
+  unsigned int bits = __float_as_uint(value);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return (bits >> 16) | 0x40u;
+  return (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+}
+__device__ __forceinline__ float round_bf16(float value) { return __uint_as_float(to_bf16(value) << 16); }
+__device__ __forceinline__ unsigned int pack_bf16(float lo, float hi) { return to_bf16(lo) | (to_bf16(hi) << 16); }
+"""
+
+
+def enabled() -> bool:
+    """Whether the default device is a CUDA GPU and the kernels are not turned off."""
+    if os.environ.get("LTX2_MLX_CUDA_KERNELS", "1") == "0":
+        return False
+    return mx.default_device() == mx.gpu and mx.cuda.is_available()
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "ltx2-mlx" / "cuda-kernels"
+
+
+def _nvrtc_candidates() -> list[str]:
+    """NVRTC libraries: one this process already loaded (MLX links it), then the pip packages'
+    and the toolkit's."""
+    found = []
+    try:
+        with open("/proc/self/maps") as maps:
+            found += sorted({line.split()[-1] for line in maps if "libnvrtc.so" in line and "builtins" not in line})
+    except OSError:
+        pass
+    for root in sys.path:
+        found += sorted(glob.glob(os.path.join(root, "nvidia", "*", "lib", "libnvrtc.so*")), reverse=True)
+    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if home:
+            found += sorted(glob.glob(os.path.join(home, "lib64", "libnvrtc.so*")), reverse=True)
+    return found + ["libnvrtc.so"]
+
+
+@lru_cache(maxsize=1)
+def _nvrtc():
+    for candidate in _nvrtc_candidates():
+        if "builtins" in candidate:
+            continue
+        try:
+            library = ctypes.CDLL(candidate)
+            library.nvrtcCreateProgram  # noqa: B018 (a library without it is not NVRTC)
+            return library
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+@lru_cache(maxsize=1)
+def _lowest_compute_capability() -> int | None:
+    """Of the GPUs present, e.g. 90 for an H100/H200; PTX for it also runs on newer ones."""
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    count = ctypes.c_int(0)
+    if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value == 0:
+        return None
+    lowest = None
+    for ordinal in range(count.value):
+        device, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+        if driver.cuDeviceGet(ctypes.byref(device), ordinal) != 0:
+            return None
+        driver.cuDeviceGetAttribute(ctypes.byref(major), 75, device)  # COMPUTE_CAPABILITY_MAJOR
+        driver.cuDeviceGetAttribute(ctypes.byref(minor), 76, device)  # COMPUTE_CAPABILITY_MINOR
+        capability = major.value * 10 + minor.value
+        lowest = capability if lowest is None else min(lowest, capability)
+    return lowest
+
+
+def _compile(source: str, options: list[str]) -> bytes | None:
+    """PTX of `source` (NUL-terminated), from the disk cache or NVRTC; None when it cannot be had."""
+    nvrtc = _nvrtc()
+    if nvrtc is None:
+        return None
+    major, minor = ctypes.c_int(), ctypes.c_int()
+    nvrtc.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
+    key = hashlib.sha256(f"{major.value}.{minor.value}\0{' '.join(options)}\0{source}".encode()).hexdigest()
+    cached = _cache_dir() / f"{key}.ptx"
+    try:
+        return cached.read_bytes()
+    except OSError:
+        pass
+    program = ctypes.c_void_p()
+    if nvrtc.nvrtcCreateProgram(ctypes.byref(program), source.encode(), b"ltx2_mlx.cu", 0, None, None) != 0:
+        return None
+    try:
+        encoded = [option.encode() for option in options]
+        if nvrtc.nvrtcCompileProgram(program, len(encoded), (ctypes.c_char_p * len(encoded))(*encoded)) != 0:
+            return None
+        size = ctypes.c_size_t()
+        nvrtc.nvrtcGetPTXSize(program, ctypes.byref(size))
+        ptx = ctypes.create_string_buffer(size.value)
+        if nvrtc.nvrtcGetPTX(program, ptx) != 0:
+            return None
+    finally:
+        nvrtc.nvrtcDestroyProgram(ctypes.byref(program))
+    compiled = ptx.raw
+    try:  # written whole, then renamed: a reader never sees part of it
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(f".{os.getpid()}.part")
+        partial.write_bytes(compiled)
+        partial.replace(cached)
+    except OSError:
+        pass
+    return compiled
+
+
+def kernel(name: str, source: str):
+    """A callable running `extern "C" __global__ void name(...)` from `source` (inputs, then
+    outputs, then int/float scalars, as `mx.fast.precompiled_cuda_kernel` passes them), or None
+    when custom kernels cannot run here."""
+    return _built(name, source) if enabled() else None
+
+
+@lru_cache(maxsize=None)
+def _built(name: str, source: str):
+    capability = _lowest_compute_capability()
+    if capability is None:
+        return None
+    ptx = _compile(source, [f"--gpu-architecture=compute_{capability}", "--std=c++17"])
+    if ptx is None:
+        return None
+
+    def run(inputs, output_shapes, output_dtypes, scalars, threads: int, threads_per_block: int = 256):
+        return mx.fast.precompiled_cuda_kernel(
+            name=name,
+            compiled_source=ptx,
+            inputs=inputs,
+            output_shapes=output_shapes,
+            output_dtypes=output_dtypes,
+            scalars=scalars,
+            grid=(threads, 1, 1),
+            threadgroup=(threads_per_block, 1, 1),
+            ensure_row_contiguous=True,
+        )
+
+    return run
