@@ -121,3 +121,24 @@ def test_rope_frequency_grid_matches_reference(precision, num_dims, dim):
     ulps = float(np.max(np.abs(ours - expected) / np.spacing(np.abs(expected))))
     PARITY_FIGURES.append((f"rope frequency grid {precision} dims={num_dims} dim={dim}", "max ulps", ulps))
     assert ulps <= 2.0, f"{ulps} ulps from the reference's grid"
+
+
+def test_uniform_timesteps_are_embedded_once_and_match_reference_fp32(tiny_transformers):
+    """Every video token at its row's sigma (no conditioned frame): the AdaLN values are computed
+    once per row and broadcast over the tokens; mixed rows keep their per-token values."""
+    import dataclasses
+
+    from LTX_2_MLX.model.transformer.model import shared_timestep
+
+    config, reference, path = tiny_transformers["ltx2.3-av-split-f64"]
+    video, audio = reference_modalities(config, batch=2)
+    video = dataclasses.replace(video, timesteps=torch.ones_like(video.timesteps) * video.sigma[:, None, None])
+    ours = to_mlx_modality(video)
+    assert shared_timestep(ours.timesteps).shape == (2, 1, 1)
+    mixed = mx.concatenate([ours.timesteps[:, :1] * 0, ours.timesteps[:, 1:]], axis=1)
+    assert shared_timestep(mixed).shape == ours.timesteps.shape
+    with torch.no_grad():
+        ref_video, ref_audio = reference(video, audio, perturbation_configs([[], []])[0])
+    out_video, out_audio = load_transformer(path, dtype=mx.float32)(ours, to_mlx_modality(audio))
+    assert_matches("transformer fp32 uniform timesteps: video", out_video, ref_video)
+    assert_matches("transformer fp32 uniform timesteps: audio", out_audio, ref_audio)

@@ -119,7 +119,9 @@ class LTXModel(nn.Module):
         dtype = modality.latent.dtype
         x = self[prefix + "patchify_proj"](modality.latent)
         batch = x.shape[0]
-        timesteps, embedded = self._embed_timestep(self[prefix + "adaln_single"], modality.timesteps, batch, dtype)
+        timesteps, embedded = self._embed_timestep(
+            self[prefix + "adaln_single"], shared_timestep(modality.timesteps), batch, dtype
+        )
         prompt_timestep = None
         if c.cross_attention_adaln:
             prompt_timestep, _ = self._embed_timestep(
@@ -237,6 +239,17 @@ class LTXModel(nn.Module):
             )
             for video_args, audio_args in states
         ]
+
+
+def shared_timestep(timesteps: mx.array) -> mx.array:
+    """Per-token timesteps (B, T[, 1]) whose tokens all hold one value per batch row, as
+    (B, 1[, 1]): the AdaLN values are then computed once per row and broadcast over the tokens,
+    instead of computed per token and read back per token in every block (as in a step with no
+    conditioned tokens, every token at the same sigma). Others are returned as they are."""
+    if timesteps.ndim < 2 or timesteps.shape[1] < 2:
+        return timesteps
+    first = timesteps[:, :1]
+    return first if mx.all(timesteps == first).item() else timesteps
 
 
 def to_denoised(sample: mx.array, velocity: mx.array, sigma: mx.array | float) -> mx.array:
