@@ -76,16 +76,16 @@ def guided_passes(section: dict, layout: dict, fps: float, dtype: mx.Dtype) -> l
     inputs = numpy_inputs(section, layout, fps)
     negative = numpy_inputs(section, layout, fps, seed=1)
 
-    def modality(latent, positions, context) -> Modality:
+    def modality(latent, positions, context, timesteps) -> Modality:
         return Modality(
             latent=mx.array(latent).astype(dtype), sigma=mx.array([0.7]),
-            timesteps=mx.full((1, latent.shape[1], 1), 0.7), positions=mx.array(positions),
+            timesteps=mx.array(timesteps), positions=mx.array(positions),
             context=mx.array(context).astype(dtype), context_mask=None,
         )  # fmt: skip
 
     video, audio = modality(*inputs["video"]), modality(*inputs["audio"])
-    negative_video = modality(*inputs["video"][:2], negative["video"][2])
-    negative_audio = modality(*inputs["audio"][:2], negative["audio"][2])
+    negative_video = modality(*inputs["video"][:2], *negative["video"][2:])
+    negative_audio = modality(*inputs["audio"][:2], *negative["audio"][2:])
     stg_block = min(STG_BLOCK, section["num_layers"] - 1)
 
     def perturbed(*kinds: tuple[PerturbationType, list[int] | None]) -> BatchedPerturbationConfig:

@@ -8,7 +8,9 @@
 
 Random bf16 weights, the 19B config in configs/ltx2_19b.json (--layout 2.3 switches on LTX-2.3's
 gated attention, cross-attention AdaLN and caption projection outside the DiT, on the same
-widths), 24 fps, 1,024 context tokens; per-token timesteps as in the denoising loop. Both
+widths), 24 fps, 1,024 context tokens; per-token timesteps as in the denoising loop, every
+token at sigma 0.7 (text-to-video; MLX then embeds the shared timestep once per forward), or
+with `--clean-first-frame` the first latent frame's tokens at 0 (image-to-video). Both
 sides are built and held at once (~80 GB at 768x512x121; `--one-at-a-time` for smaller GPUs);
 each runs `--warmup` forwards, then `--iters` timed rounds alternate one forward of each; the
 median is reported with peak memory, the ratio MLX / reference and the achieved TFLOP/s (the
@@ -117,17 +119,22 @@ def random_mlx_model(config: dict):
     return model
 
 
-def numpy_inputs(section: dict, layout: dict, fps: float, seed: int = 0) -> dict:
-    """The same latents, positions and contexts for both sides."""
+def numpy_inputs(section: dict, layout: dict, fps: float, seed: int = 0, clean_first_frame: bool = False) -> dict:
+    """The same latents, positions, contexts and per-token timesteps (sigma 0.7) for both sides;
+    with clean_first_frame the first latent frame's tokens are at 0 (an image-conditioned step)."""
     rng = np.random.default_rng(seed)
     video_pos, audio_pos = positions_numpy(layout, fps)
     video_context, audio_context = context_dims(section)
     video_tokens = layout["f"] * layout["h"] * layout["w"]
+    video_timesteps = np.full((1, video_tokens, 1), 0.7, np.float32)
+    if clean_first_frame:
+        video_timesteps[:, : layout["h"] * layout["w"]] = 0.0
     return {
         "video": (rng.standard_normal((1, video_tokens, section["in_channels"]), np.float32), video_pos,
-                  rng.standard_normal((1, layout["context"], video_context), np.float32)),
+                  rng.standard_normal((1, layout["context"], video_context), np.float32), video_timesteps),
         "audio": (rng.standard_normal((1, layout["audio"], section["audio_in_channels"]), np.float32), audio_pos,
-                  rng.standard_normal((1, layout["context"], audio_context), np.float32)),
+                  rng.standard_normal((1, layout["context"], audio_context), np.float32),
+                  np.full((1, layout["audio"], 1), 0.7, np.float32)),
     }  # fmt: skip
 
 
@@ -137,12 +144,12 @@ def mlx_modalities(inputs: dict):
 
     from LTX_2_MLX.model.transformer import Modality
 
-    def modality(latent, positions, context):
-        tokens, contexts = latent.shape[1], context.shape[1]
+    def modality(latent, positions, context, timesteps):
+        contexts = context.shape[1]
         return Modality(
             latent=mx.array(latent).astype(mx.bfloat16),
             sigma=mx.array([0.7]),
-            timesteps=mx.full((1, tokens, 1), 0.7),
+            timesteps=mx.array(timesteps),
             positions=mx.array(positions),
             context=mx.array(context).astype(mx.bfloat16),
             context_mask=mx.ones((1, contexts), dtype=mx.int32),
@@ -197,12 +204,12 @@ class TorchSide:
             for p in self.model.parameters():
                 p.normal_(0, 0.02)
 
-        def modality(latent, positions, context):
-            tokens, contexts = latent.shape[1], context.shape[1]
+        def modality(latent, positions, context, timesteps):
+            contexts = context.shape[1]
             return Modality(
                 latent=torch.from_numpy(latent).to(self.device, torch.bfloat16),
                 sigma=torch.tensor([0.7], device=self.device),
-                timesteps=torch.full((1, tokens, 1), 0.7, device=self.device),
+                timesteps=torch.from_numpy(timesteps).to(self.device),
                 positions=torch.from_numpy(positions).to(self.device),
                 context=torch.from_numpy(context).to(self.device, torch.bfloat16),
                 context_mask=torch.ones(1, contexts, dtype=torch.int64, device=self.device),
@@ -272,6 +279,9 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--one-at-a-time", action="store_true",
                         help="build, time and free one side, then the other (GPUs without room for both)")  # fmt: skip
+    parser.add_argument("--clean-first-frame", action="store_true",
+                        help="the first latent frame's tokens at timestep 0 (image-to-video); by default every "
+                        "token is at sigma 0.7, so MLX embeds the shared timestep once")  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="kernel table of one more forward per side")
     parser.add_argument("--top", type=int, default=25, help="kernels listed with --profile")
     args = parser.parse_args()
@@ -289,7 +299,7 @@ def main() -> None:
     title = (f"DiT forward, LTX-{args.layout} layout, {width}x{height}x{frames} "
              f"({tokens}+{layout['audio']} tokens, {layout['context']} context), {tflop:.1f} TFLOP")  # fmt: skip
     print(title, flush=True)
-    inputs = numpy_inputs(section, layout, args.fps)
+    inputs = numpy_inputs(section, layout, args.fps, clean_first_frame=args.clean_first_frame)
     sides = {"torch": TorchSide, "mlx": MLXSide}
     chosen = ["torch", "mlx"] if args.impl == "both" else [args.impl]
     # Both held and alternating by default; one after the other where both do not fit (an 80 GB GPU).
