@@ -7,31 +7,42 @@ of source, options and NVRTC version, and run with `mx.fast.precompiled_cuda_ker
 GPU is not CUDA, NVRTC cannot be found or a compile fails, `kernel()` returns None and callers
 take their portable path. LTX2_MLX_CUDA_KERNELS=0 turns them off.
 
-bf16 values travel as their 16-bit patterns: float math on the widened bits, then one
-round-to-nearest-even back (`BF16_HELPERS`). float32 carries 24 significant bits, more than
-twice bf16's 8 plus 2, so one float operation rounded to bf16 equals the bf16 operation
-correctly rounded: the same roundings as MLX's own bf16 kernels."""
+bf16 values travel as their 16-bit patterns, two to a word (`BF16_HELPERS`): every operation
+is one correctly rounded packed bf16 instruction, so a kernel written as the reference's
+sequence of bf16 tensor operations rounds as that sequence does. These instructions need
+sm_80 (A100, RTX 30xx) or newer; older GPUs take the portable path."""
 
 import ctypes
 import glob
 import hashlib
 import os
 import sys
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
 import mlx.core as mx
 
 BF16_HELPERS = r"""
-__device__ __forceinline__ float bf16_lo(unsigned int pair) { return __uint_as_float(pair << 16); }
-__device__ __forceinline__ float bf16_hi(unsigned int pair) { return __uint_as_float(pair & 0xffff0000u); }
-__device__ __forceinline__ unsigned int to_bf16(float value) {
-  unsigned int bits = __float_as_uint(value);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return (bits >> 16) | 0x40u;
-  return (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+// Two bf16 values per 32-bit word (element 0 in the low half); every operation is one packed
+// bf16x2 instruction (sm_80 on), correctly rounded.
+typedef unsigned int bf16x2;
+__device__ __forceinline__ float bf16_lo(bf16x2 pair) { return __uint_as_float(pair << 16); }
+__device__ __forceinline__ float bf16_hi(bf16x2 pair) { return __uint_as_float(pair & 0xffff0000u); }
+__device__ __forceinline__ bf16x2 pack_bf16(float lo, float hi) {
+  bf16x2 out;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(out) : "f"(hi), "f"(lo));
+  return out;
 }
-__device__ __forceinline__ float round_bf16(float value) { return __uint_as_float(to_bf16(value) << 16); }
-__device__ __forceinline__ unsigned int pack_bf16(float lo, float hi) { return to_bf16(lo) | (to_bf16(hi) << 16); }
+// a * b + c, one rounding.
+__device__ __forceinline__ bf16x2 fma2(bf16x2 a, bf16x2 b, bf16x2 c) {
+  bf16x2 out;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(out) : "r"(a), "r"(b), "r"(c));
+  return out;
+}
+__device__ __forceinline__ bf16x2 mul2(bf16x2 a, bf16x2 b) { return fma2(a, b, 0x80008000u); }
+__device__ __forceinline__ bf16x2 add2(bf16x2 a, bf16x2 b) { return fma2(a, 0x3f803f80u, b); }
+__device__ __forceinline__ bf16x2 neg2(bf16x2 a) { return a ^ 0x80008000u; }
 """
 
 
@@ -119,6 +130,13 @@ def _compile(source: str, options: list[str]) -> bytes | None:
     try:
         encoded = [option.encode() for option in options]
         if nvrtc.nvrtcCompileProgram(program, len(encoded), (ctypes.c_char_p * len(encoded))(*encoded)) != 0:
+            size = ctypes.c_size_t()
+            nvrtc.nvrtcGetProgramLogSize(program, ctypes.byref(size))
+            log = ctypes.create_string_buffer(size.value)
+            nvrtc.nvrtcGetProgramLog(program, log)
+            # Our source failed to compile: a bug to report, not a user error; generation goes on.
+            detail = log.value.decode(errors="replace")[:2000]
+            warnings.warn(f"LTX-2-MLX CUDA kernels did not compile, using the portable path: {detail}")
             return None
         size = ctypes.c_size_t()
         nvrtc.nvrtcGetPTXSize(program, ctypes.byref(size))
@@ -148,7 +166,7 @@ def kernel(name: str, source: str):
 @lru_cache(maxsize=None)
 def _built(name: str, source: str):
     capability = _lowest_compute_capability()
-    if capability is None:
+    if capability is None or capability < 80:
         return None
     ptx = _compile(source, [f"--gpu-architecture=compute_{capability}", "--std=c++17"])
     if ptx is None:

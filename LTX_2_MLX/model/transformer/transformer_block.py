@@ -10,6 +10,7 @@ import mlx.nn as nn
 from LTX_2_MLX.guidance.perturbations import BatchedPerturbationConfig, PerturbationType
 from LTX_2_MLX.model.transformer.attention import Attention
 from LTX_2_MLX.model.transformer.layers import FeedForward, adaln_embedding_coefficient
+from LTX_2_MLX.model.transformer.modulation import AdaValue, ada_values, gated_residual, modulate
 from LTX_2_MLX.model.transformer.rope import LTXRopeType
 
 
@@ -41,48 +42,11 @@ class TransformerArgs:
     self_attention_mask: mx.array | None = None
 
 
-# An AdaLN value is a row of a block's table plus the matching slice of the timestep
-# embedding: (table row (dim,), timestep slice (B, T or 1, dim)). The sum is taken inside the
-# compiled kernel that uses it, so no (B, T, n, dim) tensor of values is written and read
-# back; the operations and their roundings are those of the unfused expression.
-AdaValue = tuple[mx.array, mx.array]
-
-
-@mx.compile
-def _modulate_kernel(
-    x: mx.array, scale_row: mx.array, scale_t: mx.array, shift_row: mx.array, shift_t: mx.array
-) -> mx.array:
-    return x * (1 + (scale_row + scale_t)) + (shift_row + shift_t)
-
-
-@mx.compile
-def _gated_residual_kernel(x: mx.array, update: mx.array, gate_row: mx.array, gate_t: mx.array) -> mx.array:
-    return x + update * (gate_row + gate_t)
-
-
-def _modulate(x: mx.array, scale: AdaValue, shift: AdaValue) -> mx.array:
-    """x * (1 + scale) + shift."""
-    return _modulate_kernel(x, *scale, *shift)
-
-
-def _gated_residual(x: mx.array, update: mx.array, gate: AdaValue) -> mx.array:
-    """x + update * gate."""
-    return _gated_residual_kernel(x, update, *gate)
-
-
 @lru_cache(maxsize=8)
 def _ones(width: int, dtype: mx.Dtype) -> mx.array:
     """Weight of the blocks' plain RMS norms. Exact, and on CUDA faster than no weight: MLX's
     weightless rms_norm takes its unaligned path (44 against 36 us per 6144x4096 norm, H200)."""
     return mx.ones((width,), dtype)
-
-
-def ada_values(table: mx.array, timestep: mx.array, start: int, stop: int) -> list[AdaValue]:
-    """Rows start:stop of the block's table, each with the matching slice of the AdaLN output."""
-    batch, tokens = timestep.shape[:2]
-    per_row = timestep.reshape(batch, tokens, table.shape[0], -1)
-    # table[i : i + 1] is a view; table[i] would be a gather kernel per value.
-    return [(table[i : i + 1].astype(timestep.dtype), per_row[:, :, i]) for i in range(start, stop)]
 
 
 class BasicAVTransformerBlock(nn.Module):
@@ -140,13 +104,13 @@ class BasicAVTransformerBlock(nn.Module):
         all_perturbed = perturbations.all_in_batch(kind, self.idx)
         some_perturbed = perturbations.any_in_batch(kind, self.idx) and not all_perturbed
         update = attn(
-            _modulate(self._norm(x), scale, shift),
+            modulate(self._norm(x), scale, shift),
             pe=args.positional_embeddings,
             mask=args.self_attention_mask,
             perturbation_mask=perturbations.mask_like(kind, self.idx, x) if some_perturbed else None,
             all_perturbed=all_perturbed,
         )
-        return _gated_residual(x, update, gate)
+        return gated_residual(x, update, gate)
 
     def _text_cross_attention(
         self, x: mx.array, args: TransformerArgs, attn: Attention, table: mx.array, prompt_table: mx.array | None
@@ -155,13 +119,13 @@ class BasicAVTransformerBlock(nn.Module):
             return x + attn(self._norm(x), context=args.context, mask=args.context_mask)
         shift_q, scale_q, gate = ada_values(table, args.timesteps, 6, 9)
         shift_kv, scale_kv = ada_values(prompt_table, args.prompt_timestep, 0, 2)
-        context = _modulate(args.context, scale_kv, shift_kv)
-        update = attn(_modulate(self._norm(x), scale_q, shift_q), context=context, mask=args.context_mask)
-        return _gated_residual(x, update, gate)
+        context = modulate(args.context, scale_kv, shift_kv)
+        update = attn(modulate(self._norm(x), scale_q, shift_q), context=context, mask=args.context_mask)
+        return gated_residual(x, update, gate)
 
     def _feed_forward(self, x: mx.array, args: TransformerArgs, ff: FeedForward, table: mx.array) -> mx.array:
         shift, scale, gate = ada_values(table, args.timesteps, 3, 6)
-        return _gated_residual(x, ff(_modulate(self._norm(x), scale, shift)), gate)
+        return gated_residual(x, ff(modulate(self._norm(x), scale, shift)), gate)
 
     @staticmethod
     def _cross_modal_values(table: mx.array, args: TransformerArgs, start: int) -> tuple[mx.array, ...]:
@@ -176,9 +140,10 @@ class BasicAVTransformerBlock(nn.Module):
     ) -> mx.array:  # fmt: skip
         """x + update * gate, times 0 on the rows that skip this cross-attention (STG)."""
         if not perturbations.any_in_batch(kind, self.idx):
-            return _gated_residual(x, update, gate)
+            return gated_residual(x, update, gate)
         keep = perturbations.mask_like(kind, self.idx, x)
-        return x + update * (gate[0] + gate[1]) * keep
+        gate_row, gate_t = gate.parts()
+        return x + update * (gate_row + gate_t) * keep
 
     def __call__(
         self,
@@ -220,8 +185,8 @@ class BasicAVTransformerBlock(nn.Module):
                 v_scale, v_shift, gate = self._cross_modal_values(self.scale_shift_table_a2v_ca_video, video, 0)
                 a_scale, a_shift, _ = self._cross_modal_values(self.scale_shift_table_a2v_ca_audio, audio, 0)
                 update = self.audio_to_video_attn(
-                    _modulate(vx_normed, v_scale, v_shift),
-                    context=_modulate(ax_normed, a_scale, a_shift),
+                    modulate(vx_normed, v_scale, v_shift),
+                    context=modulate(ax_normed, a_scale, a_shift),
                     pe=video.cross_positional_embeddings,
                     k_pe=audio.cross_positional_embeddings,
                 )
@@ -230,8 +195,8 @@ class BasicAVTransformerBlock(nn.Module):
                 a_scale, a_shift, gate = self._cross_modal_values(self.scale_shift_table_a2v_ca_audio, audio, 2)
                 v_scale, v_shift, _ = self._cross_modal_values(self.scale_shift_table_a2v_ca_video, video, 2)
                 update = self.video_to_audio_attn(
-                    _modulate(ax_normed, a_scale, a_shift),
-                    context=_modulate(vx_normed, v_scale, v_shift),
+                    modulate(ax_normed, a_scale, a_shift),
+                    context=modulate(vx_normed, v_scale, v_shift),
                     pe=audio.cross_positional_embeddings,
                     k_pe=video.cross_positional_embeddings,
                 )
