@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import mlx.core as mx
+import numpy as np
 
 BF16_HELPERS = r"""
 // Two bf16 values per 32-bit word (element 0 in the low half); every operation is one packed
@@ -43,7 +44,37 @@ __device__ __forceinline__ bf16x2 fma2(bf16x2 a, bf16x2 b, bf16x2 c) {
 __device__ __forceinline__ bf16x2 mul2(bf16x2 a, bf16x2 b) { return fma2(a, b, 0x80008000u); }
 __device__ __forceinline__ bf16x2 add2(bf16x2 a, bf16x2 b) { return fma2(a, 0x3f803f80u, b); }
 __device__ __forceinline__ bf16x2 neg2(bf16x2 a) { return a ^ 0x80008000u; }
+
+// x * inv for both halves of a word, each rounded to bf16 (a row normalised by its RMS).
+__device__ __forceinline__ bf16x2 scale2(bf16x2 x, float inv) { return pack_bf16(bf16_lo(x) * inv, bf16_hi(x) * inv); }
+__device__ __forceinline__ float squares(uint4 v) {
+  float sum = 0.0f, value;
+  value = bf16_lo(v.x); sum += value * value; value = bf16_hi(v.x); sum += value * value;
+  value = bf16_lo(v.y); sum += value * value; value = bf16_hi(v.y); sum += value * value;
+  value = bf16_lo(v.z); sum += value * value; value = bf16_hi(v.z); sum += value * value;
+  value = bf16_lo(v.w); sum += value * value; value = bf16_hi(v.w); sum += value * value;
+  return sum;
+}
+// The sum of `value` over the block, in every thread (blockDim.x a multiple of 32, <= 1024).
+__device__ __forceinline__ float block_sum(float value) {
+  __shared__ float partial[32];
+  for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_xor_sync(0xffffffffu, value, offset);
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = value;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    value = threadIdx.x < (blockDim.x >> 5) ? partial[threadIdx.x] : 0.0f;
+    for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_xor_sync(0xffffffffu, value, offset);
+    if (threadIdx.x == 0) partial[0] = value;
+  }
+  __syncthreads();
+  return partial[0];
+}
 """
+
+
+def float_bits(value: float) -> int:
+    """A float32 kernel scalar as the int its bits spell (MLX 0.32.4 refuses float scalars)."""
+    return int(np.array(value, np.float32).view(np.int32))
 
 
 def enabled() -> bool:

@@ -146,18 +146,7 @@ extern "C" __global__ void ltx_rope_split_bf16(const uint4* x, const uint4* cos_
   rotate_vectors(x[first], x[first + half], cos_table[table], sin_table[table], out, first, half);
 }
 
-__device__ __forceinline__ float squares(uint4 v) {
-  float sum = 0.0f, value;
-  value = bf16_lo(v.x); sum += value * value; value = bf16_hi(v.x); sum += value * value;
-  value = bf16_lo(v.y); sum += value * value; value = bf16_hi(v.y); sum += value * value;
-  value = bf16_lo(v.z); sum += value * value; value = bf16_hi(v.z); sum += value * value;
-  value = bf16_lo(v.w); sum += value * value; value = bf16_hi(v.w); sum += value * value;
-  return sum;
-}
-
-__device__ __forceinline__ bf16x2 normalise(bf16x2 x, bf16x2 w, float inv) {
-  return mul2(w, pack_bf16(bf16_lo(x) * inv, bf16_hi(x) * inv));
-}
+__device__ __forceinline__ bf16x2 normalise(bf16x2 x, bf16x2 w, float inv) { return mul2(w, scale2(x, inv)); }
 
 __device__ __forceinline__ uint4 normalise_vector(uint4 x, uint4 w, float inv) {
   return make_uint4(normalise(x.x, w.x, inv), normalise(x.y, w.y, inv), normalise(x.z, w.z, inv),
@@ -169,34 +158,18 @@ __device__ __forceinline__ uint4 normalise_vector(uint4 x, uint4 w, float inv) {
 extern "C" __global__ void ltx_norm_rope_split_bf16(const uint4* x, const uint4* weight, const uint4* cos_table,
                                                     const uint4* sin_table, uint4* out, int half, int table_rows,
                                                     int eps_bits) {
-  __shared__ float partial[32];
   int t = threadIdx.x, row = blockIdx.x;
   int first = t + (t / half) * half;
   const uint4* x_row = x + (size_t)row * 2 * blockDim.x;
   int table = (row % table_rows) * blockDim.x + t;
   uint4 a = x_row[first], b = x_row[first + half], c = cos_table[table], s = sin_table[table];
   uint4 weight_a = weight[first], weight_b = weight[first + half];
-  float sum = squares(a) + squares(b);
-  for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-  if ((t & 31) == 0) partial[t >> 5] = sum;
-  __syncthreads();
-  if (t < 32) {
-    sum = t < (blockDim.x >> 5) ? partial[t] : 0.0f;
-    for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-    if (t == 0) partial[0] = sum;
-  }
-  __syncthreads();
-  float inv = rsqrtf(partial[0] / (float)(blockDim.x * 16) + __int_as_float(eps_bits));
+  float inv = rsqrtf(block_sum(squares(a) + squares(b)) / (float)(blockDim.x * 16) + __int_as_float(eps_bits));
   rotate_vectors(normalise_vector(a, weight_a, inv), normalise_vector(b, weight_b, inv), c, s,
                  out + (size_t)row * 2 * blockDim.x, first, half);
 }
 """
 )
-
-
-def _float_bits(value: float) -> int:
-    """A float32 scalar as the int its bits spell (MLX 0.32.4 refuses float kernel scalars)."""
-    return int(np.array(value, np.float32).view(np.int32))
 
 
 def _split_kernel_shapes(x: mx.array, cos: mx.array, sin: mx.array) -> tuple[int, int] | None:
@@ -235,7 +208,7 @@ def _norm_rotate_split_cuda(x: mx.array, norm: nn.RMSNorm, cos: mx.array, sin: m
         return None
     rows = x.size // x.shape[-1]
     (rotated,) = run(
-        [x, norm.weight, cos, sin], [x.shape], [x.dtype], [half, table_rows, _float_bits(norm.eps)],
+        [x, norm.weight, cos, sin], [x.shape], [x.dtype], [half, table_rows, cuda_kernels.float_bits(norm.eps)],
         rows * threads_per_row, threads_per_row,
     )  # fmt: skip
     return rotated
