@@ -189,8 +189,8 @@ def _compile(source: str, options: list[str]) -> bytes | None:
 
 def kernel(name: str, source: str):
     """A callable running `extern "C" __global__ void name(...)` from `source` (inputs, then
-    outputs, then int/float scalars, as `mx.fast.precompiled_cuda_kernel` passes them), or None
-    when custom kernels cannot run here."""
+    outputs, then int scalars, as `mx.fast.precompiled_cuda_kernel` passes them; a float goes as
+    `float_bits`), or None when custom kernels cannot run here."""
     return _built(name, source) if enabled() else None
 
 

@@ -114,9 +114,10 @@ def _rotate_pairs(pairs: mx.array, cos: mx.array, sin: mx.array, sign: mx.array)
 # the reference in 31% of values). The normalising variant also does the q/k RMS norm
 # (w * bf16(x * rsqrt(mean(x^2) + eps)), as mx.fast.rms_norm) in the same pass, one block per
 # token: the normalised projection is never written out and read back. Its sum of squares is
-# added in another order than the reference's, and torch rounds its norm differently: 28% of
-# the values differ from ltx-core's RMSNorm + rotation (the portable path: 46%). On an H200,
-# 6,144 x 4,096: rotation 60 us against 100, norm + rotation 57 us against 112.
+# added in another order than the reference's (whose nn.RMSNorm may also round otherwise): 28%
+# of the values differ from ltx-core's RMSNorm + rotation (the portable path: 46%). On an H200,
+# 6,144 x 4,096: rotation 62 us against 82, norm + rotation 63 us against 106
+# (benchmarks/results/h200-2026-11-29g/rope_kernels_check.txt).
 _ROTATE_SOURCE = (
     cuda_kernels.BF16_HELPERS
     + r"""
