@@ -147,3 +147,79 @@ def test_no_kernels_off_cuda_or_when_turned_off(monkeypatch):
     assert cuda_kernels.kernel("ltx_modulate_bf16", modulation._SOURCE) is None  # the CPU here
     monkeypatch.setenv("LTX2_MLX_CUDA_KERNELS", "0")
     assert not cuda_kernels.enabled()
+
+
+class FakeNVRTC:
+    """NVRTC's C interface as the compile path calls it through ctypes; `fails` makes every
+    compile fail with a log."""
+
+    def __init__(self, fails: bool = False):
+        self.fails, self.compiles = fails, 0
+
+    def nvrtcVersion(self, major, minor):
+        major._obj.value, minor._obj.value = 13, 0
+        return 0
+
+    def nvrtcCreateProgram(self, program, source, name, headers, names, include_names):
+        program._obj.value = 1
+        self.source = source
+        return 0
+
+    def nvrtcCompileProgram(self, program, count, options):
+        self.compiles += 1
+        self.options = [options[i] for i in range(count)]
+        return 6 if self.fails else 0
+
+    def nvrtcGetProgramLogSize(self, program, size):
+        size._obj.value = 32
+        return 0
+
+    def nvrtcGetProgramLog(self, program, log):
+        log.value = b"error: identifier undefined"
+        return 0
+
+    def nvrtcGetPTXSize(self, program, size):
+        size._obj.value = len(self.source) + 1
+        return 0
+
+    def nvrtcGetPTX(self, program, ptx):
+        ptx.value = self.source
+        return 0
+
+    def nvrtcDestroyProgram(self, program):
+        return 0
+
+
+def test_kernels_compile_once_per_machine_then_load_from_disk(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    nvrtc = FakeNVRTC()
+    monkeypatch.setattr(cuda_kernels, "_nvrtc", lambda: nvrtc)
+    options = ["--gpu-architecture=compute_90", "--std=c++17"]
+    first = cuda_kernels._compile("extern \"C\" __global__ void k() {}", options)
+    assert first == b'extern "C" __global__ void k() {}\0' and nvrtc.compiles == 1
+    assert nvrtc.options == [option.encode() for option in options]
+    assert [p.suffix for p in (tmp_path / "ltx2-mlx" / "cuda-kernels").iterdir()] == [".ptx"]  # no part file left
+    assert cuda_kernels._compile("extern \"C\" __global__ void k() {}", options) == first
+    assert nvrtc.compiles == 1  # the second process's compile is a file read
+    cuda_kernels._compile("extern \"C\" __global__ void other() {}", options)
+    assert nvrtc.compiles == 2
+
+
+def test_a_kernel_that_does_not_compile_warns_and_leaves_the_portable_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(cuda_kernels, "_nvrtc", lambda: FakeNVRTC(fails=True))
+    monkeypatch.setattr(cuda_kernels, "enabled", lambda: True)
+    monkeypatch.setattr(cuda_kernels, "_lowest_compute_capability", lambda: 90)
+    cuda_kernels._built.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="did not compile.*identifier undefined"):
+            assert cuda_kernels.kernel("ltx_modulate_bf16", modulation._SOURCE) is None
+        x, update, table, timestep = bf16_inputs(1, 4, 64, 1)
+        scale, shift = AdaValue(table, timestep, 4), AdaValue(table, timestep, 3)
+        expected = modulation._modulate_kernel(x, *scale.parts(), *shift.parts())
+        assert mx.array_equal(modulate(x, scale, shift), expected)
+        monkeypatch.setattr(cuda_kernels, "_lowest_compute_capability", lambda: 75)  # before sm_80
+        cuda_kernels._built.cache_clear()
+        assert cuda_kernels.kernel("ltx_modulate_bf16", modulation._SOURCE) is None
+    finally:
+        cuda_kernels._built.cache_clear()
