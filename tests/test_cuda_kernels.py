@@ -195,13 +195,13 @@ def test_kernels_compile_once_per_machine_then_load_from_disk(monkeypatch, tmp_p
     nvrtc = FakeNVRTC()
     monkeypatch.setattr(cuda_kernels, "_nvrtc", lambda: nvrtc)
     options = ["--gpu-architecture=compute_90", "--std=c++17"]
-    first = cuda_kernels._compile("extern \"C\" __global__ void k() {}", options)
+    first = cuda_kernels._compile('extern "C" __global__ void k() {}', options)
     assert first == b'extern "C" __global__ void k() {}\0' and nvrtc.compiles == 1
     assert nvrtc.options == [option.encode() for option in options]
     assert [p.suffix for p in (tmp_path / "ltx2-mlx" / "cuda-kernels").iterdir()] == [".ptx"]  # no part file left
-    assert cuda_kernels._compile("extern \"C\" __global__ void k() {}", options) == first
+    assert cuda_kernels._compile('extern "C" __global__ void k() {}', options) == first
     assert nvrtc.compiles == 1  # the second process's compile is a file read
-    cuda_kernels._compile("extern \"C\" __global__ void other() {}", options)
+    cuda_kernels._compile('extern "C" __global__ void other() {}', options)
     assert nvrtc.compiles == 2
 
 
