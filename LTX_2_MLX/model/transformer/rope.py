@@ -103,15 +103,25 @@ def _pair_sign(dtype: mx.Dtype) -> mx.array:
 
 @mx.compile
 def _rotate_pairs(pairs: mx.array, cos: mx.array, sin: mx.array, sign: mx.array) -> mx.array:
+    """INTERLEAVED, as ltx-core: both products rounded, then their sum."""
     return pairs * cos + pairs[..., ::-1, :] * (sin * sign)
+
+
+@mx.compile
+def _rotate_halves(pairs: mx.array, cos: mx.array, sin: mx.array, sign: mx.array) -> mx.array:
+    """SPLIT, as ltx-core's x*cos then addcmul_: the sine product is added unrounded (in
+    float32, one rounding at the end), so bf16 results equal the reference's bit for bit."""
+    partner = pairs[..., ::-1, :].astype(mx.float32) * (sin * sign).astype(mx.float32)
+    return (pairs * cos + partner).astype(pairs.dtype)
 
 
 # CUDA, bf16, SPLIT: MLX's fused kernel reads the reversed view element by element through its
 # strides; these read 16-byte vectors (8 channels) of both halves of a head and of the tables.
 # `rotate` rounds as ltx-core's apply_split_rotary_emb does (x*cos, then addcmul_ adds
 # -/+sin*partner with one rounding), so the rotation alone is bitwise equal to the reference's
-# on the same inputs; the portable path rounds the sine product too (on an H200 it differs from
-# the reference in 31% of values). The normalising variant also does the q/k RMS norm
+# on the same inputs, as the portable path is on the CPU (tests); on an H200 MLX's fused kernel
+# for the earlier portable expression differed from the reference in 31% of values. The
+# normalising variant also does the q/k RMS norm
 # (w * bf16(x * rsqrt(mean(x^2) + eps)), as mx.fast.rms_norm) in the same pass, one block per
 # token: the normalised projection is never written out and read back. Its sum of squares is
 # added in another order than the reference's (whose nn.RMSNorm may also round otherwise): 28%
@@ -237,7 +247,7 @@ def apply_rotary_emb(x: mx.array, freqs_cis: tuple[mx.array, mx.array], rope_typ
     batch, tokens, heads = cos.shape[:3]
     rows = batch * tokens * heads
     pairs = x.reshape(rows, 2, -1)
-    rotated = _rotate_pairs(pairs, cos.reshape(rows, 1, -1), sin.reshape(rows, 1, -1), sign)
+    rotated = _rotate_halves(pairs, cos.reshape(rows, 1, -1), sin.reshape(rows, 1, -1), sign)
     return rotated.reshape(batch, tokens, -1)
 
 

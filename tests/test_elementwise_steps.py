@@ -51,6 +51,19 @@ def test_adaln_steps_round_as_ltx_core_expressions(timestep_tokens):
     assert mx.abs(first.astype(mx.float32) - to_mlx(expected_normed).astype(mx.float32)).max().item() <= 0.0625
 
 
+def test_split_rotation_in_bf16_equals_ltx_core_bit_for_bit():
+    from ltx_core.model.transformer.rope import LTXRopeType as ReferenceRopeType
+    from ltx_core.model.transformer.rope import apply_rotary_emb as reference_rotary_emb
+
+    mx.random.seed(3)
+    x = (3 * mx.random.normal((2, 50, 8 * 64))).astype(mx.bfloat16)
+    angles = mx.random.uniform(0, 6.3, (2, 50, 8, 32))
+    cos, sin = mx.cos(angles).astype(mx.bfloat16), mx.sin(angles).astype(mx.bfloat16)
+    ours = rope.apply_rotary_emb(x, (cos, sin), rope.LTXRopeType.SPLIT)
+    tables = (to_torch(cos).transpose(1, 2), to_torch(sin).transpose(1, 2))  # ltx-core's (B, H, T, D/2)
+    assert mx.array_equal(ours, to_mlx(reference_rotary_emb(to_torch(x), tables, ReferenceRopeType.SPLIT)))
+
+
 def test_normed_rotation_is_the_rotation_of_the_norm():
     mx.random.seed(1)
     x = (3 * mx.random.normal((2, 10, 4 * 32))).astype(mx.bfloat16)
