@@ -24,6 +24,8 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
+from LTX_2_MLX.model.common.cuda_kernels import cuda_driver
+
 _BUFFER_BYTES = 2**28  # each of the two buffers
 _ALIGN = 256  # where a piece starts in a buffer: aligned for the widest integer copy
 _READ_BYTES = 2**24  # bytes per preadv call on the pool
@@ -91,10 +93,9 @@ _IN_USE = threading.Lock()
 def _keep_on_host(view: np.ndarray) -> bool:
     """Advise the CUDA driver that these managed pages live in host memory and that every GPU
     reads them from there. Returns whether it took the advice (reads work either way)."""
-    try:
-        driver = ctypes.CDLL("libcuda.so.1")
-        advise = driver.cuMemAdvise  # the (pointer, bytes, advice, device ordinal) form
-    except (OSError, AttributeError):
+    driver = cuda_driver()
+    advise = getattr(driver, "cuMemAdvise", None)  # the (pointer, bytes, advice, device ordinal) form
+    if advise is None:
         return False
     advise.argtypes = [ctypes.c_uint64, ctypes.c_size_t, ctypes.c_int, ctypes.c_int]
     devices = ctypes.c_int(0)

@@ -120,12 +120,19 @@ def _nvrtc():
     return None
 
 
+def cuda_driver():
+    """The CUDA driver library (libcuda, through ctypes), or None where there is none."""
+    try:
+        return ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+
+
 @lru_cache(maxsize=1)
 def _lowest_compute_capability() -> int | None:
     """Of the GPUs present, e.g. 90 for an H100/H200; PTX for it also runs on newer ones."""
-    try:
-        driver = ctypes.CDLL("libcuda.so.1")
-    except OSError:
+    driver = cuda_driver()
+    if driver is None:
         return None
     count = ctypes.c_int(0)
     if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value == 0:
