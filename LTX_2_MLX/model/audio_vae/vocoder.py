@@ -12,12 +12,14 @@ import mlx.core as mx
 import numpy as np
 from mlx import nn
 
+from LTX_2_MLX.model.audio_vae import snake_kernel
 from LTX_2_MLX.model.audio_vae.model_configurator import (
     BandwidthExtensionConfig,
     GeneratorConfig,
     VocoderConfig,
 )
 from LTX_2_MLX.model.audio_vae.resnet import LRELU_SLOPE, ResBlock1, add_biased
+from LTX_2_MLX.model.audio_vae.snake_kernel import FilterBank
 
 
 def get_padding(kernel_size: int, dilation: int = 1) -> int:
@@ -77,9 +79,6 @@ def _clamped_positions(length: int, before: int, after: int) -> mx.array:
     """Gather indices that pad an axis of `length` by replicating its edges: `before` copies of the
     first sample, the axis, `after` copies of the last (one kernel; a mode="edge" pad takes four)."""
     return mx.array(np.clip(np.arange(-before, length + after), 0, length - 1).astype(np.int32))
-
-
-FilterBank = tuple[tuple[int, tuple[float, ...]], ...]
 
 
 def upsample_filter_bank(taps: tuple[float, ...], ratio: int, pad: int, pad_left: int) -> FilterBank:
@@ -183,11 +182,11 @@ def _compiled_upsample(taps: tuple[float, ...], ratio: int, pad: int, pad_left: 
 
 @cache
 def _compiled_activation(up_taps: tuple, down_taps: tuple, ratio: int, pad: int, pad_left: int):
-    """(compiled Activation1d, the upsampler's reach, its bank_gains), one per filter pair."""
+    """(compiled Activation1d, the upsampler's bank, its reach, its bank_gains), one per filter pair."""
     bank = upsample_filter_bank(up_taps, ratio, pad, pad_left)
     before, after = _bank_reach(bank)
     compiled = partial(_anti_aliased_snake, bank=bank, before=before, down_taps=down_taps)
-    return mx.compile(compiled), before, after, bank_gains(bank)
+    return mx.compile(compiled), bank, before, after, bank_gains(bank)
 
 
 class PerLoadedArrays:
@@ -305,7 +304,7 @@ class SnakeBeta(Snake):
 class Activation1d(nn.Module):
     """Activation at twice the rate: upsample 2x, activate, low-pass and downsample 2x, as one
     compiled function in float32 (the reference rounds to the working dtype after each step);
-    see _anti_aliased_snake."""
+    see _anti_aliased_snake. In bf16 on a CUDA GPU, one kernel (snake_kernel)."""
 
     def __init__(
         self,
@@ -329,12 +328,17 @@ class Activation1d(nn.Module):
         """The activation of x + bias (the bias of the convolution before, added here rather than
         in a kernel of its own)."""
         up, lowpass = self.upsample, self.downsample.lowpass
-        compiled, before, after, gains = _compiled_activation(up.taps(), lowpass.taps(), up.ratio, up.pad, up.pad_left)
+        down_taps = lowpass.taps()
+        compiled, bank, before, after, gains = _compiled_activation(up.taps(), down_taps, up.ratio, up.pad, up.pad_left)
+        coefficients = self.act.coefficients()
+        fused = snake_kernel.anti_aliased_snake(x, bias, *coefficients, bank, down_taps, lowpass.pad_left)
+        if fused is not None:
+            return fused
         length = x.shape[1]
         up_index = _clamped_positions(length, before, after)
         down_index = _clamped_positions(up.ratio * length, lowpass.pad_left, lowpass.pad_right)
         bias_term = (self._bias_term(bias, gains),) if bias is not None else ()
-        return compiled(x, up_index, down_index, *self.act.coefficients(), *bias_term)
+        return compiled(x, up_index, down_index, *coefficients, *bias_term)
 
 
 class AMPBlock1(nn.Module):
