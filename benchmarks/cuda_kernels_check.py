@@ -202,7 +202,8 @@ def main() -> None:
         rows += adaln_rows(*shape)
     for shape in [(1, 13376, 32, 64), (1, 6144, 32, 64), (2, 126, 32, 32)]:
         rows += rotation_rows(*shape)
-    # BigVGAN at 5 s: the first level (9,940 x 768) and the last (79,520 x 24); the BWE's first.
+    # BigVGAN at 5 s: the first level's width (768; its length is 2,485) at 4x the length, the last
+    # level (79,520 x 24), the BWE's first (5,964 x 256).
     for shape in [(1, 9940, 768, True), (1, 79520, 24, False), (1, 5964, 256, True)]:
         rows.append(snake_row(*shape))
     for row in rows:
