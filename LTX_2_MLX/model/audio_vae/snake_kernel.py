@@ -146,11 +146,15 @@ def anti_aliased_snake(
     bank: FilterBank,
     down_taps: tuple[float, ...],
     down_left: int,
+    down_right: int,
 ) -> mx.array | None:
     """Activation1d of x (+ bias) through the kernel, or None where it does not apply (not a
     CUDA GPU, not bf16, an odd channel count, a geometry the kernel does not cover)."""
     if not cuda_kernels.enabled() or x.dtype != mx.bfloat16 or x.ndim != 3 or x.shape[2] % 2:
         return None
+    ratio, length = len(bank[0][1]), x.shape[1]
+    if (ratio * length + down_left + down_right - len(down_taps)) // ratio + 1 != length:
+        return None  # the kernel writes as many samples as it reads
     if (bias is not None and bias.dtype != mx.bfloat16) or x.size >= 2**31:
         return None
     if alpha.dtype != mx.float32 or inverse_beta.dtype != mx.float32:

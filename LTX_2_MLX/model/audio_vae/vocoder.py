@@ -331,7 +331,9 @@ class Activation1d(nn.Module):
         down_taps = lowpass.taps()
         compiled, bank, before, after, gains = _compiled_activation(up.taps(), down_taps, up.ratio, up.pad, up.pad_left)
         coefficients = self.act.coefficients()
-        fused = snake_kernel.anti_aliased_snake(x, bias, *coefficients, bank, down_taps, lowpass.pad_left)
+        fused = snake_kernel.anti_aliased_snake(
+            x, bias, *coefficients, bank, down_taps, lowpass.pad_left, lowpass.pad_right
+        )
         if fused is not None:
             return fused
         length = x.shape[1]
