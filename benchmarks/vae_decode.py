@@ -22,12 +22,7 @@ limit (80% of the GPU by default), hence the larger peak without a limit.
 
 import argparse
 import math
-import os
 import time
-
-# cuDNN plans are cached per convolution shape (128 by default); tiled decoding meets more
-# shapes than that (each tile size × each layer), so a small cache rebuilds plans every call.
-os.environ.setdefault("MLX_CUDA_CONV_CACHE_SIZE", "1024")
 
 import mlx.core as mx
 import numpy as np

@@ -317,6 +317,27 @@ def test_conv3d_formulations_match_torch(padding_mode, stride, causal):
         assert_matches(tag, actual, expected)
 
 
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_spatial_padding_equals_torch_in_one_copy_per_axis(mode):
+    """Wider than a 3x3 kernel needs, both axes, on (N, H, W, C); the graph has one
+    concatenation per padded axis and no zero fill or in-place strip updates."""
+    import io
+    import re
+
+    from LTX_2_MLX.model.video_vae.convolution import pad_spatial
+
+    x = torch.randn(2, 3, 6, 7, generator=torch.Generator().manual_seed(5))
+    for pad in [(1, 1), (2, 3), (0, 2), (4, 0)]:
+        expected = torch.nn.functional.pad(x, (pad[1], pad[1], pad[0], pad[0]), mode=mode)
+        padded = pad_spatial(to_mx(x).transpose(0, 2, 3, 1), pad, mode)
+        dot = io.StringIO()
+        mx.export_to_dot(dot, padded)  # before evaluation: the graph that computes it
+        operations = re.findall(r'label ="([^"]+)"', dot.getvalue())
+        assert operations.count("Concatenate") == sum(1 for width in pad if width), operations
+        assert not {"Full", "SliceUpdate"} & set(operations), operations
+        assert np.array_equal(np.array(padded.transpose(0, 3, 1, 2)), expected.numpy()), pad
+
+
 def test_decode_video_matches_reference_uint8(reference):
     """The streamed uint8 frames of `decode_video` (tiled) against ltx-core's."""
     from ltx_core.model.video_vae import decode_video as ref_decode_video

@@ -21,23 +21,41 @@ def torch_conv_weight_to_mlx(weight: mx.array) -> mx.array:
 
 
 def pad_spatial(x: mx.array, pad: tuple[int, int], mode: str) -> mx.array:
-    """Pad H and W of a (N, H, W, C) array as torch's Conv padding_mode does."""
+    """Pad H and W of a (N, H, W, C) array as torch's Conv padding_mode does.
+
+    Each padded axis is one concatenation of the array and its edge strips: one copy of the
+    array per axis. (mx.pad's reflect and edge modes fill zeros, copy the array in, then update
+    each strip in place or, where the buffer is shared, with another whole copy: 1.9x the time
+    on the CPU for a decoder-sized input.)"""
     ph, pw = pad
     if ph == 0 and pw == 0:
         return x
     if mode == "zeros":
         return mx.pad(x, [(0, 0), (ph, ph), (pw, pw), (0, 0)])
-    if mode == "reflect":
-        return mx.pad(x, [(0, 0), (ph, ph), (pw, pw), (0, 0)], mode="reflect")
+    if mode not in ("reflect", "replicate", "circular"):
+        raise ValueError(f"unknown spatial padding mode {mode!r}; use zeros, reflect, replicate or circular")
+    for axis, width in ((1, ph), (2, pw)):
+        if width:
+            before, after = _edge_strips(x, axis, width, mode)
+            x = mx.concatenate([before, x, after], axis)
+    return x
+
+
+def _edge_strips(x: mx.array, axis: int, width: int, mode: str) -> tuple[mx.array, mx.array]:
+    """The `width` samples that go before and after `axis` of x under `mode`."""
+
+    def take(start, stop, step=1):
+        index = [slice(None)] * x.ndim
+        index[axis] = slice(start, stop, step)
+        return x[tuple(index)]
+
+    if mode == "reflect":  # the edge sample not repeated
+        return take(width, 0, -1), take(-2, -width - 2, -1)
     if mode == "replicate":
-        return mx.pad(x, [(0, 0), (ph, ph), (pw, pw), (0, 0)], mode="edge")
-    if mode == "circular":
-        if ph:
-            x = mx.concatenate([x[:, -ph:], x, x[:, :ph]], axis=1)
-        if pw:
-            x = mx.concatenate([x[:, :, -pw:], x, x[:, :, :pw]], axis=2)
-        return x
-    raise ValueError(f"unknown spatial padding mode {mode!r}; use zeros, reflect, replicate or circular")
+        shape = list(x.shape)
+        shape[axis] = width
+        return mx.broadcast_to(take(0, 1), shape), mx.broadcast_to(take(-1, None), shape)
+    return take(-width, None), take(0, width)  # circular
 
 
 def pad_temporal(x: mx.array, kernel_frames: int, causal: bool) -> mx.array:
