@@ -10,6 +10,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
+from host_kernels import HostKernels, compiler_available
 from ltx_core.model.video_vae import SpatialTilingConfig as RefSpatialTilingConfig
 from ltx_core.model.video_vae import TemporalTilingConfig as RefTemporalTilingConfig
 from ltx_core.model.video_vae import TilingConfig as RefTilingConfig
@@ -17,6 +18,7 @@ from ltx_core.model.video_vae import VideoDecoderConfigurator, VideoEncoderConfi
 from reference import assert_cosine, assert_matches, save_checkpoint, seed_module_, to_mx
 
 from LTX_2_MLX.loader import CheckpointError, load_video_vae
+from LTX_2_MLX.model.common import cuda_kernels
 from LTX_2_MLX.model.video_vae import SpatialTilingConfig, TemporalTilingConfig, TilingConfig
 from LTX_2_MLX.model.video_vae.sampling import group_mean
 
@@ -336,6 +338,60 @@ def test_spatial_padding_equals_torch_in_one_copy_per_axis(mode):
         assert operations.count("Concatenate") == sum(1 for width in pad if width), operations
         assert not {"Full", "SliceUpdate"} & set(operations), operations
         assert np.array_equal(np.array(padded.transpose(0, 3, 1, 2)), expected.numpy()), pad
+
+
+@pytest.fixture
+def host_kernels(monkeypatch, tmp_path):
+    if not compiler_available():
+        pytest.skip("needs a C++ compiler (c++) to run the kernel here")
+    kernels = HostKernels(tmp_path / "kernels")
+    monkeypatch.setattr(cuda_kernels, "enabled", lambda: True)
+    monkeypatch.setattr(cuda_kernels, "kernel", kernels.kernel)
+    return kernels
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular", "zeros"])
+@pytest.mark.parametrize("dtype,channels", [(mx.bfloat16, 8), (mx.bfloat16, 24), (mx.float32, 4)])
+def test_padding_kernel_equals_the_portable_padding(host_kernels, mode, dtype, channels):
+    from LTX_2_MLX.model.video_vae.convolution import pad_spatial, pad_temporal, temporal_padding
+    from LTX_2_MLX.model.video_vae.pad_kernel import pad_video
+
+    mx.random.seed(7)
+    x = mx.random.normal((2, 4, 5, 6, channels)).astype(dtype)
+    for kernel_frames, causal, spatial in [
+        (3, True, (1, 1)),
+        (3, False, (1, 1)),
+        (1, True, (2, 3)),
+        (5, False, (0, 2)),
+    ]:
+        padded = pad_video(x, temporal_padding(kernel_frames, causal), spatial, mode)
+        expected = pad_temporal(x, kernel_frames, causal)
+        b, f = expected.shape[:2]
+        expected = pad_spatial(expected.reshape(b * f, *expected.shape[2:]), spatial, mode)
+        assert mx.array_equal(padded, expected.reshape(b, f, *expected.shape[1:])), (kernel_frames, causal, spatial)
+    assert len(host_kernels.launches) == 4
+
+
+def test_decoder_convolution_through_the_padding_kernel_equals_the_portable_one(host_kernels):
+    from LTX_2_MLX.model.video_vae.convolution import conv3d_native
+
+    mx.random.seed(8)
+    x = mx.random.normal((1, 5, 6, 7, 8))
+    weight, bias = 0.1 * mx.random.normal((4, 3, 3, 3, 8)), mx.random.normal((4,))
+    fused = conv3d_native(x, weight, bias, (1, 1, 1), "reflect", False)
+    assert len(host_kernels.launches) == 1
+    with pytest.MonkeyPatch.context() as portable:
+        portable.setattr(cuda_kernels, "enabled", lambda: False)
+        assert mx.array_equal(fused, conv3d_native(x, weight, bias, (1, 1, 1), "reflect", False))
+
+
+def test_padding_the_kernel_does_not_cover_takes_the_portable_path(host_kernels):
+    from LTX_2_MLX.model.video_vae.pad_kernel import pad_video
+
+    x = mx.zeros((1, 2, 3, 3, 6), mx.bfloat16)  # 12-byte channel rows
+    assert pad_video(x, (2, 0), (1, 1), "reflect") is None
+    assert pad_video(mx.zeros((1, 2, 3, 3, 8), mx.bfloat16), (2, 0), (3, 1), "reflect") is None  # wider than H
+    assert host_kernels.launches == []
 
 
 def test_decode_video_matches_reference_uint8(reference):

@@ -9,6 +9,8 @@ on CUDA, cuDNN's 3D convolution is faster. Only the order of the sums differs.
 import mlx.core as mx
 import mlx.nn as nn
 
+from LTX_2_MLX.model.video_vae import pad_kernel
+
 
 def torch_conv_weight_to_mlx(weight: mx.array) -> mx.array:
     """PyTorch (O, I, kT, kH, kW) -> MLX (O, kT, kH, kW, I), laid out in memory so that the
@@ -58,23 +60,30 @@ def _edge_strips(x: mx.array, axis: int, width: int, mode: str) -> tuple[mx.arra
     return take(-width, None), take(0, width)  # circular
 
 
+def temporal_padding(kernel_frames: int, causal: bool) -> tuple[int, int]:
+    """(front, back) edge frames: k-1 copies of the first frame when causal, (k-1)/2 of the
+    first and of the last frame otherwise."""
+    return (kernel_frames - 1, 0) if causal else ((kernel_frames - 1) // 2,) * 2
+
+
 def pad_temporal(x: mx.array, kernel_frames: int, causal: bool) -> mx.array:
-    """Repeat edge frames of (B, F, H, W, C): k-1 copies of the first frame when causal,
-    (k-1)/2 of the first and of the last frame otherwise."""
-    if kernel_frames == 1:
+    """Repeat edge frames of (B, F, H, W, C) (temporal_padding)."""
+    front, back = temporal_padding(kernel_frames, causal)
+    if front == back == 0:
         return x
-    if causal:
-        front, back = kernel_frames - 1, 0
-    else:
-        front = back = (kernel_frames - 1) // 2
     parts = [x[:, :1]] * front + [x] + [x[:, -1:]] * back
     return mx.concatenate(parts, axis=1)
 
 
 def _pad(x: mx.array, kernel: tuple[int, int, int], padding_mode: str, causal: bool):
     """Time padded with edge frames; space padded here unless zeros (left to the convolution).
-    Returns the padded (B, F, H, W, C) array and the (H, W) padding the convolution must add."""
+    Returns the padded (B, F, H, W, C) array and the (H, W) padding the convolution must add.
+    On CUDA the padding is one kernel (pad_kernel) where space is padded too."""
     kt, kh, kw = kernel
+    if padding_mode != "zeros":
+        padded = pad_kernel.pad_video(x, temporal_padding(kt, causal), (kh // 2, kw // 2), padding_mode)
+        if padded is not None:
+            return padded, (0, 0)
     x = pad_temporal(x, kt, causal)
     if padding_mode == "zeros":
         return x, (kh // 2, kw // 2)
