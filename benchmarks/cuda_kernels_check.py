@@ -6,6 +6,7 @@ What each must show (the process exits 1 when one does not):
 - modulation, gated residual, split rotation: equal to ltx-core bit for bit;
 - norm + modulation, q/k norm + rotation: differ from ltx-core in no more values than the
   portable path does (they sum squares in another order than torch);
+- the video decoder's padding (edge frames, reflect): equal to ltx-core's bit for bit;
 - anti-aliased Snake (BigVGAN's Activation1d): within one bf16 step of the portable float32
   path everywhere (or float32 noise at the output's scale, where terms cancel), differing in at
   most 1% of the values; against ltx-core (which rounds to bf16 after every step) its error is
@@ -43,6 +44,7 @@ from LTX_2_MLX.model.audio_vae.vocoder import Activation1d, SnakeBeta
 from LTX_2_MLX.model.common import cuda_kernels
 from LTX_2_MLX.model.transformer import modulation, rope
 from LTX_2_MLX.model.transformer.modulation import AdaValue, Normed
+from LTX_2_MLX.model.video_vae.convolution import _pad
 
 ADA_ROWS = 9
 
@@ -77,7 +79,7 @@ def microseconds(fn: Callable, calls: int = 30) -> float:
     return statistics.median(times)
 
 
-def compare(name: str, shape: str, fn: Callable, reference: mx.array, rule: str) -> dict:
+def compare(name: str, shape: str, fn: Callable, reference: mx.array, rule: str, calls: int = 30) -> dict:
     """Kernel and portable outputs of `fn` against `reference`, timings, and whether `rule`
     holds: "equal" (bit for bit), "no_worse" (no more differing values than the portable path)."""
     kernel_out = fn()
@@ -98,10 +100,10 @@ def compare(name: str, shape: str, fn: Callable, reference: mx.array, rule: str)
         "portable_differing_from_ltx_core": differing(portable_out),
         "portable_max_abs_from_ltx_core": max_abs(portable_out),
         "reference_scale": mx.abs(reference.astype(mx.float32)).max().item(),
-        "kernel_us": microseconds(fn),
+        "kernel_us": microseconds(fn, calls),
     }
     os.environ["LTX2_MLX_CUDA_KERNELS"] = "0"
-    row["portable_us"] = microseconds(fn)
+    row["portable_us"] = microseconds(fn, calls)
     os.environ.pop("LTX2_MLX_CUDA_KERNELS")
     if rule == "equal":
         row["ok"] = row["differing_from_ltx_core"] == 0.0
@@ -191,6 +193,24 @@ def snake_row(batch: int, length: int, channels: int, with_bias: bool) -> dict:
     return row
 
 
+def padding_row(batch: int, frames: int, height: int, width: int, channels: int) -> dict:
+    """The decoder convolution's padding (one edge frame each side, reflect 1 in space) against
+    ltx-core's: torch.cat of the edge frames, then the convolution's reflect padding (F.pad)."""
+    mx.random.seed(3)
+    x = mx.random.normal((batch, frames, height, width, channels)).astype(mx.bfloat16)
+    mx.eval(x)
+    with torch.no_grad():
+        video = to_torch(x).permute(0, 4, 1, 2, 3)
+        video = torch.cat([video[:, :, :1], video, video[:, :, -1:]], dim=2)
+        expected = to_mlx(torch.nn.functional.pad(video, (1, 1, 1, 1, 0, 0), mode="reflect").permute(0, 2, 3, 4, 1))
+    shape = f"({batch}, {frames}, {height}, {width}, {channels})"
+
+    def padded():
+        return _pad(x, (3, 3, 3), "reflect", False)[0]
+
+    return compare("decoder padding", shape, padded, expected, "equal", calls=3)  # 1-2 GB an output
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", help="write the rows to this file")
@@ -206,6 +226,8 @@ def main() -> None:
     # level (79,520 x 24), the BWE's first (5,964 x 256).
     for shape in [(1, 9940, 768, True), (1, 79520, 24, False), (1, 5964, 256, True)]:
         rows.append(snake_row(*shape))
+    for shape in [(1, 17, 128, 192, 512), (1, 35, 256, 384, 256)]:  # decoder levels at 768 x 512
+        rows.append(padding_row(*shape))
     for row in rows:
         figures = (
             f"differing from ltx-core {row['differing_from_ltx_core']:.2e} (portable "
