@@ -338,6 +338,9 @@ def test_spatial_padding_equals_torch_in_one_copy_per_axis(mode):
         assert operations.count("Concatenate") == sum(1 for width in pad if width), operations
         assert not {"Full", "SliceUpdate"} & set(operations), operations
         assert np.array_equal(np.array(padded.transpose(0, 3, 1, 2)), expected.numpy()), pad
+    if mode == "reflect":  # as torch, which refuses a reflection as wide as the axis
+        with pytest.raises(ValueError, match="reflect padding of 6 needs more than 6"):
+            pad_spatial(to_mx(x).transpose(0, 2, 3, 1), (6, 0), mode)  # H is 6
 
 
 @pytest.fixture

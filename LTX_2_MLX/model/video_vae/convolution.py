@@ -52,6 +52,8 @@ def _edge_strips(x: mx.array, axis: int, width: int, mode: str) -> tuple[mx.arra
         return x[tuple(index)]
 
     if mode == "reflect":  # the edge sample not repeated
+        if width >= x.shape[axis]:
+            raise ValueError(f"reflect padding of {width} needs more than {x.shape[axis]} samples along the axis")
         return take(width, 0, -1), take(-2, -width - 2, -1)
     if mode == "replicate":
         shape = list(x.shape)
