@@ -6,6 +6,7 @@ import types
 import mlx.core as mx
 import pytest
 import torch
+from host_kernels import HostKernels, compiler_available
 from reference import PARITY_FIGURES, REFUSALS
 
 
@@ -119,3 +120,17 @@ def sixteen_mel_bins(monkeypatch):
         return encoder
 
     monkeypatch.setattr(retake, "load_audio_encoder", load_with_its_mel_bins)
+
+
+@pytest.fixture
+def host_kernels(monkeypatch, tmp_path):
+    """Our CUDA kernels built for the CPU (host_kernels.py) stand in for the GPU ones: the model
+    takes its CUDA path here. Skipped where there is no C++ compiler."""
+    if not compiler_available():
+        pytest.skip("needs a C++ compiler (c++) to run the kernel here")
+    from LTX_2_MLX.model.common import cuda_kernels
+
+    kernels = HostKernels(tmp_path / "kernels")
+    monkeypatch.setattr(cuda_kernels, "enabled", lambda: True)
+    monkeypatch.setattr(cuda_kernels, "kernel", kernels.kernel)
+    return kernels

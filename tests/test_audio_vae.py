@@ -21,7 +21,6 @@ from functools import partial
 import mlx.core as mx
 import pytest
 import torch
-from host_kernels import HostKernels, compiler_available
 from mlx.utils import tree_flatten
 from reference import (
     assert_cosine,
@@ -62,7 +61,6 @@ from LTX_2_MLX.model.audio_vae import (
 )
 from LTX_2_MLX.model.audio_vae.ops import melscale_fbanks, resample
 from LTX_2_MLX.model.audio_vae.vocoder import PhaseConvTranspose1d, phase_weight
-from LTX_2_MLX.model.common import cuda_kernels
 
 MEL_BINS = 16
 SAMPLE_RATE = 16000
@@ -369,22 +367,16 @@ def test_bigvgan_bwe_vocoder_matches_reference(bwe_checkpoint):
     )
 
 
-@pytest.mark.skipif(not compiler_available(), reason="needs a C++ compiler (c++) to run the kernel here")
-def test_bigvgan_bwe_vocoder_through_the_cuda_activation_kernel_matches_reference(
-    bwe_checkpoint, monkeypatch, tmp_path
-):
+def test_bigvgan_bwe_vocoder_through_the_cuda_activation_kernel_matches_reference(bwe_checkpoint, host_kernels):
     """The bf16 CUDA path of every anti-aliased activation (run here by the host compiler)."""
     path, reference = bwe_checkpoint
     mel = _random((1, 2, 7, 64), seed=13)
     with torch.no_grad():
         expected = reference(mel)
-    kernels = HostKernels(tmp_path)
-    monkeypatch.setattr(cuda_kernels, "enabled", lambda: True)
-    monkeypatch.setattr(cuda_kernels, "kernel", kernels.kernel)
     vocoder = load_vocoder(path, mx.bfloat16)
     waveform = vocoder(to_mx(mel, mx.bfloat16))
     activations = [m for _, m in vocoder.named_modules() if type(m).__name__ == "Activation1d"]
-    assert len(kernels.launches) == len(activations) == 2 * 2 * 6 + 1 + 2 * 1 * 6 + 1  # levels, blocks, acts
+    assert len(host_kernels.launches) == len(activations) == 2 * 2 * 6 + 1 + 2 * 1 * 6 + 1  # levels, blocks, acts
     assert_cosine("BigVGAN+BWE vocoder bf16, CUDA activation kernel", waveform, expected)
 
 

@@ -1,24 +1,14 @@
 """The anti-aliased Snake kernel (BigVGAN's Activation1d on CUDA), run on the CPU through the
-host compiler (tests/host_kernels.py), against the portable path it replaces."""
+host compiler (tests/host_kernels.py, the `host_kernels` fixture), against the portable path it
+replaces."""
 
 import mlx.core as mx
 import numpy as np
 import pytest
-from host_kernels import HostKernels, compiler_available
 
 from LTX_2_MLX.model.audio_vae import snake_kernel
 from LTX_2_MLX.model.audio_vae.vocoder import Activation1d, Snake, SnakeBeta
 from LTX_2_MLX.model.common import cuda_kernels
-
-pytestmark = pytest.mark.skipif(not compiler_available(), reason="needs a C++ compiler (c++) to run the kernel here")
-
-
-@pytest.fixture
-def host_kernels(monkeypatch, tmp_path):
-    kernels = HostKernels(tmp_path / "kernels")
-    monkeypatch.setattr(cuda_kernels, "enabled", lambda: True)
-    monkeypatch.setattr(cuda_kernels, "kernel", kernels.kernel)
-    return kernels
 
 
 def activation(channels: int, kind=SnakeBeta, seed: int = 0) -> Activation1d:

@@ -10,7 +10,6 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
-from host_kernels import HostKernels, compiler_available
 from ltx_core.model.video_vae import SpatialTilingConfig as RefSpatialTilingConfig
 from ltx_core.model.video_vae import TemporalTilingConfig as RefTemporalTilingConfig
 from ltx_core.model.video_vae import TilingConfig as RefTilingConfig
@@ -341,16 +340,6 @@ def test_spatial_padding_equals_torch_in_one_copy_per_axis(mode):
     if mode == "reflect":  # as torch, which refuses a reflection as wide as the axis
         with pytest.raises(ValueError, match="reflect padding of 6 needs more than 6"):
             pad_spatial(to_mx(x).transpose(0, 2, 3, 1), (6, 0), mode)  # H is 6
-
-
-@pytest.fixture
-def host_kernels(monkeypatch, tmp_path):
-    if not compiler_available():
-        pytest.skip("needs a C++ compiler (c++) to run the kernel here")
-    kernels = HostKernels(tmp_path / "kernels")
-    monkeypatch.setattr(cuda_kernels, "enabled", lambda: True)
-    monkeypatch.setattr(cuda_kernels, "kernel", kernels.kernel)
-    return kernels
 
 
 @pytest.mark.parametrize("mode", ["reflect", "replicate", "circular", "zeros"])
