@@ -22,23 +22,23 @@ KERNEL_NAME = "ltx_anti_aliased_snake_bf16"
 
 FilterBank = tuple[tuple[int, tuple[float, ...]], ...]
 
-_HELPERS = r"""
-typedef unsigned int u32;
-__device__ __forceinline__ float bf16_lo(u32 pair) { return __uint_as_float(pair << 16); }
-__device__ __forceinline__ float bf16_hi(u32 pair) { return __uint_as_float(pair & 0xffff0000u); }
+_HELPERS = (
+    cuda_kernels.BF16_WORDS
+    + r"""
 // Round to nearest even (a NaN stays a NaN).
-__device__ __forceinline__ u32 bf16_bits(float value) {
-  u32 bits = __float_as_uint(value);
+__device__ __forceinline__ unsigned int bf16_bits(float value) {
+  unsigned int bits = __float_as_uint(value);
   if ((bits & 0x7fffffffu) > 0x7f800000u) return 0x7fc0u;
   return (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
 }
-__device__ __forceinline__ u32 pack_pair(float lo, float hi) { return bf16_bits(lo) | (bf16_bits(hi) << 16); }
+__device__ __forceinline__ bf16x2 pack_pair(float lo, float hi) { return bf16_bits(lo) | (bf16_bits(hi) << 16); }
 __device__ __forceinline__ float snake(float u, float alpha, float inverse_beta) {
   float s = sinf(u * alpha);
   return fmaf(inverse_beta, s * s, u);
 }
 __device__ __forceinline__ int clamp_index(int n, int length) { return n < 0 ? 0 : (n >= length ? length - 1 : n); }
 """
+)
 
 
 def _literal(value: float) -> str:
@@ -77,7 +77,7 @@ def kernel_source(bank: FilterBank, down_taps: tuple[float, ...], down_left: int
 
     lines = []
     for k in range(last - first + 1):
-        lines.append(f"  u32 w{k} = row[(size_t)clamp_index(i0 + ({first + k}), length) * pairs];")
+        lines.append(f"  bf16x2 w{k} = row[(size_t)clamp_index(i0 + ({first + k}), length) * pairs];")
         lines.append(f"  float xl{k} = bf16_lo(w{k}) + bias_lo, xh{k} = bf16_hi(w{k}) + bias_hi;")
     for j in range(window):
         for half in ("l", "h"):
@@ -90,7 +90,7 @@ def kernel_source(bank: FilterBank, down_taps: tuple[float, ...], down_left: int
     lines.append(f"  int past_end = {ratio} * i0 - {down_left} - ({ratio} * length - 1);  // j beyond the last sample")
     lines.append(f"  if (past_end + {window - 1} > 0) {{")
     for k, shift in enumerate(shifts):
-        lines.append(f"    u32 e{k} = row[(size_t)clamp_index(length - 1 + ({shift}), length) * pairs];")
+        lines.append(f"    bf16x2 e{k} = row[(size_t)clamp_index(length - 1 + ({shift}), length) * pairs];")
         lines.append(f"    float el{k} = bf16_lo(e{k}) + bias_lo, eh{k} = bf16_hi(e{k}) + bias_hi;")
     for half in ("l", "h"):
         terms = [(vector[ratio - 1], f"e{half}{k}") for k, (_, vector) in enumerate(bank)]
@@ -108,15 +108,15 @@ def kernel_source(bank: FilterBank, down_taps: tuple[float, ...], down_left: int
         + f"""
 // x (B, length, 2·pairs) bf16 as pairs; bias (2·pairs) bf16 (read when with_bias); alpha and
 // 1/(β + eps) (2·pairs) float32; out like x. One thread per {outputs} outputs of one channel pair.
-extern "C" __global__ void {KERNEL_NAME}(const u32* x, const u32* bias, const float* alpha,
-                                             const float* inverse_beta, u32* y, int length, int pairs,
+extern "C" __global__ void {KERNEL_NAME}(const bf16x2* x, const bf16x2* bias, const float* alpha,
+                                             const float* inverse_beta, bf16x2* y, int length, int pairs,
                                              int tiles, int threads, int with_bias) {{
   int index = blockIdx.x * blockDim.x + threadIdx.x;
   if (index >= threads) return;
   int pair = index % pairs, rest = index / pairs, tile = rest % tiles, batch = rest / tiles;
   int i0 = tile * {outputs};
-  const u32* row = x + (size_t)batch * length * pairs + pair;
-  u32* out = y + (size_t)batch * length * pairs + pair;
+  const bf16x2* row = x + (size_t)batch * length * pairs + pair;
+  bf16x2* out = y + (size_t)batch * length * pairs + pair;
   float bias_lo = 0.0f, bias_hi = 0.0f;
   if (with_bias) {{
     bias_lo = bf16_lo(bias[pair]);

@@ -24,12 +24,18 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-BF16_HELPERS = r"""
-// Two bf16 values per 32-bit word (element 0 in the low half); every operation is one packed
-// bf16x2 instruction (sm_80 on), correctly rounded.
+# Plain C++ apart from CUDA's bit casts: kernels that use only these also build for the host.
+BF16_WORDS = r"""
+// Two bf16 values per 32-bit word (element 0 in the low half).
 typedef unsigned int bf16x2;
 __device__ __forceinline__ float bf16_lo(bf16x2 pair) { return __uint_as_float(pair << 16); }
 __device__ __forceinline__ float bf16_hi(bf16x2 pair) { return __uint_as_float(pair & 0xffff0000u); }
+"""
+
+BF16_HELPERS = (
+    BF16_WORDS
+    + r"""
+// Every operation is one packed bf16x2 instruction (sm_80 on), correctly rounded.
 __device__ __forceinline__ bf16x2 pack_bf16(float lo, float hi) {
   bf16x2 out;
   asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(out) : "f"(hi), "f"(lo));
@@ -70,6 +76,7 @@ __device__ __forceinline__ float block_sum(float value) {
   return partial[0];
 }
 """
+)
 
 
 def float_bits(value: float) -> int:
